@@ -1,0 +1,73 @@
+"""Run a backbone on batches: device and precision resolved once, L2-normalised float32 out."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from indexer.backbones import Backbone
+from indexer.options import PRECISIONS
+from store import Vectors
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when present, else CPU; anything else is taken as asked."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """AMX or AVX-512 BF16 (Linux flags). Without them bf16 is emulated and slower than fp32."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    flags = next((line for line in text.splitlines() if line.startswith("flags")), "").split()
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """`auto` is bf16 on CUDA and on CPUs with native bf16, else fp32."""
+    if precision == "auto":
+        native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+        return torch.bfloat16 if native else torch.float32
+    if precision not in _DTYPES:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return _DTYPES[precision]
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    return next(name for name, d in _DTYPES.items() if d == dtype)
+
+
+class Embedder:
+    """Callable: (B, 3, H, W) float32 pixels on any device -> (B, D) unit-norm float32 numpy."""
+
+    def __init__(self, backbone: Backbone, device: torch.device, dtype: torch.dtype) -> None:
+        self.backbone = backbone
+        self.device = device
+        self.dtype = dtype
+
+    def __call__(self, pixels: torch.Tensor) -> Vectors:
+        if len(pixels) == 0:
+            return np.zeros((0, self.backbone.dim), dtype=np.float32)
+        non_blocking = self.device.type == "cuda" and pixels.is_pinned()
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.dtype)
+            if self.dtype != torch.float32
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            features = self.backbone.embed(pixels.to(self.device, non_blocking=non_blocking))
+            # Normalise in float32 whatever the compute precision was.
+            unit = torch.nn.functional.normalize(features.float(), dim=1)
+        return unit.cpu().numpy()

@@ -1,0 +1,34 @@
+"""What the user asks the indexer for. Torch-free: the CLI and `search` import it at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MODEL = "effnet-lite0"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which backbone to run: a short name or a Birder network name, and optional weights."""
+
+    name: str = DEFAULT_MODEL
+    weights: Path | None = None
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how to run the backbone, as asked: device auto|cpu|cuda[:N]|mps."""
+
+    device: str = "auto"
+    precision: str = "auto"
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    model: ModelChoice = field(default_factory=ModelChoice)
+    runtime: Runtime = field(default_factory=Runtime)
+    batch_size: int = 16
+    workers: int | None = None  # None: one per core, at most 4
+    prune: bool = True

@@ -1,0 +1,178 @@
+"""`index`: scan -> plan -> decode (workers) -> embed -> commit per batch -> prune -> report."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch.utils.data import DataLoader
+
+from indexer.backbones import Backbone, load_backbone
+from indexer.dataset import Batch, DecodeDataset, Item, collate
+from indexer.decode import decode, read_file
+from indexer.embed import Embedder, precision_name, resolve_device, resolve_dtype
+from indexer.errors import UnreadableImage
+from indexer.options import IndexOptions, ModelChoice, Runtime
+from indexer.plan import Plan, make_plan
+from indexer.scan import check_folders, scan
+from store import Embedded, Failure, Store, Vectors, catalog_path
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+
+    def advance(self, done: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    added: int
+    updated: int
+    unchanged: int
+    removed: int
+    failed: tuple[Failure, ...]
+    embedded: int  # images that went through the backbone
+    reused: int  # images whose stored vector was reused (same content elsewhere or touched)
+    model: str
+    device: str
+    precision: str
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.embedded + self.reused) / self.seconds if self.seconds > 0 else 0.0
+
+
+def load_embedder(model: ModelChoice, runtime: Runtime) -> Embedder:
+    device = resolve_device(runtime.device)
+    dtype = resolve_dtype(runtime.precision, device)
+    return Embedder(load_backbone(model, device), device, dtype)
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def index_folders(
+    home: Path, roots: Sequence[str], options: IndexOptions, progress: Progress | None = None
+) -> IndexReport:
+    """Bring the index in `home` up to date with the image files under `roots`."""
+    if options.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {options.batch_size}")
+    started = time.perf_counter()
+    folders = check_folders(roots)
+    plan = _plan(home, folders, options.model.name)
+    embedder = load_embedder(options.model, options.runtime)
+    weights = str(options.model.weights.absolute()) if options.model.weights else None
+    backbone = embedder.backbone
+    with Store.open_for_model(home, backbone.name, backbone.dim, weights) as store:
+        if progress:
+            progress.start(len(plan.todo))
+        run = _Run(store, embedder, plan)
+        for batch in _batches(plan, store, backbone, options):
+            run.commit(batch)
+            if progress:
+                progress.advance(len(batch.items))
+        removed = store.remove_paths(plan.vanished) if options.prune else 0
+        store.flush()
+    return IndexReport(
+        added=run.added,
+        updated=run.updated,
+        unchanged=plan.unchanged + run.touched,
+        removed=removed,
+        failed=tuple(plan.known_failures + run.failed),
+        embedded=run.embedded,
+        reused=run.reused,
+        model=backbone.name,
+        device=str(embedder.device),
+        precision=precision_name(embedder.dtype),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _plan(home: Path, folders: list[str], model: str) -> Plan:
+    if not catalog_path(home).is_file():
+        return make_plan(scan(folders), {}, {}, folders)
+    with Store.open(home) as store:
+        store.check_model(model)  # refuse before loading a model or reading a file
+        return make_plan(scan(folders), store.file_states(), store.failures(), folders)
+
+
+def _batches(plan: Plan, store: Store, backbone: Backbone, options: IndexOptions) -> DataLoader[Batch]:
+    dataset = DecodeDataset(plan.todo, backbone.prep, frozenset(store.content_hashes()))
+    workers = options.workers if options.workers is not None else default_workers()
+    return DataLoader(
+        dataset,
+        batch_size=options.batch_size,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+        prefetch_factor=4 if workers else None,
+    )
+
+
+class _Run:
+    """Counts and commits batch by batch; one SQLite transaction per batch."""
+
+    def __init__(self, store: Store, embedder: Embedder, plan: Plan) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.previous_hashes = plan.previous_hashes
+        self.added = self.updated = self.touched = self.embedded = self.reused = 0
+        self.failed: list[Failure] = []
+
+    def commit(self, batch: Batch) -> None:
+        vectors = iter(self.embedder(batch.pixels))
+        self.embedded += len(batch.pixels)
+        stored = self.store.stored_vectors(
+            i.file.content_hash for i in batch.items if i.reuse and i.file
+        )
+        done: list[Embedded] = []
+        failed: list[Failure] = []
+        for item in batch.items:
+            if item.error is not None or item.file is None:
+                failed.append(_failure(item, item.error or "unreadable"))
+                continue
+            if not item.reuse:
+                done.append(Embedded(item.file, item.width, item.height, next(vectors)))
+            elif (hit := stored.get(item.file.content_hash)) is not None:
+                self.reused += 1
+                done.append(Embedded(item.file, hit.width, hit.height, hit.vector))
+            else:  # the stored copy changed earlier in this run: embed it after all
+                try:
+                    done.append(self._embed_now(item))
+                except UnreadableImage as exc:
+                    failed.append(_failure(item, exc.reason))
+        for e in done:
+            previous = self.previous_hashes.get(e.file.path)
+            if previous is None:
+                self.added += 1
+            elif previous == e.file.content_hash:
+                self.touched += 1
+            else:
+                self.updated += 1
+        self.failed.extend(failed)
+        self.store.commit_batch(done, failed)
+
+    def _embed_now(self, item: Item) -> Embedded:
+        assert item.file is not None
+        decoded = decode(read_file(item.file.path), item.file.path, self.embedder.backbone.prep)
+        self.embedded += 1
+        vector = self.embedder(decoded.pixels.unsqueeze(0))[0]
+        return Embedded(item.file, decoded.width, decoded.height, vector)
+
+
+def _failure(item: Item, error: str) -> Failure:
+    return Failure(item.stat.path, item.stat.size, item.stat.mtime_ns, error)
+
+
+def embed_images(paths: Sequence[str], embedder: Embedder) -> Vectors:
+    """Embed a few images in this process (for queries). Raises UnreadableImage."""
+    prep = embedder.backbone.prep
+    pixels = [decode(read_file(path), path, prep).pixels for path in paths]
+    return embedder(torch.stack(pixels))

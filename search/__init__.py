@@ -1,0 +1,1 @@
+"""Queries, result rendering and the `imgsearch` click CLI (search/cli.py)."""

@@ -1,0 +1,194 @@
+"""The `imgsearch` command line: parse options, call the library, render, map errors to exits.
+
+Only this module prints or exits. stdout carries results; progress, notices and errors go to
+stderr. Exit codes: 0 success, 1 a domain error, 2 a usage error (click's own).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from indexer.errors import IndexerError
+from indexer.options import DEFAULT_MODEL, PRECISIONS, IndexOptions, ModelChoice, Runtime
+from search import query as queries
+from search import render
+from store import Store, StoreError, resolve_home
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class DomainError(click.ClickException):
+    """One line on stderr, exit code 1."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"imgsearch: {self.format_message()}", err=True)
+
+
+def domain_errors(fn: F) -> F:
+    """Translate every library error into one line and exit code 1, in one place."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (StoreError, IndexerError, ValueError) as exc:
+            raise DomainError(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def model_options(*, default_model: str | None) -> Callable[[F], F]:
+    """--model --weights --device --precision --batch-size, shared by model-using commands."""
+
+    def decorate(fn: F) -> F:
+        options = [
+            click.option("--model", default=default_model, show_default=True,
+                         help="Backbone: a short name or a Birder network name."),
+            click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+                         help="A local checkpoint file for --model."),
+            click.option("--device", default="auto", show_default=True,
+                         help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps."),
+            click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
+                         show_default=True,
+                         help="auto: bf16 on CUDA and on CPUs with native bf16, else fp32."),
+            click.option("--batch-size", type=click.IntRange(min=1), default=16,
+                         show_default=True, help="Images per forward pass."),
+        ]  # fmt: skip
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+@click.group()
+@click.option("--home", envvar="IMGSEARCH_HOME", type=click.Path(file_okay=False),
+              help="Index directory (default: $IMGSEARCH_HOME, else the user data dir).")
+@click.option("-v", "--verbose", is_flag=True, help="More detail on stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.version_option(package_name="imgsearch-engine")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, verbose: bool, quiet: bool) -> None:
+    """Find similar and duplicate images with vision-model embeddings.
+
+    \b
+    imgsearch index ~/Pictures
+    imgsearch query photo.jpg -k 5
+    """
+    level = logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(stream=sys.stderr, level=level, format="imgsearch: %(message)s")
+    logging.getLogger("birder").setLevel(max(level, logging.WARNING))
+    ctx.obj = resolve_home(home)
+    ctx.meta["quiet"] = quiet
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@model_options(default_model=DEFAULT_MODEL)
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Decoding processes (default: one per core, at most 4; 0: decode inline).")
+@click.option("--no-prune", is_flag=True, help="Keep entries of files that were deleted.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+@domain_errors
+def index(ctx: click.Context, paths: tuple[str, ...], model: str, weights: Path | None,
+          device: str, precision: str, batch_size: int, workers: int | None, no_prune: bool,
+          as_json: bool) -> None:  # fmt: skip
+    """Index the images under PATHS (recursive); re-runs only do what changed.
+
+    \b
+    imgsearch index ~/Pictures /mnt/photos
+    imgsearch index ./dataset --json
+    """
+    from indexer.pipeline import index_folders  # imports torch: only for commands that embed
+    from search.progress import TqdmProgress
+
+    options = IndexOptions(
+        model=ModelChoice(model, weights),
+        runtime=Runtime(device, precision),
+        batch_size=batch_size,
+        workers=workers,
+        prune=not no_prune,
+    )
+    with TqdmProgress(disable=ctx.meta["quiet"]) as progress:
+        report = index_folders(ctx.obj, paths, options, progress)
+    for failure in report.failed:
+        click.echo(f"imgsearch: skipped {failure.path}: {failure.error}", err=True)
+    click.echo(json.dumps(render.index_json(report)) if as_json else render.index_text(report))
+
+
+@cli.command()
+@click.argument("images", nargs=-1, type=click.Path())
+@click.option("--id", "image_id", type=int, help="Query by the id of an indexed image.")
+@click.option("--path", "indexed_path", help="Query by the path of an indexed image.")
+@click.option("-k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="How many neighbours.")
+@click.option("--min-score", type=float, help="Only neighbours with cosine >= this.")
+@click.option("--device", default="auto", show_default=True, help="Device for query images.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="Precision for query images.")
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@click.pass_context
+@domain_errors
+def query(ctx: click.Context, images: tuple[str, ...], image_id: int | None,
+          indexed_path: str | None, k: int, min_score: float | None, device: str,
+          precision: str, as_json: bool) -> None:  # fmt: skip
+    """Find the nearest neighbours of IMAGES, or of an indexed image (--id / --path).
+
+    \b
+    imgsearch query photo.jpg -k 5
+    imgsearch query --id 42 --min-score 0.8 --json
+    """
+    chosen = sum([bool(images), image_id is not None, indexed_path is not None])
+    if chosen != 1:
+        raise click.UsageError("give IMAGES, or --id ID, or --path INDEXED_PATH (exactly one)")
+    options = queries.QueryOptions(k=k, min_score=min_score)
+    with Store.open(ctx.obj) as store:
+        if image_id is not None:
+            results = [queries.by_id(store, image_id, options)]
+        elif indexed_path is not None:
+            results = [queries.by_path(store, indexed_path, options)]
+        else:
+            results = queries.by_images(store, images, options, Runtime(device, precision))
+    if as_json:
+        shaped = [render.query_json(r) for r in results]
+        click.echo(json.dumps(shaped[0] if len(shaped) == 1 else shaped))
+    else:
+        click.echo("\n\n".join(render.query_text(r) for r in results))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+@domain_errors
+def info(ctx: click.Context, as_json: bool) -> None:
+    """Show the index: home, model, dimension, count, index type and failed files.
+
+    \b
+    imgsearch info --json
+    """
+    with Store.open(ctx.obj) as store:
+        failed = sorted(store.failures().values(), key=lambda f: f.path)
+        data = render.info_json(str(ctx.obj), store.meta, store.count(), failed)
+    click.echo(json.dumps(data) if as_json else render.info_text(data, failed))
+
+
+@cli.command()
+@click.pass_context
+def path(ctx: click.Context) -> None:
+    """Print the index home directory in use.
+
+    \b
+    imgsearch --home ./idx path
+    """
+    click.echo(str(ctx.obj))

@@ -1,0 +1,74 @@
+"""Turn results into the contract's JSON objects and into terminal text. No I/O here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from search.query import QueryResult
+from store import Failure, IndexMeta
+
+if TYPE_CHECKING:
+    from indexer.pipeline import IndexReport
+
+
+def index_json(report: IndexReport) -> dict[str, Any]:
+    return {
+        "added": report.added,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "removed": report.removed,
+        "failed": [{"path": f.path, "error": f.error} for f in report.failed],
+        "embedded": report.embedded,
+        "reused": report.reused,
+        "model": report.model,
+        "device": report.device,
+        "precision": report.precision,
+        "seconds": round(report.seconds, 3),
+        "images_per_second": round(report.images_per_second, 2),
+    }
+
+
+def index_text(report: IndexReport) -> str:
+    return (
+        f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+        f"removed {report.removed}, failed {len(report.failed)} "
+        f"({report.embedded} embedded, {report.reused} reused; {report.model} on "
+        f"{report.device} {report.precision}; {report.seconds:.1f} s, "
+        f"{report.images_per_second:.1f} images/s)"
+    )
+
+
+def query_json(result: QueryResult) -> dict[str, Any]:
+    return {
+        "query": result.query,
+        "results": [
+            {"rank": rank, "id": m.record.id, "path": m.record.path, "score": round(m.score, 6)}
+            for rank, m in enumerate(result.matches, start=1)
+        ],
+    }
+
+
+def query_text(result: QueryResult) -> str:
+    lines = [f"query: {result.query}"]
+    if not result.matches:
+        lines.append("  (no results)")
+    for rank, m in enumerate(result.matches, start=1):
+        lines.append(f"{rank:>4}  {m.score:.4f}  {m.record.id:>6}  {m.record.path}")
+    return "\n".join(lines)
+
+
+def info_json(home: str, meta: IndexMeta, count: int, failed: list[Failure]) -> dict[str, Any]:
+    return {
+        "home": home,
+        "model": meta.model,
+        "dim": meta.dim,
+        "count": count,
+        "index_type": meta.index_type,
+        "failed": len(failed),
+    }
+
+
+def info_text(info: dict[str, Any], failed: list[Failure]) -> str:
+    lines = [f"{key:<11} {value}" for key, value in info.items()]
+    lines += [f"  {f.path}: {f.error}" for f in failed]
+    return "\n".join(lines)

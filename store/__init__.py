@@ -1,0 +1,41 @@
+"""The catalog: SQLite (the truth, vectors included) and FAISS (derived), kept consistent.
+
+Never imports torch. Knows nothing of models beyond the name and dimension recorded in `meta`.
+"""
+
+from store.catalog import Store, StoredVector
+from store.errors import FaissUnavailable, IndexNotFound, ItemNotFound, ModelMismatch, StoreError
+from store.home import HOME_ENV, catalog_path, resolve_home
+from store.records import (
+    Embedded,
+    Failure,
+    FileStat,
+    Hit,
+    ImageFile,
+    ImageRecord,
+    IndexMeta,
+    Vector,
+    Vectors,
+)
+
+__all__ = [
+    "HOME_ENV",
+    "Embedded",
+    "FaissUnavailable",
+    "Failure",
+    "FileStat",
+    "Hit",
+    "ImageFile",
+    "ImageRecord",
+    "IndexMeta",
+    "IndexNotFound",
+    "ItemNotFound",
+    "ModelMismatch",
+    "Store",
+    "StoreError",
+    "StoredVector",
+    "Vector",
+    "Vectors",
+    "catalog_path",
+    "resolve_home",
+]

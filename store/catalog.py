@@ -1,0 +1,349 @@
+"""The store: one SQLite catalog (the truth, vectors included) and a FAISS index derived from it.
+
+Every write is one SQLite transaction that also bumps `meta.generation`. The FAISS file is named
+after the generation it reflects, so a file that is missing, stale (killed run, older generation)
+or damaged is detected on open and rebuilt from SQLite with a notice, never an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from store import vectors as vecs
+from store.errors import IndexNotFound, ItemNotFound, ModelMismatch
+from store.home import catalog_path
+from store.records import Embedded, Failure, Hit, ImageRecord, IndexMeta, Vector, Vectors
+from store.schema import SCHEMA_VERSION, failures, images, make_engine, meta, metadata
+
+if TYPE_CHECKING:
+    import faiss
+
+log = logging.getLogger("imgsearch.store")
+
+_RECORD_COLUMNS = (
+    images.c.id,
+    images.c.path,
+    images.c.size,
+    images.c.mtime_ns,
+    images.c.content_hash,
+    images.c.width,
+    images.c.height,
+)
+_REBUILD_CHUNK = 20_000
+
+
+@dataclass(frozen=True)
+class StoredVector:
+    """A stored embedding with the pixel size of its image, reusable for a same-content file."""
+
+    vector: Vector
+    width: int
+    height: int
+
+
+def _blob(vector: Vector) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def _unblob(blob: bytes) -> Vector:
+    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+
+
+def _record(row: Any) -> ImageRecord:
+    return ImageRecord(*row)
+
+
+class Store:
+    """An index home. Open with `Store.open` (read) or `Store.open_for_model` (index)."""
+
+    def __init__(self, home: Path, engine: Engine, index_meta: IndexMeta) -> None:
+        self.home = home
+        self.meta = index_meta
+        self._engine = engine
+        self._index: faiss.Index | None = None
+        self._generation = -1  # generation the in-memory FAISS index reflects
+        self._dirty = False
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, home: Path) -> Store:
+        path = catalog_path(home)
+        if not path.is_file():
+            raise IndexNotFound(f"no index in {home}: run `imgsearch index PATH` first")
+        engine = make_engine(path)
+        with engine.connect() as conn:
+            values = dict(conn.execute(select(meta.c.key, meta.c.value)).tuples().all())
+        if "model" not in values:
+            engine.dispose()
+            raise IndexNotFound(f"{path} is not an imgsearch index (no model recorded)")
+        index_meta = IndexMeta(
+            model=values["model"],
+            dim=int(values["dim"]),
+            metric=values["metric"],
+            index_type=values["index_type"],
+            schema_version=int(values["schema_version"]),
+            weights=values.get("weights"),
+        )
+        return cls(home, engine, index_meta)
+
+    @classmethod
+    def open_for_model(cls, home: Path, model: str, dim: int, weights: str | None = None) -> Store:
+        """Open the index for writing with `model`, creating it if the home has none."""
+        if not catalog_path(home).is_file():
+            cls._create(home, model, dim, weights)
+        store = cls.open(home)
+        try:
+            store.check_model(model, dim)
+        except ModelMismatch:
+            store.close()
+            raise
+        return store
+
+    def check_model(self, model: str, dim: int | None = None) -> None:
+        """Raise ModelMismatch unless this index was built with `model` (and `dim`)."""
+        if self.meta.model != model or dim not in (None, self.meta.dim):
+            raise ModelMismatch(
+                f"the index in {self.home} was built with {self.meta.model!r}, not {model!r}: "
+                f"use --model {self.meta.model} or another --home"
+            )
+
+    @staticmethod
+    def _create(home: Path, model: str, dim: int, weights: str | None) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(catalog_path(home))
+        try:
+            metadata.create_all(engine)
+            values = {
+                "model": model,
+                "dim": str(dim),
+                "metric": "cosine",
+                "index_type": vecs.INDEX_TYPE_FLAT,
+                "schema_version": str(SCHEMA_VERSION),
+                "generation": "0",
+            }
+            if weights:
+                values["weights"] = weights
+            rows = [{"key": k, "value": v} for k, v in values.items()]
+            with engine.begin() as conn:
+                conn.execute(sqlite_insert(meta).on_conflict_do_nothing(), rows)
+        finally:
+            engine.dispose()
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def count(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(images)).scalar_one())
+
+    def records(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
+        wanted = list(ids)
+        if not wanted:
+            return {}
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(*_RECORD_COLUMNS).where(images.c.id.in_(wanted)))
+            return {row.id: _record(row) for row in rows}
+
+    def record_by_path(self, path: str) -> ImageRecord:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(*_RECORD_COLUMNS).where(images.c.path == path)).first()
+        if row is None:
+            raise ItemNotFound(f"{path} is not in the index")
+        return _record(row)
+
+    def vector(self, image_id: int) -> Vector:
+        with self._engine.connect() as conn:
+            blob = conn.execute(select(images.c.vector).where(images.c.id == image_id)).scalar()
+        if blob is None:
+            raise ItemNotFound(f"no image with id {image_id} in the index")
+        return _unblob(blob)
+
+    def file_states(self) -> dict[str, ImageRecord]:
+        """Every indexed file by path, to decide what a scan has to do."""
+        with self._engine.connect() as conn:
+            return {row.path: _record(row) for row in conn.execute(select(*_RECORD_COLUMNS))}
+
+    def failures(self) -> dict[str, Failure]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(failures)).tuples().all()
+        return {row[0]: Failure(*row) for row in rows}
+
+    def content_hashes(self) -> set[str]:
+        with self._engine.connect() as conn:
+            return set(conn.execute(select(images.c.content_hash).distinct()).scalars())
+
+    def stored_vectors(self, hashes: Iterable[str]) -> dict[str, StoredVector]:
+        """One stored vector per content hash, for files whose content is already indexed."""
+        wanted = sorted(set(hashes))
+        if not wanted:
+            return {}
+        query = select(images.c.content_hash, images.c.vector, images.c.width, images.c.height)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query.where(images.c.content_hash.in_(wanted))).tuples()
+            return {h: StoredVector(_unblob(v), w, ht) for h, v, w, ht in rows}
+
+    def search(
+        self, queries: Vectors, k: int, exclude: frozenset[int] = frozenset()
+    ) -> list[list[Hit]]:
+        """Exact top-k by cosine for each query row (n, d); `exclude` ids never appear."""
+        if queries.ndim != 2 or queries.shape[1] != self.meta.dim:
+            raise ValueError(f"queries must be (n, {self.meta.dim}), got {queries.shape}")
+        return vecs.search(self._faiss(), queries, k, exclude)
+
+    def faiss_count(self) -> int:
+        return int(self._faiss().ntotal)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def commit_batch(self, embedded: Sequence[Embedded], failed: Sequence[Failure]) -> None:
+        """Write one batch in one transaction: new or changed images, and files that failed.
+
+        A path already indexed keeps its id (its vector is replaced); a path that now fails
+        leaves the index, since its old vector no longer describes the file.
+        """
+        index = self._faiss()
+        paths = [e.file.path for e in embedded] + [f.path for f in failed]
+        with self._engine.begin() as conn:
+            known = dict(
+                conn.execute(select(images.c.path, images.c.id).where(images.c.path.in_(paths)))
+                .tuples()
+                .all()
+            )
+            updated = [(known[e.file.path], e) for e in embedded if e.file.path in known]
+            for image_id, e in updated:
+                conn.execute(update(images).where(images.c.id == image_id).values(_row(e)))
+            new = [e for e in embedded if e.file.path not in known]
+            new_ids: list[int] = []
+            if new:
+                stmt = insert(images).returning(images.c.id, sort_by_parameter_order=True)
+                new_ids = list(conn.execute(stmt, [_row(e) for e in new]).scalars())
+            gone = [known[f.path] for f in failed if f.path in known]
+            if gone:
+                conn.execute(delete(images).where(images.c.id.in_(gone)))
+            if embedded:
+                done = [e.file.path for e in embedded]
+                conn.execute(delete(failures).where(failures.c.path.in_(done)))
+            if failed:
+                stmt = sqlite_insert(failures)
+                upsert = stmt.on_conflict_do_update(
+                    index_elements=[failures.c.path],
+                    set_={c: stmt.excluded[c] for c in ("size", "mtime_ns", "error")},
+                )
+                conn.execute(upsert, [f.__dict__ for f in failed])
+            generation = self._bump_generation(conn)
+        # SQLite has committed: only now does the in-memory FAISS index follow.
+        replaced = np.array([i for i, _ in updated] + gone, dtype=np.int64)
+        vecs.remove(index, replaced)
+        ids = np.array([i for i, _ in updated] + new_ids, dtype=np.int64)
+        rows = [e.vector for _, e in updated] + [e.vector for e in new]
+        if rows:
+            vecs.add(index, ids, np.stack(rows))
+        self._mark(generation)
+
+    def remove_paths(self, paths: Sequence[str]) -> int:
+        """Forget files that no longer exist. Returns how many indexed images were removed."""
+        if not paths:
+            return 0
+        index = self._faiss()
+        with self._engine.begin() as conn:
+            ids = list(conn.execute(select(images.c.id).where(images.c.path.in_(paths))).scalars())
+            conn.execute(delete(images).where(images.c.id.in_(ids)))
+            conn.execute(delete(failures).where(failures.c.path.in_(paths)))
+            generation = self._bump_generation(conn)
+        vecs.remove(index, np.array(ids, dtype=np.int64))
+        self._mark(generation)
+        return len(ids)
+
+    def flush(self) -> None:
+        """Write the FAISS file for the current generation, atomically, if anything changed."""
+        if self._index is not None and self._dirty:
+            vecs.write_atomic(self._index, self.home, self._generation)
+            self._dirty = False
+
+    def _bump_generation(self, conn: Connection) -> int:
+        current = int(conn.execute(select(meta.c.value).where(meta.c.key == "generation")).scalar_one())
+        conn.execute(update(meta).where(meta.c.key == "generation").values(value=str(current + 1)))
+        return current + 1
+
+    def _mark(self, generation: int) -> None:
+        self._generation = generation
+        self._dirty = True
+
+    # -- the FAISS cache -------------------------------------------------------------------
+
+    def _faiss(self) -> faiss.Index:
+        if self._index is None:
+            self._index = self._load_or_rebuild()
+        return self._index
+
+    def _load_or_rebuild(self) -> faiss.Index:
+        # One transaction: the generation, the count and the vectors come from one snapshot.
+        with self._engine.connect() as conn:
+            generation = int(
+                conn.execute(select(meta.c.value).where(meta.c.key == "generation")).scalar_one()
+            )
+            count = int(conn.execute(select(func.count()).select_from(images)).scalar_one())
+            found = self._read_file(generation, count)
+            self._generation = generation
+            if not isinstance(found, str):
+                return found
+            reason = found
+            index = vecs.new_index(self.meta.dim, self.meta.index_type)
+            result = conn.execution_options(yield_per=_REBUILD_CHUNK).execute(
+                select(images.c.id, images.c.vector)
+            )
+            for chunk in result.partitions():
+                ids = np.array([row[0] for row in chunk], dtype=np.int64)
+                vecs.add(index, ids, np.stack([_unblob(row[1]) for row in chunk]))
+        if reason != "new":
+            log.warning("FAISS file %s: rebuilt from the catalog (%d vectors)", reason, count)
+        try:
+            vecs.write_atomic(index, self.home, generation)
+        except OSError as exc:  # a read-only home still answers queries from memory
+            log.warning("could not save the rebuilt FAISS file in %s: %s", self.home, exc)
+        return index
+
+    def _read_file(self, generation: int, count: int) -> faiss.Index | str:
+        """The FAISS file for `generation` if it is sound, else why it must be rebuilt."""
+        path = vecs.file_for(self.home, generation)
+        if not path.is_file():
+            others = list(self.home.glob(f"{vecs.FILE_PREFIX}*{vecs.FILE_SUFFIX}"))
+            if others:
+                return "stale (an earlier run did not finish)"
+            return "new" if count == 0 else "missing"
+        try:
+            index = vecs.read(path)
+        except (OSError, RuntimeError):
+            return "unreadable"
+        if index.ntotal != count:
+            return f"out of date ({index.ntotal} vectors, catalog {count})"
+        return index
+
+
+def _row(e: Embedded) -> dict[str, object]:
+    return {
+        "path": e.file.path,
+        "size": e.file.size,
+        "mtime_ns": e.file.mtime_ns,
+        "content_hash": e.file.content_hash,
+        "width": e.width,
+        "height": e.height,
+        "vector": _blob(e.vector),
+    }

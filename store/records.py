@@ -1,0 +1,83 @@
+"""Records that cross the store's boundary. Frozen, typed, no behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+Vectors = NDArray[np.float32]  # (n, d), float32, unit L2 norm
+Vector = NDArray[np.float32]  # (d,), float32, unit L2 norm
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What a directory scan learns about a file without reading it."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """A file whose content was read: its stat plus a content hash (hex)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One indexed image as stored in the catalog. `id` is also its FAISS id."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """An image ready to be written: its file, pixel size and embedding (d,)."""
+
+    file: ImageFile
+    width: int
+    height: int
+    vector: Vector
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file that could not be indexed, with a one-line reason."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    error: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: a catalog id and its cosine similarity to the query."""
+
+    id: int
+    score: float
+
+
+@dataclass(frozen=True)
+class IndexMeta:
+    """What the `meta` table says about an index."""
+
+    model: str
+    dim: int
+    metric: str
+    index_type: str
+    schema_version: int
+    weights: str | None = None

@@ -1,0 +1,78 @@
+"""SQLite tables (SQLAlchemy Core) and the engine settings the store relies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("value", String, nullable=False),
+)
+
+# AUTOINCREMENT: a plain INTEGER PRIMARY KEY reuses the highest id after a delete, which would
+# alias a stale FAISS entry (NOTES.md). Ids are never reused, so a FAISS id always means one row.
+images = Table(
+    "images",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("path", String, nullable=False, unique=True),
+    Column("size", Integer, nullable=False),
+    Column("mtime_ns", Integer, nullable=False),
+    Column("content_hash", String, nullable=False, index=True),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("vector", LargeBinary, nullable=False),  # float32, little-endian, unit norm
+    sqlite_autoincrement=True,
+)
+
+failures = Table(
+    "failures",
+    metadata,
+    Column("path", String, primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("mtime_ns", Integer, nullable=False),
+    Column("error", String, nullable=False),
+)
+
+
+def make_engine(path: Path) -> Engine:
+    """An engine in WAL mode: readers never block on a writer, a commit per batch is cheap."""
+    engine = create_engine(f"sqlite:///{path}")
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, start transactions (see _begin below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL survives a killed process (only power loss can drop the last commits).
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        # pysqlite only opens a transaction before DML, so two SELECTs could see two different
+        # snapshots. An explicit BEGIN makes every read (count + vectors) one consistent snapshot.
+        connection.exec_driver_sql("BEGIN")
+
+    return engine

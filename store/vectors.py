@@ -1,0 +1,104 @@
+"""The FAISS side of the store: build, search, and the atomic file that caches it.
+
+FAISS is imported lazily here and nowhere else: it is an extra (`cpu` or `gpu`), and a missing
+install must become a clear error, not an ImportError deep in a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from store.errors import FaissUnavailable
+from store.records import Hit, Vectors
+
+if TYPE_CHECKING:
+    import faiss
+
+INDEX_TYPE_FLAT = "IDMap2,Flat"
+FILE_PREFIX = "vectors.g"
+FILE_SUFFIX = ".faiss"
+
+
+def import_faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as exc:
+        raise FaissUnavailable(
+            "faiss is not installed: pip install 'imgsearch-engine[cpu]' (or [gpu])"
+        ) from exc
+    return faiss
+
+
+def new_index(dim: int, index_type: str) -> faiss.Index:
+    faiss = import_faiss()
+    if index_type != INDEX_TYPE_FLAT:
+        raise ValueError(f"unsupported index type {index_type!r}")
+    return faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
+
+
+def add(index: faiss.Index, ids: NDArray[np.int64], vectors: Vectors) -> None:
+    if len(ids):
+        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+
+
+def remove(index: faiss.Index, ids: NDArray[np.int64]) -> None:
+    if len(ids):
+        index.remove_ids(ids.astype(np.int64))
+
+
+def search(
+    index: faiss.Index, queries: Vectors, k: int, exclude: frozenset[int] = frozenset()
+) -> list[list[Hit]]:
+    """Top-k hits per query row, best first; ids in `exclude` never appear."""
+    if index.ntotal == 0 or k <= 0:
+        return [[] for _ in range(len(queries))]
+    # Ask for a few more than k so that excluded ids can be dropped without a second search.
+    want = min(k + len(exclude), index.ntotal)
+    scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), want)
+    results: list[list[Hit]] = []
+    for row_scores, row_ids in zip(scores, ids, strict=True):
+        hits = [
+            Hit(int(i), float(s))
+            for s, i in zip(row_scores, row_ids, strict=True)
+            if i >= 0 and int(i) not in exclude
+        ]
+        results.append(hits[:k])
+    return results
+
+
+def file_for(home: Path, generation: int) -> Path:
+    return home / f"{FILE_PREFIX}{generation}{FILE_SUFFIX}"
+
+
+def read(path: Path) -> faiss.Index:
+    """Read an index file. Raises OSError or RuntimeError when it is missing or damaged."""
+    faiss = import_faiss()
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    return faiss.read_index(str(path))
+
+
+def write_atomic(index: faiss.Index, home: Path, generation: int) -> Path:
+    """Write to a temp file, fsync, rename; then drop files of older generations.
+
+    `faiss.write_index` is not atomic: a kill mid-write leaves an unreadable file (NOTES.md).
+    """
+    faiss = import_faiss()
+    target = file_for(home, generation)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        faiss.write_index(index, str(tmp))
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    for old in home.glob(f"{FILE_PREFIX}*{FILE_SUFFIX}"):
+        if old != target:
+            old.unlink(missing_ok=True)
+    return target
