@@ -12,12 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 
 from indexer.decode import Preprocess
 from indexer.errors import UnknownModel
 from indexer.options import DEFAULT_MODEL, ModelChoice
+
+if TYPE_CHECKING:
+    pass
 
 # TF-Lite normalisation (x - 127) / 128, written as Birder rgb_stats on [0, 1] pixels.
 _TFLITE_STATS = ((127 / 255,) * 3, (128 / 255,) * 3)
@@ -73,14 +77,15 @@ def _load_effnet_lite0(weights: Path | None, device: torch.device) -> Backbone:
 def _load_birder_checkpoint(network: str, path: Path, device: torch.device) -> Backbone:
     from birder.common import fs_ops, lib
     from birder.model_registry import registry
+    from birder.net.base import BaseNet
 
     if not registry.exists(network):
         raise UnknownModel(f"unknown model {network!r}: not a Birder network name")
     if not path.is_file():
         raise UnknownModel(f"{path}: weights file not found")
-    net, info = fs_ops.load_model(device, network, path=path, inference=True)
+    loaded, info = fs_ops.load_model(device, network, path=path, inference=True)
+    net = cast(BaseNet, loaded)  # not a TorchScript module: no pts=True was asked
     size = lib.get_size_from_signature(info.signature)
-    stats = info.rgb_stats
-    prep = Preprocess(size, tuple(stats["mean"]), tuple(stats["std"]))
-    dim = int(net.embedding_size)
-    return Backbone(network, dim, prep, net, net.embedding)
+    mean, std = info.rgb_stats["mean"], info.rgb_stats["std"]
+    prep = Preprocess(size, (mean[0], mean[1], mean[2]), (std[0], std[1], std[2]))
+    return Backbone(network, int(net.embedding_size), prep, net, net.embedding)

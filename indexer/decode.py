@@ -54,15 +54,14 @@ def open_rgb(
     Raises UnreadableImage naming `path` and the reason.
     """
     try:
-        image = Image.open(io.BytesIO(data))
-        width, height = image.size
-        if image.getexif().get(0x0112) in _ROTATED_ORIENTATIONS:
+        source = Image.open(io.BytesIO(data))
+        width, height = source.size
+        if source.getexif().get(0x0112) in _ROTATED_ORIENTATIONS:
             width, height = height, width
-        if draft_size is not None and image.format == "JPEG":
+        if draft_size is not None and source.format == "JPEG":
             # DCT-domain downscaling: decode at 1/2, 1/4 or 1/8 scale, never below draft_size.
-            image.draft("RGB", (draft_size[1], draft_size[0]))
-        image = ImageOps.exif_transpose(image)
-        return to_rgb(image), width, height
+            source.draft("RGB", (draft_size[1], draft_size[0]))
+        return to_rgb(ImageOps.exif_transpose(source)), width, height
     except Exception as exc:  # PIL raises many types for broken files; all mean "unreadable"
         raise UnreadableImage(path, f"not a readable image ({_reason(exc)})") from exc
 

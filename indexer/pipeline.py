@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from indexer.backbones import Backbone, load_backbone
-from indexer.dataset import Batch, DecodeDataset, Item, collate
+from indexer.dataset import Batch, DecodeDataset, Item, Sample, collate
 from indexer.decode import decode, read_file
 from indexer.embed import Embedder, precision_name, resolve_device, resolve_dtype
 from indexer.errors import UnreadableImage
@@ -103,7 +103,9 @@ def _plan(home: Path, folders: list[str], model: str) -> Plan:
         return make_plan(scan(folders), store.file_states(), store.failures(), folders)
 
 
-def _batches(plan: Plan, store: Store, backbone: Backbone, options: IndexOptions) -> DataLoader[Batch]:
+def _batches(
+    plan: Plan, store: Store, backbone: Backbone, options: IndexOptions
+) -> DataLoader[Sample]:
     dataset = DecodeDataset(plan.todo, backbone.prep, frozenset(store.content_hashes()))
     workers = options.workers if options.workers is not None else default_workers()
     return DataLoader(

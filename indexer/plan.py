@@ -42,8 +42,6 @@ def make_plan(
             if record:
                 previous_hashes[stat.path] = record.content_hash
     vanished = [
-        path
-        for path in [*indexed, *failed]
-        if path not in seen and is_under(path, folders)
+        path for path in [*indexed, *failed] if path not in seen and is_under(path, folders)
     ]
     return Plan(todo, unchanged, known_failures, sorted(set(vanished)), previous_hashes)

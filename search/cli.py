@@ -72,8 +72,12 @@ def model_options(*, default_model: str | None) -> Callable[[F], F]:
 
 
 @click.group()
-@click.option("--home", envvar="IMGSEARCH_HOME", type=click.Path(file_okay=False),
-              help="Index directory (default: $IMGSEARCH_HOME, else the user data dir).")
+@click.option(
+    "--home",
+    envvar="IMGSEARCH_HOME",
+    type=click.Path(file_okay=False),
+    help="Index directory (default: $IMGSEARCH_HOME, else the user data dir).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="More detail on stderr.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
 @click.version_option(package_name="imgsearch-engine")
@@ -95,8 +99,12 @@ def cli(ctx: click.Context, home: str | None, verbose: bool, quiet: bool) -> Non
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @model_options(default_model=DEFAULT_MODEL)
-@click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Decoding processes (default: one per core, at most 4; 0: decode inline).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Decoding processes (default: one per core, at most 4; 0: decode inline).",
+)
 @click.option("--no-prune", is_flag=True, help="Keep entries of files that were deleted.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
@@ -131,12 +139,18 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str, weights: Path 
 @click.argument("images", nargs=-1, type=click.Path())
 @click.option("--id", "image_id", type=int, help="Query by the id of an indexed image.")
 @click.option("--path", "indexed_path", help="Query by the path of an indexed image.")
-@click.option("-k", type=click.IntRange(min=1), default=10, show_default=True,
-              help="How many neighbours.")
+@click.option(
+    "-k", type=click.IntRange(min=1), default=10, show_default=True, help="How many neighbours."
+)
 @click.option("--min-score", type=float, help="Only neighbours with cosine >= this.")
 @click.option("--device", default="auto", show_default=True, help="Device for query images.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
-              help="Precision for query images.")
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    show_default=True,
+    help="Precision for query images.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @click.pass_context
 @domain_errors

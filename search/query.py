@@ -49,7 +49,7 @@ def by_images(
     store: Store,
     paths: Sequence[str],
     options: QueryOptions,
-    runtime: Runtime = Runtime(),
+    runtime: Runtime | None = None,
 ) -> list[QueryResult]:
     """Neighbours of image files, embedded with the index's own model.
 
@@ -62,7 +62,7 @@ def by_images(
     vectors = [_stored_vector(store, path) for path in paths]
     missing = [i for i, v in enumerate(vectors) if v is None]
     if missing:
-        fresh = _embed(store, [paths[i] for i in missing], runtime)
+        fresh = _embed(store, [paths[i] for i in missing], runtime or Runtime())
         for i, vector in zip(missing, fresh, strict=True):
             vectors[i] = vector
     return _search(store, np.stack([v for v in vectors if v is not None]), paths, options)

@@ -21,8 +21,8 @@ from store.records import (
 __all__ = [
     "HOME_ENV",
     "Embedded",
-    "FaissUnavailable",
     "Failure",
+    "FaissUnavailable",
     "FileStat",
     "Hit",
     "ImageFile",

@@ -81,7 +81,7 @@ class Store:
             raise IndexNotFound(f"no index in {home}: run `imgsearch index PATH` first")
         engine = make_engine(path)
         with engine.connect() as conn:
-            values = dict(conn.execute(select(meta.c.key, meta.c.value)).tuples().all())
+            values = {key: value for key, value in conn.execute(select(meta.c.key, meta.c.value))}
         if "model" not in values:
             engine.dispose()
             raise IndexNotFound(f"{path} is not an imgsearch index (no model recorded)")
@@ -182,8 +182,8 @@ class Store:
 
     def failures(self) -> dict[str, Failure]:
         with self._engine.connect() as conn:
-            rows = conn.execute(select(failures)).tuples().all()
-        return {row[0]: Failure(*row) for row in rows}
+            rows = conn.execute(select(failures)).all()
+        return {row.path: Failure(*row) for row in rows}
 
     def content_hashes(self) -> set[str]:
         with self._engine.connect() as conn:
@@ -196,7 +196,7 @@ class Store:
             return {}
         query = select(images.c.content_hash, images.c.vector, images.c.width, images.c.height)
         with self._engine.connect() as conn:
-            rows = conn.execute(query.where(images.c.content_hash.in_(wanted))).tuples()
+            rows = conn.execute(query.where(images.c.content_hash.in_(wanted)))
             return {h: StoredVector(_unblob(v), w, ht) for h, v, w, ht in rows}
 
     def search(
@@ -221,19 +221,16 @@ class Store:
         index = self._faiss()
         paths = [e.file.path for e in embedded] + [f.path for f in failed]
         with self._engine.begin() as conn:
-            known = dict(
-                conn.execute(select(images.c.path, images.c.id).where(images.c.path.in_(paths)))
-                .tuples()
-                .all()
-            )
+            query = select(images.c.path, images.c.id).where(images.c.path.in_(paths))
+            known: dict[str, int] = {path: image_id for path, image_id in conn.execute(query)}
             updated = [(known[e.file.path], e) for e in embedded if e.file.path in known]
             for image_id, e in updated:
                 conn.execute(update(images).where(images.c.id == image_id).values(_row(e)))
             new = [e for e in embedded if e.file.path not in known]
             new_ids: list[int] = []
             if new:
-                stmt = insert(images).returning(images.c.id, sort_by_parameter_order=True)
-                new_ids = list(conn.execute(stmt, [_row(e) for e in new]).scalars())
+                returning = insert(images).returning(images.c.id, sort_by_parameter_order=True)
+                new_ids = list(conn.execute(returning, [_row(e) for e in new]).scalars())
             gone = [known[f.path] for f in failed if f.path in known]
             if gone:
                 conn.execute(delete(images).where(images.c.id.in_(gone)))
@@ -241,10 +238,10 @@ class Store:
                 done = [e.file.path for e in embedded]
                 conn.execute(delete(failures).where(failures.c.path.in_(done)))
             if failed:
-                stmt = sqlite_insert(failures)
-                upsert = stmt.on_conflict_do_update(
+                failure_insert = sqlite_insert(failures)
+                upsert = failure_insert.on_conflict_do_update(
                     index_elements=[failures.c.path],
-                    set_={c: stmt.excluded[c] for c in ("size", "mtime_ns", "error")},
+                    set_={c: failure_insert.excluded[c] for c in ("size", "mtime_ns", "error")},
                 )
                 conn.execute(upsert, [f.__dict__ for f in failed])
             generation = self._bump_generation(conn)
@@ -278,7 +275,9 @@ class Store:
             self._dirty = False
 
     def _bump_generation(self, conn: Connection) -> int:
-        current = int(conn.execute(select(meta.c.value).where(meta.c.key == "generation")).scalar_one())
+        current = int(
+            conn.execute(select(meta.c.value).where(meta.c.key == "generation")).scalar_one()
+        )
         conn.execute(update(meta).where(meta.c.key == "generation").values(value=str(current + 1)))
         return current + 1
 
@@ -296,9 +295,7 @@ class Store:
     def _load_or_rebuild(self) -> faiss.Index:
         # One transaction: the generation, the count and the vectors come from one snapshot.
         with self._engine.connect() as conn:
-            generation = int(
-                conn.execute(select(meta.c.value).where(meta.c.key == "generation")).scalar_one()
-            )
+            generation = _generation(conn)
             count = int(conn.execute(select(func.count()).select_from(images)).scalar_one())
             found = self._read_file(generation, count)
             self._generation = generation
@@ -335,6 +332,10 @@ class Store:
         if index.ntotal != count:
             return f"out of date ({index.ntotal} vectors, catalog {count})"
         return index
+
+
+def _generation(conn: Connection) -> int:
+    return int(conn.execute(select(meta.c.value).where(meta.c.key == "generation")).scalar_one())
 
 
 def _row(e: Embedded) -> dict[str, object]:

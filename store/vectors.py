@@ -35,10 +35,11 @@ def import_faiss() -> Any:
 
 
 def new_index(dim: int, index_type: str) -> faiss.Index:
-    faiss = import_faiss()
+    lib = import_faiss()
     if index_type != INDEX_TYPE_FLAT:
         raise ValueError(f"unsupported index type {index_type!r}")
-    return faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
+    index: faiss.Index = lib.index_factory(dim, index_type, lib.METRIC_INNER_PRODUCT)
+    return index
 
 
 def add(index: faiss.Index, ids: NDArray[np.int64], vectors: Vectors) -> None:
@@ -48,7 +49,8 @@ def add(index: faiss.Index, ids: NDArray[np.int64], vectors: Vectors) -> None:
 
 def remove(index: faiss.Index, ids: NDArray[np.int64]) -> None:
     if len(ids):
-        index.remove_ids(ids.astype(np.int64))
+        lib = import_faiss()
+        index.remove_ids(lib.IDSelectorBatch(ids.astype(np.int64)))
 
 
 def search(
@@ -77,10 +79,11 @@ def file_for(home: Path, generation: int) -> Path:
 
 def read(path: Path) -> faiss.Index:
     """Read an index file. Raises OSError or RuntimeError when it is missing or damaged."""
-    faiss = import_faiss()
+    lib = import_faiss()
     if not path.is_file():
         raise FileNotFoundError(path)
-    return faiss.read_index(str(path))
+    index: faiss.Index = lib.read_index(str(path))
+    return index
 
 
 def write_atomic(index: faiss.Index, home: Path, generation: int) -> Path:
@@ -88,14 +91,14 @@ def write_atomic(index: faiss.Index, home: Path, generation: int) -> Path:
 
     `faiss.write_index` is not atomic: a kill mid-write leaves an unreadable file (NOTES.md).
     """
-    faiss = import_faiss()
+    lib = import_faiss()
     target = file_for(home, generation)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        faiss.write_index(index, str(tmp))
+        lib.write_index(index, str(tmp))
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
     for old in home.glob(f"{FILE_PREFIX}*{FILE_SUFFIX}"):

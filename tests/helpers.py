@@ -1,0 +1,106 @@
+"""Test data made on the spot: PIL-drawn images and a tiny random-weight Birder checkpoint."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SAMPLE_PHOTOS = sorted(EXAMPLES.glob("*.jpg"))
+
+TINY_NETWORK = "rope_i_vit_s16_pn_aps_c1"
+TINY_CONFIG = {"num_layers": 2, "hidden_dim": 64, "num_heads": 4, "mlp_dim": 128}
+TINY_SIZE = 64
+TINY_DIM = 64
+
+
+def solid(color: tuple[int, int, int], size: tuple[int, int] = (96, 64)) -> Image.Image:
+    return Image.new("RGB", size, color)
+
+
+def gradient(size: tuple[int, int] = (96, 64), axis: int = 0) -> Image.Image:
+    w, h = size
+    ramp = np.linspace(0, 255, w if axis == 0 else h, dtype=np.float32)
+    plane = np.tile(ramp, (h, 1)) if axis == 0 else np.tile(ramp[:, None], (1, w))
+    rgb = np.stack([plane, 255 - plane, np.full_like(plane, 128)], axis=-1)
+    return Image.fromarray(rgb.astype(np.uint8))
+
+
+def shapes(seed: int, size: tuple[int, int] = (96, 64)) -> Image.Image:
+    rng = np.random.RandomState(seed)
+    image = Image.new("RGB", size, tuple(int(c) for c in rng.randint(0, 255, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x0, y0 = int(rng.randint(0, size[0] - 10)), int(rng.randint(0, size[1] - 10))
+        box = (x0, y0, x0 + int(rng.randint(5, 40)), y0 + int(rng.randint(5, 40)))
+        fill = tuple(int(c) for c in rng.randint(0, 255, 3))
+        (draw.ellipse if rng.rand() < 0.5 else draw.rectangle)(box, fill=fill)
+    return image
+
+
+def edited(image: Image.Image) -> Image.Image:
+    """A typical near-duplicate: cropped, downscaled, brightened, re-encoded as JPEG q=60."""
+    w, h = image.size
+    crop = image.crop((w // 12, h // 12, w - w // 12, h - h // 12))
+    small = crop.resize((crop.width * 2 // 3, crop.height * 2 // 3), Image.Resampling.BILINEAR)
+    bright = ImageEnhance.Brightness(small).enhance(1.1)
+    buffer = io.BytesIO()
+    bright.save(buffer, "JPEG", quality=60)
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def write_collection(folder: Path) -> dict[str, Path]:
+    """A small collection with every case the core issue names, by role."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sub").mkdir(exist_ok=True)
+    files = {
+        "red": folder / "red.png",
+        "blue": folder / "sub" / "blue.jpg",
+        "gradient": folder / "gradient.png",
+        "shapes1": folder / "shapes1.png",
+        "shapes2": folder / "sub" / "shapes2.webp",
+        "corrupt": folder / "corrupt.jpg",
+        "text": folder / "notes.jpg",
+    }
+    solid((220, 20, 20)).save(files["red"])
+    solid((20, 20, 220)).save(files["blue"], quality=95)
+    gradient().save(files["gradient"])
+    shapes(1).save(files["shapes1"])
+    shapes(2).save(files["shapes2"])
+    jpeg = io.BytesIO()
+    shapes(3).save(jpeg, "JPEG")
+    files["corrupt"].write_bytes(jpeg.getvalue()[:200])  # header only: a truncated JPEG
+    files["text"].write_text("this is not an image\n")
+    (folder / "readme.txt").write_text("not an image extension: never scanned\n")
+    return files
+
+
+def save_tiny_checkpoint(directory: Path) -> Path:
+    """A random-weight Birder net saved with Birder's own checkpoint code; returns its path."""
+    import torch
+    from birder.common import fs_ops
+    from birder.conf import settings
+    from birder.model_registry import registry
+    from birder.net.base import get_signature
+
+    torch.manual_seed(0)
+    size = (TINY_SIZE, TINY_SIZE)
+    net = registry.net_factory(TINY_NETWORK, 0, config=TINY_CONFIG, size=size)
+    signature = get_signature((1, 3, *size), 0)
+    rgb_stats = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+    previous = settings.MODELS_DIR
+    settings.MODELS_DIR = directory  # checkpoint_model writes into MODELS_DIR
+    try:
+        fs_ops.checkpoint_model(
+            TINY_NETWORK, 0, net, signature, {}, rgb_stats, None, None, None, None,
+            external_config=TINY_CONFIG,
+        )  # fmt: skip
+    finally:
+        settings.MODELS_DIR = previous
+    path = directory / f"{TINY_NETWORK}_0.pt"
+    assert path.is_file(), f"birder did not write {path}"
+    return path

@@ -1,0 +1,146 @@
+"""The default backbone against the reference EfficientNet-Lite0, and the embedder's contract."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from indexer.backbones import Backbone, effnet_lite0_weights, load_backbone
+from indexer.decode import decode, read_file
+from indexer.embed import Embedder, cpu_has_native_bf16, resolve_device, resolve_dtype
+from indexer.errors import UnknownModel
+from indexer.options import ModelChoice
+from tests.helpers import EXAMPLES, TINY_DIM, TINY_NETWORK, TINY_SIZE
+
+ESPRESSO = 967  # ImageNet-1k class index
+
+
+@pytest.fixture(scope="module")
+def effnet() -> Backbone:
+    return load_backbone(ModelChoice(), torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def reference() -> Iterator[torch.nn.Module]:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with contextlib.redirect_stdout(io.StringIO()):  # from_pretrained prints to stdout
+        weights = str(effnet_lite0_weights())  # a str: from_pretrained tests isinstance(str)
+        net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
+    yield net.eval()
+
+
+def reference_embedding(net: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """What the reference feeds its classifier: pooled features, before dropout and _fc."""
+    with torch.inference_mode():
+        pooled = net._avg_pooling(net.extract_features(pixels)).flatten(1)
+    return torch.nn.functional.normalize(pooled, dim=1)
+
+
+def test_embeddings_equal_the_reference_to_1e4(
+    effnet: Backbone, reference: torch.nn.Module
+) -> None:
+    photos = [decode(read_file(str(p)), str(p), effnet.prep).pixels for p in EXAMPLES.glob("*.jpg")]
+    noise = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    batch = torch.cat([torch.stack(photos), noise])
+    ours = Embedder(effnet, torch.device("cpu"), torch.float32)(batch)
+    theirs = reference_embedding(reference, batch).numpy()
+    assert ours.shape == (len(batch), 1280) and ours.dtype == np.float32
+    assert np.abs(ours - theirs).max() <= 1e-4
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_preprocessing_is_the_one_the_weights_expect(
+    effnet: Backbone, reference: torch.nn.Module
+) -> None:
+    """TF-Lite normalisation, orientation and RGB: the coffee photo is classified espresso."""
+    photo = EXAMPLES / "coffee.jpg"
+    pixels = decode(read_file(str(photo)), str(photo), effnet.prep).pixels
+    with torch.inference_mode():
+        probabilities = reference(pixels[None]).softmax(dim=1)[0]
+    assert int(probabilities.argmax()) == ESPRESSO
+    assert float(probabilities[ESPRESSO]) > 0.5
+
+
+def test_rotated_copy_in_exif_embeds_like_the_upright_photo(
+    effnet: Backbone, tmp_path: Path
+) -> None:
+    photo = Image.open(EXAMPLES / "chelsea.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 8  # "rotate 90° counter-clockwise to display"
+    rotated = tmp_path / "rotated.jpg"
+    photo.transpose(Image.Transpose.ROTATE_270).save(rotated, quality=95, exif=exif.tobytes())
+    embedder = Embedder(effnet, torch.device("cpu"), torch.float32)
+    upright = decode(read_file(str(EXAMPLES / "chelsea.jpg")), "a", effnet.prep).pixels
+    stored = decode(read_file(str(rotated)), "b", effnet.prep).pixels
+    a, b = embedder(torch.stack([upright, stored]))
+    assert float(a @ b) > 0.98
+
+
+def test_tiny_birder_checkpoint_loads_through_birder(tiny_checkpoint: Path) -> None:
+    backbone = load_backbone(ModelChoice(TINY_NETWORK, tiny_checkpoint), torch.device("cpu"))
+    assert backbone.dim == TINY_DIM and backbone.prep.size == (TINY_SIZE, TINY_SIZE)
+    assert not backbone.module.training  # inference=True: no drop-path, deterministic
+    pixels = torch.randn(3, 3, TINY_SIZE, TINY_SIZE, generator=torch.Generator().manual_seed(1))
+    embedder = Embedder(backbone, torch.device("cpu"), torch.float32)
+    first, second = embedder(pixels), embedder(pixels)
+    assert np.array_equal(first, second)
+    assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+
+
+def test_unknown_model_and_missing_weights(tmp_path: Path) -> None:
+    with pytest.raises(UnknownModel, match="unknown model 'nope'"):
+        load_backbone(ModelChoice("nope"), torch.device("cpu"))
+    with pytest.raises(UnknownModel, match="weights file not found"):
+        load_backbone(ModelChoice(TINY_NETWORK, tmp_path / "none.pt"), torch.device("cpu"))
+
+
+def test_precision_auto_follows_the_hardware(tmp_path: Path) -> None:
+    cpu = torch.device("cpu")
+    expected = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    assert resolve_dtype("auto", cpu) == expected
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert resolve_dtype("fp16", cpu) == torch.float16
+    flags = tmp_path / "cpuinfo"
+    flags.write_text("processor : 0\nflags : fpu avx2 avx512f amx_bf16\n")
+    assert cpu_has_native_bf16(flags)
+    flags.write_text("processor : 0\nflags : fpu avx2\n")
+    assert not cpu_has_native_bf16(flags)
+    with pytest.raises(ValueError, match="--precision"):
+        resolve_dtype("int8", cpu)
+
+
+def test_bf16_embeddings_stay_close_to_fp32(effnet: Backbone) -> None:
+    pixels = torch.stack(
+        [decode(read_file(str(p)), str(p), effnet.prep).pixels for p in EXAMPLES.glob("*.jpg")]
+    )
+    fp32 = Embedder(effnet, torch.device("cpu"), torch.float32)(pixels)
+    bf16 = Embedder(effnet, torch.device("cpu"), torch.bfloat16)(pixels)
+    assert bf16.dtype == np.float32
+    assert (fp32 * bf16).sum(axis=1).min() > 0.98
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(effnet: Backbone) -> None:
+    device = resolve_device("auto")
+    assert device.type == "cuda"
+    gpu = load_backbone(ModelChoice(), device)
+    pixels = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    cpu_vectors = Embedder(effnet, torch.device("cpu"), torch.float32)(pixels)
+    gpu_vectors = Embedder(gpu, device, torch.bfloat16)(pixels.pin_memory())
+    assert (cpu_vectors * gpu_vectors).sum(axis=1).min() > 0.98
+
+
+def test_device_cuda_without_cuda_is_a_clear_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")

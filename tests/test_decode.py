@@ -1,0 +1,98 @@
+"""Decoding: same pixels as Birder's transform, upright, RGB, and clear errors."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from indexer.decode import Preprocess, decode, open_rgb, read_file, to_pixels
+from indexer.errors import UnreadableImage
+from tests.helpers import SAMPLE_PHOTOS, shapes
+
+PREP = Preprocess((64, 80), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("photo", SAMPLE_PHOTOS[:3], ids=lambda p: p.name)
+def test_pixels_equal_birder_classification_transform(photo: Path) -> None:
+    from birder import classification_transform
+
+    image = Image.open(photo).convert("RGB")
+    rgb_stats = {"mean": PREP.mean, "std": PREP.std}
+    expected = classification_transform(PREP.size, rgb_stats)(image)
+    ours = to_pixels(image, PREP)
+    assert ours.shape == (3, 64, 80)
+    assert torch.allclose(ours, expected, atol=1e-5)
+
+
+def test_exif_orientation_is_applied_and_size_is_upright() -> None:
+    upright = shapes(4, size=(120, 60))
+    # Orientation 6 means "rotate 90° clockwise to display": store the pixels rotated back.
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(stored, "PNG", exif=exif.tobytes())
+    image, width, height = open_rgb(data, "rotated.png")
+    assert (width, height) == (120, 60)
+    assert np.array_equal(np.asarray(image), np.asarray(upright))
+
+
+def test_alpha_is_composited_over_white() -> None:
+    rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 0))  # fully transparent red
+    rgba.putpixel((0, 0), (0, 0, 255, 255))
+    image, _, _ = open_rgb(encode(rgba, "PNG"), "alpha.png")
+    pixels = np.asarray(image)
+    assert tuple(pixels[4, 4]) == (255, 255, 255)
+    assert tuple(pixels[0, 0]) == (0, 0, 255)
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "CMYK", "LA"])
+def test_other_modes_become_rgb(mode: str) -> None:
+    image = shapes(5).convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    decoded = decode(encode(image, fmt), f"x.{fmt.lower()}", PREP)
+    assert decoded.pixels.shape == (3, 64, 80)
+    assert torch.isfinite(decoded.pixels).all()
+
+
+def test_jpeg_draft_decoding_keeps_full_size_and_close_pixels() -> None:
+    big = shapes(6, size=(1600, 1200)).resize((1600, 1200))
+    data = encode(big, "JPEG", quality=95)
+    decoded = decode(data, "big.jpg", PREP)
+    assert (decoded.width, decoded.height) == (1600, 1200)
+    full = to_pixels(Image.open(io.BytesIO(data)).convert("RGB"), PREP)
+    cosine = torch.nn.functional.cosine_similarity(decoded.pixels.flatten(), full.flatten(), 0)
+    assert cosine > 0.99
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"this is not an image\n",
+        encode(shapes(7), "JPEG")[:150],
+        encode(shapes(7), "PNG")[:60],
+    ],
+    ids=["empty", "text", "truncated-jpeg", "truncated-png"],
+)
+def test_unreadable_data_raises_with_path_and_reason(content: bytes) -> None:
+    with pytest.raises(UnreadableImage) as caught:
+        decode(content, "/photos/broken.jpg", PREP)
+    assert caught.value.path == "/photos/broken.jpg"
+    assert str(caught.value).startswith("/photos/broken.jpg: not a readable image (")
+    assert "\n" not in str(caught.value) and "object at 0x" not in str(caught.value)
+
+
+def test_missing_file_raises(tmp_path: Path) -> None:
+    with pytest.raises(UnreadableImage, match="cannot read the file"):
+        read_file(str(tmp_path / "gone.jpg"))

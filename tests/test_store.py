@@ -1,0 +1,183 @@
+"""The store alone: search against a numpy oracle, consistency of SQLite and FAISS."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from store import (
+    Embedded,
+    Failure,
+    ImageFile,
+    IndexNotFound,
+    ItemNotFound,
+    ModelMismatch,
+    Store,
+    Vectors,
+)
+from store import vectors as vecs
+
+DIM = 16
+
+
+def unit(rng: np.random.RandomState, n: int, dim: int = DIM) -> Vectors:
+    v = rng.randn(n, dim).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def embedded(i: int, vector: np.ndarray, content: str | None = None) -> Embedded:
+    file = ImageFile(f"/photos/{i}.jpg", 100 + i, 1_000 + i, content or f"hash{i}")
+    return Embedded(file, 640, 480, vector)
+
+
+def filled(home: Path, n: int, seed: int = 1338) -> tuple[Store, dict[int, np.ndarray]]:
+    """A store with n random vectors, committed in batches of 7; returns it and {id: vector}."""
+    rng = np.random.RandomState(seed)
+    data = unit(rng, n)
+    store = Store.open_for_model(home, "test-model", DIM)
+    for start in range(0, n, 7):
+        store.commit_batch([embedded(i, data[i]) for i in range(start, min(n, start + 7))], [])
+    by_id = {store.record_by_path(f"/photos/{i}.jpg").id: data[i] for i in range(n)}
+    return store, by_id
+
+
+def oracle(by_id: dict[int, np.ndarray], queries: Vectors, k: int) -> list[list[int]]:
+    ids = np.array(sorted(by_id))
+    matrix = np.stack([by_id[i] for i in ids])
+    scores = queries @ matrix.T
+    return [list(ids[np.argsort(-row, kind="stable")[:k]]) for row in scores]
+
+
+def test_search_matches_numpy_bruteforce(home: Path) -> None:
+    store, by_id = filled(home, 200)
+    queries = unit(np.random.RandomState(7), 25)
+    hits = store.search(queries, 10)
+    assert [[h.id for h in row] for row in hits] == oracle(by_id, queries, 10)
+    ids = np.array(sorted(by_id))
+    expected = queries @ np.stack([by_id[i] for i in ids]).T
+    for q, row in enumerate(hits):
+        for hit in row:
+            column = int(np.searchsorted(ids, hit.id))
+            assert hit.score == pytest.approx(float(expected[q, column]), abs=1e-5)
+        assert [h.score for h in row] == sorted((h.score for h in row), reverse=True)
+
+
+def test_exclude_and_k_larger_than_index(home: Path) -> None:
+    store, by_id = filled(home, 12)
+    first = min(by_id)
+    rows = store.search(by_id[first][None, :], 50, exclude=frozenset({first}))
+    assert len(rows[0]) == 11
+    assert first not in {h.id for h in rows[0]}
+    assert [h.id for h in rows[0]] == [i for i in oracle(by_id, by_id[first][None, :], 12)[0]
+                                       if i != first]  # fmt: skip
+
+
+def test_reopen_uses_the_saved_file_and_finds_the_same(home: Path) -> None:
+    store, _ = filled(home, 40)
+    queries = unit(np.random.RandomState(3), 5)
+    before = store.search(queries, 5)
+    store.flush()
+    store.close()
+    files = list(home.glob("vectors.g*.faiss"))
+    assert len(files) == 1
+    with Store.open(home) as reopened:
+        assert reopened.search(queries, 5) == before
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "stale", "garbage"])
+def test_damaged_faiss_file_is_rebuilt_with_a_notice(
+    home: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, by_id = filled(home, 30)
+    store.flush()
+    queries = unit(np.random.RandomState(5), 4)
+    expected = oracle(by_id, queries, 5)
+    (path,) = home.glob("vectors.g*.faiss")
+    if damage == "missing":
+        path.unlink()
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\0" * 100)
+    else:  # a later commit that never reached the file, as after kill -9
+        rng = np.random.RandomState(11)
+        extra = unit(rng, 1)[0]
+        store.commit_batch([embedded(99, extra)], [])
+        by_id[store.record_by_path("/photos/99.jpg").id] = extra
+        expected = oracle(by_id, queries, 5)
+    store.close()
+    with caplog.at_level(logging.WARNING, logger="imgsearch.store"), Store.open(home) as s:
+        assert [[h.id for h in row] for row in s.search(queries, 5)] == expected
+        assert s.faiss_count() == s.count() == len(by_id)
+    assert "rebuilt from the catalog" in caplog.text
+    # The rebuilt file was saved: the next open needs no rebuild.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="imgsearch.store"), Store.open(home) as s:
+        assert s.faiss_count() == len(by_id)
+    assert caplog.text == ""
+
+
+def test_update_keeps_id_and_replaces_vector(home: Path) -> None:
+    store, by_id = filled(home, 10)
+    record = store.record_by_path("/photos/3.jpg")
+    new_vector = -by_id[record.id]
+    store.commit_batch([embedded(3, new_vector, content="changed")], [])
+    again = store.record_by_path("/photos/3.jpg")
+    assert again.id == record.id and again.content_hash == "changed"
+    assert np.allclose(store.vector(record.id), new_vector)
+    top = store.search(new_vector[None, :], 1)[0][0]
+    assert top.id == record.id and top.score == pytest.approx(1.0, abs=1e-5)
+    assert store.faiss_count() == store.count() == 10
+
+
+def test_failure_of_an_indexed_file_removes_it_and_ids_are_never_reused(home: Path) -> None:
+    store, by_id = filled(home, 5)
+    highest = max(by_id)
+    store.commit_batch([], [Failure(f"/photos/{4}.jpg", 1, 2, "truncated")])
+    assert store.count() == store.faiss_count() == 4
+    assert set(store.failures()) == {"/photos/4.jpg"}
+    with pytest.raises(ItemNotFound):
+        store.vector(highest)
+    store.commit_batch([embedded(50, by_id[highest])], [])
+    assert store.record_by_path("/photos/50.jpg").id > highest  # AUTOINCREMENT
+    # A file that succeeds later leaves the failures table.
+    store.commit_batch([embedded(4, by_id[highest], content="fixed")], [])
+    assert store.failures() == {}
+
+
+def test_remove_paths(home: Path) -> None:
+    store, _ = filled(home, 6)
+    assert store.remove_paths(["/photos/1.jpg", "/photos/2.jpg", "/photos/none.jpg"]) == 2
+    assert store.count() == store.faiss_count() == 4
+    assert "/photos/1.jpg" not in store.file_states()
+
+
+def test_stored_vectors_by_content_hash(home: Path) -> None:
+    store, by_id = filled(home, 4)
+    record = store.record_by_path("/photos/2.jpg")
+    found = store.stored_vectors(["hash2", "unknown"])
+    assert set(found) == {"hash2"}
+    assert np.allclose(found["hash2"].vector, by_id[record.id])
+    assert (found["hash2"].width, found["hash2"].height) == (640, 480)
+
+
+def test_open_without_index_and_model_mismatch(home: Path) -> None:
+    with pytest.raises(IndexNotFound):
+        Store.open(home)
+    Store.open_for_model(home, "model-a", DIM).close()
+    with pytest.raises(ModelMismatch, match="model-a"):
+        Store.open_for_model(home, "model-b", DIM)
+    with pytest.raises(ModelMismatch):
+        Store.open_for_model(home, "model-a", DIM * 2)
+    with Store.open(home) as store:
+        assert store.meta.index_type == vecs.INDEX_TYPE_FLAT
+        assert store.meta.metric == "cosine"
+
+
+def test_search_rejects_wrong_dimension(home: Path) -> None:
+    store, _ = filled(home, 3)
+    with pytest.raises(ValueError, match="queries must be"):
+        store.search(np.zeros((1, DIM + 1), dtype=np.float32), 1)
