@@ -20,7 +20,7 @@ from indexer.errors import UnreadableImage
 from indexer.options import IndexOptions, ModelChoice, Runtime
 from indexer.plan import Plan, make_plan
 from indexer.scan import check_folders, scan
-from store import Embedded, Failure, Store, Vectors, catalog_path
+from store import Embedded, Failure, IndexNotFound, Store, Vectors
 
 
 class Progress(Protocol):
@@ -96,9 +96,11 @@ def index_folders(
 
 
 def _plan(home: Path, folders: list[str], model: str) -> Plan:
-    if not catalog_path(home).is_file():
+    try:
+        store = Store.open(home)
+    except IndexNotFound:  # no index yet, or one whose creation was interrupted
         return make_plan(scan(folders), {}, {}, folders)
-    with Store.open(home) as store:
+    with store:
         store.check_model(model)  # refuse before loading a model or reading a file
         return make_plan(scan(folders), store.file_states(), store.failures(), folders)
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
 
 from store import vectors as vecs
 from store.errors import IndexNotFound, ItemNotFound, ModelMismatch
@@ -80,8 +81,11 @@ class Store:
         if not path.is_file():
             raise IndexNotFound(f"no index in {home}: run `imgsearch index PATH` first")
         engine = make_engine(path)
-        with engine.connect() as conn:
-            values = {key: value for key, value in conn.execute(select(meta.c.key, meta.c.value))}
+        try:
+            with engine.connect() as conn:
+                values = {k: v for k, v in conn.execute(select(meta.c.key, meta.c.value))}
+        except OperationalError:  # a file with no tables: creation was interrupted
+            values = {}
         if "model" not in values:
             engine.dispose()
             raise IndexNotFound(f"{path} is not an imgsearch index (no model recorded)")
@@ -98,8 +102,7 @@ class Store:
     @classmethod
     def open_for_model(cls, home: Path, model: str, dim: int, weights: str | None = None) -> Store:
         """Open the index for writing with `model`, creating it if the home has none."""
-        if not catalog_path(home).is_file():
-            cls._create(home, model, dim, weights)
+        cls._create(home, model, dim, weights)
         store = cls.open(home)
         try:
             store.check_model(model, dim)
@@ -118,10 +121,14 @@ class Store:
 
     @staticmethod
     def _create(home: Path, model: str, dim: int, weights: str | None) -> None:
+        """Create the schema and `meta` in one transaction; a no-op on an existing index.
+
+        A run killed while creating leaves either nothing or an empty file, never a catalog
+        without `meta`, and the next run completes it.
+        """
         home.mkdir(parents=True, exist_ok=True)
         engine = make_engine(catalog_path(home))
         try:
-            metadata.create_all(engine)
             values = {
                 "model": model,
                 "dim": str(dim),
@@ -134,6 +141,7 @@ class Store:
                 values["weights"] = weights
             rows = [{"key": k, "value": v} for k, v in values.items()]
             with engine.begin() as conn:
+                metadata.create_all(conn)
                 conn.execute(sqlite_insert(meta).on_conflict_do_nothing(), rows)
         finally:
             engine.dispose()

@@ -181,3 +181,12 @@ def test_search_rejects_wrong_dimension(home: Path) -> None:
     store, _ = filled(home, 3)
     with pytest.raises(ValueError, match="queries must be"):
         store.search(np.zeros((1, DIM + 1), dtype=np.float32), 1)
+
+
+def test_a_catalog_whose_creation_was_interrupted(home: Path) -> None:
+    home.mkdir()
+    (home / "catalog.sqlite").write_bytes(b"")  # killed right after the file appeared
+    with pytest.raises(IndexNotFound, match="not an imgsearch index"):
+        Store.open(home)
+    with Store.open_for_model(home, "m", DIM) as store:  # the next index run completes it
+        assert store.count() == 0 and store.meta.model == "m"

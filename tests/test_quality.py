@@ -1,0 +1,44 @@
+"""The bundled backbone on real photos: an edited copy finds its original at rank 1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from search.cli import cli
+from tests.helpers import SAMPLE_PHOTOS, edited, shapes
+
+
+@pytest.mark.slow
+def test_edited_copies_find_their_originals(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for photo in SAMPLE_PHOTOS:
+        (photos / photo.name).write_bytes(photo.read_bytes())
+    for i in range(8):  # distractors
+        shapes(i, size=(320, 240)).save(photos / f"distractor{i}.png")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--home", str(home), "index", str(photos), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["added"] == len(SAMPLE_PHOTOS) + 8
+
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    copies = []
+    for photo in SAMPLE_PHOTOS:
+        copy = queries / f"edited-{photo.name}"
+        edited(Image.open(photo).convert("RGB")).save(copy, quality=70)
+        copies.append(copy)
+    result = runner.invoke(cli, ["--home", str(home), "query", *map(str, copies), "-k", "2",
+                                 "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for photo, answer in zip(SAMPLE_PHOTOS, json.loads(result.stdout), strict=True):
+        top, runner_up = answer["results"]
+        assert Path(top["path"]).name == photo.name
+        assert top["score"] > 0.8
+        assert top["score"] - runner_up["score"] > 0.1  # not a coin toss
