@@ -14,7 +14,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/imgsearch --home $(DEMO_HOME) index examples
-	$(BIN)/imgsearch --home $(DEMO_HOME) query examples/coffee.jpg -k 3
+	@# A cropped, shrunk, re-compressed copy that is not in the index finds its original.
+	$(BIN)/python -c "from PIL import Image; im = Image.open('examples/coffee.jpg'); \
+	  im.crop((60, 40, 540, 360)).resize((240, 160)).save('$(DEMO_HOME)/edited-coffee.jpg', quality=50)"
+	$(BIN)/imgsearch --home $(DEMO_HOME) query $(DEMO_HOME)/edited-coffee.jpg -k 3
 	$(BIN)/imgsearch --home $(DEMO_HOME) query --path examples/chelsea.jpg -k 3
 	$(BIN)/imgsearch --home $(DEMO_HOME) info
 
@@ -32,6 +35,7 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/index_throughput.py
+	$(BIN)/python bench/query_cold_start.py
 
 clean:
 	rm -rf $(DEMO_HOME) .pytest_cache .mypy_cache .ruff_cache
