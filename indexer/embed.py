@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from indexer.backbones import Backbone
+from indexer.errors import InvalidOption
 from indexer.options import PRECISIONS
 from store import Vectors
 
@@ -19,9 +20,14 @@ def resolve_device(name: str) -> torch.device:
     """`auto` is CUDA when present, else CPU; anything else is taken as asked."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise InvalidOption(
+            f"--device {name}: not a device (auto, cpu, cuda, cuda:N, mps)"
+        ) from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+        raise InvalidOption(f"--device {name}: CUDA is not available on this machine")
     return device
 
 
@@ -41,7 +47,9 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
         native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
         return torch.bfloat16 if native else torch.float32
     if precision not in _DTYPES:
-        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise InvalidOption(
+            f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        )
     return _DTYPES[precision]
 
 

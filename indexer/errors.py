@@ -18,5 +18,9 @@ class UnreadableImage(IndexerError):
         self.reason = reason
 
 
+class InvalidOption(IndexerError):
+    """An option value the indexer cannot use; the message names the flag."""
+
+
 class UnknownModel(IndexerError):
     """A model name that is neither a short name nor loadable from the given weights."""

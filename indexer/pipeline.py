@@ -12,11 +12,11 @@ from typing import Protocol
 import torch
 from torch.utils.data import DataLoader
 
-from indexer.backbones import Backbone, load_backbone
+from indexer.backbones import load_backbone
 from indexer.dataset import Batch, DecodeDataset, Item, Sample, collate
 from indexer.decode import decode, read_file
 from indexer.embed import Embedder, precision_name, resolve_device, resolve_dtype
-from indexer.errors import UnreadableImage
+from indexer.errors import InvalidOption, UnreadableImage
 from indexer.options import IndexOptions, ModelChoice, Runtime
 from indexer.plan import Plan, make_plan
 from indexer.scan import check_folders, scan
@@ -63,23 +63,35 @@ def index_folders(
 ) -> IndexReport:
     """Bring the index in `home` up to date with the image files under `roots`."""
     if options.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {options.batch_size}")
+        raise InvalidOption(f"--batch-size must be >= 1, got {options.batch_size}")
     started = time.perf_counter()
     folders = check_folders(roots)
-    plan = _plan(home, folders, options.model.name)
-    embedder = load_embedder(options.model, options.runtime)
-    weights = str(options.model.weights.absolute()) if options.model.weights else None
-    backbone = embedder.backbone
-    with Store.open_for_model(home, backbone.name, backbone.dim, weights) as store:
-        if progress:
-            progress.start(len(plan.todo))
-        run = _Run(store, embedder, plan)
-        for batch in _batches(plan, store, backbone, options):
-            run.commit(batch)
+    device = resolve_device(options.runtime.device)
+    dtype = resolve_dtype(options.runtime.precision, device)
+    plan, has_index = _plan(home, folders, options.model.name)
+    embedder: Embedder | None = None
+    if plan.todo or not has_index:  # nothing to embed: the model is not even loaded
+        embedder = Embedder(load_backbone(options.model, device), device, dtype)
+        weights = str(options.model.weights.absolute()) if options.model.weights else None
+        backbone = embedder.backbone
+        store = Store.open_for_model(home, backbone.name, backbone.dim, weights)
+    else:
+        store = Store.open(home)
+    run = _Run(store, plan)
+    with store:
+        try:
             if progress:
-                progress.advance(len(batch.items))
-        removed = store.remove_paths(plan.vanished) if options.prune else 0
-        store.flush()
+                progress.start(len(plan.todo))
+            if embedder is not None:
+                for batch in _batches(plan, store, embedder, options):
+                    run.commit(batch, embedder)
+                    if progress:
+                        progress.advance(len(batch.items))
+            removed = store.remove_paths(plan.vanished) if options.prune else 0
+        finally:
+            # Also on Ctrl-C: the in-memory FAISS index always matches what SQLite committed,
+            # so saving it spares the next run a rebuild.
+            store.flush()
     return IndexReport(
         added=run.added,
         updated=run.updated,
@@ -88,34 +100,36 @@ def index_folders(
         failed=tuple(plan.known_failures + run.failed),
         embedded=run.embedded,
         reused=run.reused,
-        model=backbone.name,
-        device=str(embedder.device),
-        precision=precision_name(embedder.dtype),
+        model=store.meta.model,
+        device=str(device),
+        precision=precision_name(dtype),
         seconds=time.perf_counter() - started,
     )
 
 
-def _plan(home: Path, folders: list[str], model: str) -> Plan:
+def _plan(home: Path, folders: list[str], model: str) -> tuple[Plan, bool]:
+    """What to do, and whether an index exists already."""
     try:
         store = Store.open(home)
     except IndexNotFound:  # no index yet, or one whose creation was interrupted
-        return make_plan(scan(folders), {}, {}, folders)
+        return make_plan(scan(folders), {}, {}, folders), False
     with store:
         store.check_model(model)  # refuse before loading a model or reading a file
-        return make_plan(scan(folders), store.file_states(), store.failures(), folders)
+        return make_plan(scan(folders), store.file_states(), store.failures(), folders), True
 
 
 def _batches(
-    plan: Plan, store: Store, backbone: Backbone, options: IndexOptions
+    plan: Plan, store: Store, embedder: Embedder, options: IndexOptions
 ) -> DataLoader[Sample]:
-    dataset = DecodeDataset(plan.todo, backbone.prep, frozenset(store.content_hashes()))
+    prep = embedder.backbone.prep
+    dataset = DecodeDataset(plan.todo, prep, frozenset(store.content_hashes()))
     workers = options.workers if options.workers is not None else default_workers()
     return DataLoader(
         dataset,
         batch_size=options.batch_size,
         num_workers=workers,
         collate_fn=collate,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=embedder.device.type == "cuda",  # page-locked buffers for non_blocking copies
         prefetch_factor=4 if workers else None,
     )
 
@@ -123,15 +137,14 @@ def _batches(
 class _Run:
     """Counts and commits batch by batch; one SQLite transaction per batch."""
 
-    def __init__(self, store: Store, embedder: Embedder, plan: Plan) -> None:
+    def __init__(self, store: Store, plan: Plan) -> None:
         self.store = store
-        self.embedder = embedder
         self.previous_hashes = plan.previous_hashes
         self.added = self.updated = self.touched = self.embedded = self.reused = 0
         self.failed: list[Failure] = []
 
-    def commit(self, batch: Batch) -> None:
-        vectors = iter(self.embedder(batch.pixels))
+    def commit(self, batch: Batch, embedder: Embedder) -> None:
+        vectors = iter(embedder(batch.pixels))
         self.embedded += len(batch.pixels)
         stored = self.store.stored_vectors(
             i.file.content_hash for i in batch.items if i.reuse and i.file
@@ -149,7 +162,7 @@ class _Run:
                 done.append(Embedded(item.file, hit.width, hit.height, hit.vector))
             else:  # the stored copy changed earlier in this run: embed it after all
                 try:
-                    done.append(self._embed_now(item))
+                    done.append(self._embed_now(item, embedder))
                 except UnreadableImage as exc:
                     failed.append(_failure(item, exc.reason))
         for e in done:
@@ -163,11 +176,11 @@ class _Run:
         self.failed.extend(failed)
         self.store.commit_batch(done, failed)
 
-    def _embed_now(self, item: Item) -> Embedded:
+    def _embed_now(self, item: Item, embedder: Embedder) -> Embedded:
         assert item.file is not None
-        decoded = decode(read_file(item.file.path), item.file.path, self.embedder.backbone.prep)
+        decoded = decode(read_file(item.file.path), item.file.path, embedder.backbone.prep)
         self.embedded += 1
-        vector = self.embedder(decoded.pixels.unsqueeze(0))[0]
+        vector = embedder(decoded.pixels.unsqueeze(0))[0]
         return Embedded(item.file, decoded.width, decoded.height, vector)
 
 

@@ -41,7 +41,7 @@ def domain_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (StoreError, IndexerError, ValueError) as exc:
+        except (StoreError, IndexerError) as exc:
             raise DomainError(str(exc)) from exc
 
     return wrapper  # type: ignore[return-value]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.errors import UnreadableImage
+from indexer.errors import InvalidOption, UnreadableImage
 from indexer.options import ModelChoice, Runtime
 from store import ImageRecord, ItemNotFound, Store, Vectors
 
@@ -95,7 +95,7 @@ def _search(
     exclude: frozenset[int] = frozenset(),
 ) -> list[QueryResult]:
     if options.k < 1:
-        raise ValueError(f"-k must be >= 1, got {options.k}")
+        raise InvalidOption(f"-k must be >= 1, got {options.k}")
     hits = store.search(queries, options.k, exclude)
     records = store.records({hit.id for row in hits for hit in row})
     results = []

@@ -15,7 +15,7 @@ from PIL import Image
 from indexer.backbones import Backbone, effnet_lite0_weights, load_backbone
 from indexer.decode import decode, read_file
 from indexer.embed import Embedder, cpu_has_native_bf16, resolve_device, resolve_dtype
-from indexer.errors import UnknownModel
+from indexer.errors import InvalidOption, UnknownModel
 from indexer.options import ModelChoice
 from tests.helpers import EXAMPLES, TINY_DIM, TINY_NETWORK, TINY_SIZE
 
@@ -113,7 +113,7 @@ def test_precision_auto_follows_the_hardware(tmp_path: Path) -> None:
     assert cpu_has_native_bf16(flags)
     flags.write_text("processor : 0\nflags : fpu avx2\n")
     assert not cpu_has_native_bf16(flags)
-    with pytest.raises(ValueError, match="--precision"):
+    with pytest.raises(InvalidOption, match="--precision"):
         resolve_dtype("int8", cpu)
 
 
@@ -142,5 +142,7 @@ def test_cuda_matches_cpu(effnet: Backbone) -> None:
 def test_device_cuda_without_cuda_is_a_clear_error() -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(ValueError, match="CUDA is not available"):
+    with pytest.raises(InvalidOption, match="CUDA is not available"):
         resolve_device("cuda")
+    with pytest.raises(InvalidOption, match="not a device"):
+        resolve_device("gpu0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -10,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.errors import FolderNotFound
+from indexer.errors import FolderNotFound, InvalidOption
 from indexer.options import IndexOptions, ModelChoice
 from indexer.pipeline import IndexReport, index_folders
 from store import ModelMismatch, Store
-from tests.helpers import gradient, shapes, write_collection
+from tests.helpers import TINY_NETWORK, gradient, shapes, write_collection
 
 
 def run(home: Path, folder: Path | list[Path], options: IndexOptions) -> IndexReport:
@@ -177,6 +178,49 @@ def test_another_model_is_refused_and_nothing_changes(
 def test_missing_folder_and_bad_batch_size(home: Path, tiny_options: IndexOptions) -> None:
     with pytest.raises(FolderNotFound, match="no such folder"):
         index_folders(home, ["/no/such/folder"], tiny_options)
-    with pytest.raises(ValueError, match="--batch-size"):
+    with pytest.raises(InvalidOption, match="--batch-size"):
         index_folders(home, ["."], dataclasses.replace(tiny_options, batch_size=0))
     assert not home.exists()
+
+
+def test_a_rerun_with_nothing_to_embed_does_not_load_the_model(
+    tmp_path: Path, home: Path, tiny_options: IndexOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "photos"
+    files = write_collection(folder)
+    run(home, folder, tiny_options)
+
+    def no_model(*_args: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("indexer.pipeline.load_backbone", no_model)
+    files["red"].unlink()
+    report = run(home, folder, tiny_options)
+    assert (report.removed, report.unchanged, report.model) == (1, 4, TINY_NETWORK)
+    assert str(files["red"]) not in snapshot(home)
+
+
+class _InterruptAfterFirstBatch:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, done: int) -> None:
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_keeps_its_batches_and_a_current_faiss_file(
+    tmp_path: Path,
+    home: Path,
+    tiny_options: IndexOptions,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    folder = tmp_path / "photos"
+    write_collection(folder)
+    with pytest.raises(KeyboardInterrupt):
+        index_folders(home, [str(folder)], tiny_options, _InterruptAfterFirstBatch())
+    with caplog.at_level(logging.WARNING, logger="imgsearch.store"):
+        state = snapshot(home)
+    assert 0 < len(state) < 5
+    assert "rebuilt" not in caplog.text  # the FAISS file was saved on the way out
+    report = run(home, folder, tiny_options)
+    assert report.embedded == 5 - len(state)
