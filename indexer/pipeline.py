@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -188,8 +189,12 @@ def _failure(item: Item, error: str) -> Failure:
     return Failure(item.stat.path, item.stat.size, item.stat.mtime_ns, error)
 
 
-def embed_images(paths: Sequence[str], embedder: Embedder) -> Vectors:
-    """Embed a few images in this process (for queries). Raises UnreadableImage."""
+def embed_images(paths: Sequence[str], embedder: Embedder, batch_size: int = 16) -> Vectors:
+    """Embed a few images in this process (for queries), (n, d). Raises UnreadableImage."""
     prep = embedder.backbone.prep
-    pixels = [decode(read_file(path), path, prep).pixels for path in paths]
-    return embedder(torch.stack(pixels))
+    chunks = []
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        pixels = [decode(read_file(path), path, prep).pixels for path in chunk]
+        chunks.append(embedder(torch.stack(pixels)))
+    return np.concatenate(chunks)

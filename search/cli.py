@@ -52,8 +52,9 @@ def model_options(*, default_model: str | None) -> Callable[[F], F]:
 
     def decorate(fn: F) -> F:
         options = [
-            click.option("--model", default=default_model, show_default=True,
-                         help="Backbone: a short name or a Birder network name."),
+            click.option("--model", default=default_model, show_default=default_model is not None,
+                         help="Backbone: a short name or a Birder network name"
+                              + ("." if default_model else " (default: the index's own).")),
             click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
                          help="A local checkpoint file for --model."),
             click.option("--device", default="auto", show_default=True,
@@ -143,20 +144,14 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str, weights: Path 
     "-k", type=click.IntRange(min=1), default=10, show_default=True, help="How many neighbours."
 )
 @click.option("--min-score", type=float, help="Only neighbours with cosine >= this.")
-@click.option("--device", default="auto", show_default=True, help="Device for query images.")
-@click.option(
-    "--precision",
-    type=click.Choice(PRECISIONS),
-    default="auto",
-    show_default=True,
-    help="Precision for query images.",
-)
+@model_options(default_model=None)
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @click.pass_context
 @domain_errors
 def query(ctx: click.Context, images: tuple[str, ...], image_id: int | None,
-          indexed_path: str | None, k: int, min_score: float | None, device: str,
-          precision: str, as_json: bool) -> None:  # fmt: skip
+          indexed_path: str | None, k: int, min_score: float | None, model: str | None,
+          weights: Path | None, device: str, precision: str, batch_size: int,
+          as_json: bool) -> None:  # fmt: skip
     """Find the nearest neighbours of IMAGES, or of an indexed image (--id / --path).
 
     \b
@@ -173,7 +168,8 @@ def query(ctx: click.Context, images: tuple[str, ...], image_id: int | None,
         elif indexed_path is not None:
             results = [queries.by_path(store, indexed_path, options)]
         else:
-            results = queries.by_images(store, images, options, Runtime(device, precision))
+            embedding = queries.EmbedOptions(model, weights, Runtime(device, precision), batch_size)
+            results = queries.by_images(store, images, options, embedding)
     if as_json:
         shaped = [render.query_json(r) for r in results]
         click.echo(json.dumps(shaped[0] if len(shaped) == 1 else shaped))

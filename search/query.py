@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,16 @@ class QueryOptions:
     min_score: float | None = None
 
 
+@dataclass(frozen=True)
+class EmbedOptions:
+    """How to embed query images. The model must be the index's own."""
+
+    model: str | None = None  # None: the index's model
+    weights: Path | None = None  # None: the weights file the index recorded, if any
+    runtime: Runtime = field(default_factory=Runtime)
+    batch_size: int = 16
+
+
 def by_id(store: Store, image_id: int, options: QueryOptions) -> QueryResult:
     """Neighbours of a stored image, itself excluded. Needs neither torch nor the model."""
     vector = store.vector(image_id)
@@ -49,20 +59,23 @@ def by_images(
     store: Store,
     paths: Sequence[str],
     options: QueryOptions,
-    runtime: Runtime | None = None,
+    embedding: EmbedOptions | None = None,
 ) -> list[QueryResult]:
     """Neighbours of image files, embedded with the index's own model.
 
     A file that is indexed and unchanged on disk uses its stored vector, so it costs no model
     load; it then finds itself at rank 1.
     """
+    embedding = embedding or EmbedOptions()
+    if embedding.model is not None:
+        store.check_model(embedding.model)
     for path in paths:
         if not os.path.isfile(path):
             raise UnreadableImage(path, "no such file")
     vectors = [_stored_vector(store, path) for path in paths]
     missing = [i for i, v in enumerate(vectors) if v is None]
     if missing:
-        fresh = _embed(store, [paths[i] for i in missing], runtime or Runtime())
+        fresh = _embed(store, [paths[i] for i in missing], embedding)
         for i, vector in zip(missing, fresh, strict=True):
             vectors[i] = vector
     return _search(store, np.stack([v for v in vectors if v is not None]), paths, options)
@@ -79,12 +92,13 @@ def _stored_vector(store: Store, path: str) -> np.ndarray | None:
     return store.vector(record.id)
 
 
-def _embed(store: Store, paths: Sequence[str], runtime: Runtime) -> Vectors:
+def _embed(store: Store, paths: Sequence[str], embedding: EmbedOptions) -> Vectors:
     from indexer.pipeline import embed_images, load_embedder  # imports torch: only when needed
 
-    weights = Path(store.meta.weights) if store.meta.weights else None
-    embedder = load_embedder(ModelChoice(store.meta.model, weights), runtime)
-    return embed_images(paths, embedder)
+    recorded = Path(store.meta.weights) if store.meta.weights else None
+    model = ModelChoice(store.meta.model, embedding.weights or recorded)
+    embedder = load_embedder(model, embedding.runtime)
+    return embed_images(paths, embedder, embedding.batch_size)
 
 
 def _search(

@@ -178,6 +178,8 @@ def test_errors_on_an_existing_index(tmp_path: Path, home: Path, indexed: dict[s
         ("query", "--path", str(tmp_path / "nope.jpg")): "is not in the index",
         ("index", str(tmp_path / "photos")): "was built with 'rope_i_vit_s16_pn_aps_c1'",
         ("index", str(tmp_path / "no-such-dir")): "no-such-dir: no such folder",
+        ("query", str(indexed["red"]), "--model", "effnet-lite0"): "was built with",
+        ("index", str(tmp_path / "photos"), "--device", "gpu0"): "--device gpu0: not a device",
     }
     for args, message in cases.items():
         result = invoke(home, *args)
@@ -211,3 +213,28 @@ def test_query_by_id_never_imports_torch(home: Path, indexed: dict[str, Path]) -
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in out.stdout
     assert json.loads(out.stdout.splitlines()[0])["results"]
+
+
+def test_query_images_in_batches_give_the_same_answers(
+    tmp_path: Path, home: Path, indexed: dict[str, Path]
+) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    copies = []
+    for name in ("gradient", "shapes1", "shapes2"):
+        copies.append(outside / indexed[name].name)
+        shutil.copy(indexed[name], copies[-1])
+    args = ["query", *map(str, copies), "-k", "4", "--json"]
+    one_by_one = json.loads(invoke(home, *args, "--batch-size", "1").stdout)
+    together = json.loads(invoke(home, *args).stdout)
+    assert [r["query"] for r in together] == [str(c) for c in copies]
+    for a, b in zip(one_by_one, together, strict=True):
+        assert [r["id"] for r in a["results"]] == [r["id"] for r in b["results"]]
+        assert [r["score"] for r in a["results"]] == pytest.approx(
+            [r["score"] for r in b["results"]], abs=1e-5
+        )
+    with Store.open(home) as store:
+        originals = [
+            store.record_by_path(str(indexed[n])).id for n in ("gradient", "shapes1", "shapes2")
+        ]
+    assert [r["results"][0]["id"] for r in together] == originals
