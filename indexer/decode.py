@@ -53,6 +53,8 @@ def open_rgb(
 
     Raises UnreadableImage naming `path` and the reason.
     """
+    if not data:
+        raise UnreadableImage(path, "empty file (0 bytes)")
     try:
         source = Image.open(io.BytesIO(data))
         width, height = source.size

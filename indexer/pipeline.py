@@ -36,7 +36,8 @@ class IndexReport:
     updated: int
     unchanged: int
     removed: int
-    failed: tuple[Failure, ...]
+    failed: tuple[Failure, ...]  # tried in this run and failed
+    not_retried: tuple[Failure, ...]  # failed in an earlier run and unchanged since
     embedded: int  # images that went through the backbone
     reused: int  # images whose stored vector was reused (same content elsewhere or touched)
     model: str
@@ -98,7 +99,8 @@ def index_folders(
         updated=run.updated,
         unchanged=plan.unchanged + run.touched,
         removed=removed,
-        failed=tuple(plan.known_failures + run.failed),
+        failed=tuple(run.failed),
+        not_retried=tuple(plan.known_failures),
         embedded=run.embedded,
         reused=run.reused,
         model=store.meta.model,

@@ -133,6 +133,12 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str, weights: Path 
         report = index_folders(ctx.obj, paths, options, progress)
     for failure in report.failed:
         click.echo(f"imgsearch: skipped {failure.path}: {failure.error}", err=True)
+    if report.not_retried:
+        click.echo(
+            f"imgsearch: {len(report.not_retried)} files that failed before are unchanged and "
+            "were not retried (`imgsearch info` lists them)",
+            err=True,
+        )
     click.echo(json.dumps(render.index_json(report)) if as_json else render.index_text(report))
 
 

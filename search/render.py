@@ -17,7 +17,9 @@ def index_json(report: IndexReport) -> dict[str, Any]:
         "updated": report.updated,
         "unchanged": report.unchanged,
         "removed": report.removed,
-        "failed": [{"path": f.path, "error": f.error} for f in report.failed],
+        # Every file under the folders that is not indexed, whether tried now or before.
+        "failed": [{"path": f.path, "error": f.error} for f in report.failed + report.not_retried],
+        "not_retried": len(report.not_retried),
         "embedded": report.embedded,
         "reused": report.reused,
         "model": report.model,
@@ -29,9 +31,10 @@ def index_json(report: IndexReport) -> dict[str, Any]:
 
 
 def index_text(report: IndexReport) -> str:
+    failed = len(report.failed) + len(report.not_retried)
     return (
         f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-        f"removed {report.removed}, failed {len(report.failed)} "
+        f"removed {report.removed}, failed {failed} "
         f"({report.embedded} embedded, {report.reused} reused; {report.model} on "
         f"{report.device} {report.precision}; {report.seconds:.1f} s, "
         f"{report.images_per_second:.1f} images/s)"

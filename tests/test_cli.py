@@ -77,6 +77,11 @@ def test_index_text_summary(tmp_path: Path, home: Path, tiny_checkpoint: Path) -
     second = invoke(home, *args)
     assert second.stdout.startswith("added 0, updated 0, unchanged 5, removed 0, failed 2")
     assert len(second.stdout.strip().splitlines()) == 1
+    # Old failures are not retried nor listed again: one line says so.
+    assert second.stderr == (
+        "imgsearch: 2 files that failed before are unchanged and were not retried "
+        "(`imgsearch info` lists them)\n"
+    )
 
 
 def test_query_by_id_excludes_itself_and_matches_the_oracle(

@@ -76,20 +76,20 @@ def test_jpeg_draft_decoding_keeps_full_size_and_close_pixels() -> None:
 
 
 @pytest.mark.parametrize(
-    "content",
+    ("content", "reason"),
     [
-        b"",
-        b"this is not an image\n",
-        encode(shapes(7), "JPEG")[:150],
-        encode(shapes(7), "PNG")[:60],
+        (b"", "empty file (0 bytes)"),
+        (b"this is not an image\n", "not a readable image (unknown format or not an image)"),
+        (encode(shapes(7), "JPEG")[:150], "not a readable image (Truncated File Read)"),
+        (encode(shapes(7), "PNG")[:60], "not a readable image ("),
     ],
     ids=["empty", "text", "truncated-jpeg", "truncated-png"],
 )
-def test_unreadable_data_raises_with_path_and_reason(content: bytes) -> None:
+def test_unreadable_data_raises_with_path_and_reason(content: bytes, reason: str) -> None:
     with pytest.raises(UnreadableImage) as caught:
         decode(content, "/photos/broken.jpg", PREP)
     assert caught.value.path == "/photos/broken.jpg"
-    assert str(caught.value).startswith("/photos/broken.jpg: not a readable image (")
+    assert str(caught.value).startswith(f"/photos/broken.jpg: {reason}")
     assert "\n" not in str(caught.value) and "object at 0x" not in str(caught.value)
 
 
