@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.machine import machine
 from bench.photos import ROOT, make_photos
-from indexer.decode import decode, read_file
+from indexer.decode import decode_file
 from indexer.options import IndexOptions, ModelChoice, Runtime
 from indexer.pipeline import default_workers, index_folders, load_embedder
 
@@ -31,7 +31,7 @@ from indexer.pipeline import default_workers, index_folders, load_embedder
 def forward_rate(options: IndexOptions, sample: list[Path], batches: int) -> float:
     """Images/s of the embedder alone on pre-decoded tensors, batch as in the index run."""
     embedder = load_embedder(options.model, options.runtime)
-    pixels = [decode(read_file(str(p)), str(p), embedder.backbone.prep).pixels for p in sample]
+    pixels = [decode_file(str(p), embedder.backbone.prep).pixels for p in sample]
     batch = torch.stack([pixels[i % len(pixels)] for i in range(options.batch_size)])
     embedder(batch)  # warm-up
     started = time.perf_counter()
@@ -45,7 +45,7 @@ def decode_rate(paths: list[Path], options: IndexOptions) -> float:
     embedder = load_embedder(options.model, options.runtime)
     started = time.perf_counter()
     for path in paths:
-        decode(read_file(str(path)), str(path), embedder.backbone.prep)
+        decode_file(str(path), embedder.backbone.prep)
     return len(paths) / (time.perf_counter() - started)
 
 

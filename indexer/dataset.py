@@ -39,11 +39,16 @@ class DecodeDataset(Dataset[Sample]):
     """Reads each file once: the bytes are hashed, then decoded unless the hash is known."""
 
     def __init__(
-        self, stats: Sequence[FileStat], prep: Preprocess, known_hashes: frozenset[str]
+        self,
+        stats: Sequence[FileStat],
+        prep: Preprocess,
+        known_hashes: frozenset[str],
+        max_pixels: int,
     ) -> None:
         self.stats = stats
         self.prep = prep
         self.known_hashes = known_hashes
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.stats)
@@ -51,14 +56,15 @@ class DecodeDataset(Dataset[Sample]):
     def __getitem__(self, index: int) -> Sample:
         stat = self.stats[index]
         try:
-            data = read_file(stat.path)
+            read = read_file(stat.path)
         except UnreadableImage as exc:
             return Item(stat, None, error=exc.reason), None
-        file = ImageFile(stat.path, len(data), stat.mtime_ns, content_hash(data))
+        # The stat of the bytes actually read: a file rewritten since the scan stays consistent.
+        file = ImageFile(stat.path, read.size, read.mtime_ns, content_hash(read.data))
         if file.content_hash in self.known_hashes:
             return Item(file=file, stat=stat, reuse=True), None
         try:
-            decoded = decode(data, stat.path, self.prep)
+            decoded = decode(read.data, stat.path, self.prep, self.max_pixels)
         except UnreadableImage as exc:
             return Item(stat, file, error=exc.reason), None
         return Item(stat, file, decoded.width, decoded.height), decoded.pixels

@@ -3,12 +3,14 @@
 The pixel path reproduces Birder's `classification_transform(size, rgb_stats)` (bicubic squash
 to `size`, scale to [0, 1], normalise) without importing birder, which costs ~8 s at start-up;
 `tests/test_decode.py` checks the two agree. What Birder leaves to the caller is done here:
-EXIF orientation, RGB conversion with alpha over white, and JPEG draft decoding.
+EXIF orientation, RGB conversion with alpha over white, 16-bit scaling, a pixel limit checked on
+the header before any decoding, and JPEG draft decoding.
 """
 
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from indexer.errors import UnreadableImage
+from indexer.options import DEFAULT_MAX_PIXELS
 
 try:  # HEIC/HEIF are readable only through pillow-heif's plugin.
     from pillow_heif import register_heif_opener
@@ -23,6 +26,10 @@ try:  # HEIC/HEIF are readable only through pillow-heif's plugin.
     register_heif_opener()
 except ImportError:  # pragma: no cover - pillow-heif is a dependency, but optional in spirit
     pass
+
+# Pillow's own bomb check would refuse at a fixed 179 MP before ours could apply the configured
+# limit; ours runs on the header of every image this package opens.
+Image.MAX_IMAGE_PIXELS = None
 
 
 @dataclass(frozen=True)
@@ -43,29 +50,56 @@ class Decoded:
     height: int
 
 
+@dataclass(frozen=True)
+class FileData:
+    """A file's bytes with the size and mtime of exactly those bytes (fstat of the same open)."""
+
+    data: bytes
+    size: int
+    mtime_ns: int
+
+
 _ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
+_INTEGER_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 
 
 def open_rgb(
-    data: bytes, path: str, draft_size: tuple[int, int] | None = None
+    data: bytes,
+    path: str,
+    draft_size: tuple[int, int] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[Image.Image, int, int]:
     """Decode `data` upright and in RGB, with the upright full-resolution (width, height).
 
-    Raises UnreadableImage naming `path` and the reason.
+    Animated and multi-frame files give their first frame. Raises UnreadableImage naming
+    `path` and the reason.
     """
     if not data:
         raise UnreadableImage(path, "empty file (0 bytes)")
     try:
         source = Image.open(io.BytesIO(data))
-        width, height = source.size
-        if source.getexif().get(0x0112) in _ROTATED_ORIENTATIONS:
-            width, height = height, width
-        if draft_size is not None and source.format == "JPEG":
-            # DCT-domain downscaling: decode at 1/2, 1/4 or 1/8 scale, never below draft_size.
-            source.draft("RGB", (draft_size[1], draft_size[0]))
-        return to_rgb(ImageOps.exif_transpose(source)), width, height
     except Exception as exc:  # PIL raises many types for broken files; all mean "unreadable"
         raise UnreadableImage(path, f"not a readable image ({_reason(exc)})") from exc
+    if source.width * source.height > max_pixels:
+        raise UnreadableImage(
+            path,
+            f"too many pixels ({source.width} x {source.height}; the limit is {max_pixels:,}, "
+            "see --max-pixels)",
+        )
+    try:
+        header_size = source.size
+        drafted = draft_size is not None and source.format == "JPEG"
+        if draft_size is not None and drafted:
+            # DCT-domain downscaling: decode at 1/2, 1/4 or 1/8 scale, never below draft_size.
+            source.draft("RGB", (draft_size[1], draft_size[0]))
+        upright = to_rgb(ImageOps.exif_transpose(source))
+    except Exception as exc:
+        raise UnreadableImage(path, f"not a readable image ({_reason(exc)})") from exc
+    width, height = upright.size
+    if drafted:  # the decoded size is reduced: the full size is the header's, turned upright
+        rotated = source.getexif().get(0x0112) in _ROTATED_ORIENTATIONS
+        width, height = header_size[::-1] if rotated else header_size
+    return upright, width, height
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -73,6 +107,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         image.load()
         return image
+    if image.mode in _INTEGER_MODES or image.mode == "F":
+        return _high_depth_to_rgb(image)
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (
         image.mode == "P" and "transparency" in image.info
     )
@@ -81,6 +117,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    """16-bit and float greyscale to 8 bits by scaling: Pillow's convert() would clip to white."""
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        top = 1.0 if values.max(initial=0.0) <= 1.0 else 255.0
+    else:
+        top = 65535.0 if image.mode != "I" or values.max(initial=0) > 255 else 255.0
+    scaled = np.clip(values * (255.0 / top), 0, 255).round().astype(np.uint8)
+    return Image.fromarray(scaled, "L").convert("RGB")
 
 
 def to_pixels(image: Image.Image, prep: Preprocess) -> torch.Tensor:
@@ -93,17 +140,27 @@ def to_pixels(image: Image.Image, prep: Preprocess) -> torch.Tensor:
     return (array.to(torch.float32) / 255.0 - mean) / std
 
 
-def read_file(path: str) -> bytes:
+def read_file(path: str) -> FileData:
+    """The file's bytes, with the stat of the very file object they were read from."""
     try:
         with open(path, "rb") as handle:
-            return handle.read()
+            stat = os.fstat(handle.fileno())
+            return FileData(handle.read(), stat.st_size, stat.st_mtime_ns)
+    except FileNotFoundError as exc:
+        raise UnreadableImage(path, "the file disappeared during the run") from exc
     except OSError as exc:
         raise UnreadableImage(path, f"cannot read the file ({exc.strerror or exc})") from exc
 
 
-def decode(data: bytes, path: str, prep: Preprocess) -> Decoded:
-    image, width, height = open_rgb(data, path, draft_size=prep.size)
+def decode(
+    data: bytes, path: str, prep: Preprocess, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Decoded:
+    image, width, height = open_rgb(data, path, prep.size, max_pixels)
     return Decoded(to_pixels(image, prep), width, height)
+
+
+def decode_file(path: str, prep: Preprocess, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    return decode(read_file(path).data, path, prep, max_pixels)
 
 
 def _reason(exc: Exception) -> str:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_MODEL = "effnet-lite0"
+# A 200 MP photo (the largest phone sensors) fits; a PNG that declares 100,000 x 100,000 does not.
+DEFAULT_MAX_PIXELS = 250_000_000
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -32,3 +34,4 @@ class IndexOptions:
     batch_size: int = 16
     workers: int | None = None  # None: one per core, at most 4
     prune: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused unread (bombs)

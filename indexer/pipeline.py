@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -15,13 +16,13 @@ from torch.utils.data import DataLoader
 
 from indexer.backbones import load_backbone
 from indexer.dataset import Batch, DecodeDataset, Item, Sample, collate
-from indexer.decode import decode, read_file
+from indexer.decode import decode_file
 from indexer.embed import Embedder, precision_name, resolve_device, resolve_dtype
 from indexer.errors import InvalidOption, UnreadableImage
 from indexer.options import IndexOptions, ModelChoice, Runtime
 from indexer.plan import Plan, make_plan
 from indexer.scan import check_folders, scan
-from store import Embedded, Failure, IndexNotFound, Store, Vectors
+from store import Embedded, Failure, IndexNotFound, Store, Vectors, exclusive_writer
 
 
 class Progress(Protocol):
@@ -68,6 +69,14 @@ def index_folders(
         raise InvalidOption(f"--batch-size must be >= 1, got {options.batch_size}")
     started = time.perf_counter()
     folders = check_folders(roots)
+    with exclusive_writer(home):
+        report = _index(home, folders, options, progress)
+    return dataclasses.replace(report, seconds=time.perf_counter() - started)
+
+
+def _index(
+    home: Path, folders: list[str], options: IndexOptions, progress: Progress | None
+) -> IndexReport:
     device = resolve_device(options.runtime.device)
     dtype = resolve_dtype(options.runtime.precision, device)
     plan, has_index = _plan(home, folders, options.model.name)
@@ -79,7 +88,7 @@ def index_folders(
         store = Store.open_for_model(home, backbone.name, backbone.dim, weights)
     else:
         store = Store.open(home)
-    run = _Run(store, plan)
+    run = _Run(store, plan, options.max_pixels)
     with store:
         try:
             if progress:
@@ -106,7 +115,7 @@ def index_folders(
         model=store.meta.model,
         device=str(device),
         precision=precision_name(dtype),
-        seconds=time.perf_counter() - started,
+        seconds=0.0,  # set by index_folders, which times the whole run
     )
 
 
@@ -125,7 +134,7 @@ def _batches(
     plan: Plan, store: Store, embedder: Embedder, options: IndexOptions
 ) -> DataLoader[Sample]:
     prep = embedder.backbone.prep
-    dataset = DecodeDataset(plan.todo, prep, frozenset(store.content_hashes()))
+    dataset = DecodeDataset(plan.todo, prep, frozenset(store.content_hashes()), options.max_pixels)
     workers = options.workers if options.workers is not None else default_workers()
     return DataLoader(
         dataset,
@@ -140,8 +149,9 @@ def _batches(
 class _Run:
     """Counts and commits batch by batch; one SQLite transaction per batch."""
 
-    def __init__(self, store: Store, plan: Plan) -> None:
+    def __init__(self, store: Store, plan: Plan, max_pixels: int) -> None:
         self.store = store
+        self.max_pixels = max_pixels
         self.previous_hashes = plan.previous_hashes
         self.added = self.updated = self.touched = self.embedded = self.reused = 0
         self.failed: list[Failure] = []
@@ -181,7 +191,7 @@ class _Run:
 
     def _embed_now(self, item: Item, embedder: Embedder) -> Embedded:
         assert item.file is not None
-        decoded = decode(read_file(item.file.path), item.file.path, embedder.backbone.prep)
+        decoded = decode_file(item.file.path, embedder.backbone.prep, self.max_pixels)
         self.embedded += 1
         vector = embedder(decoded.pixels.unsqueeze(0))[0]
         return Embedded(item.file, decoded.width, decoded.height, vector)
@@ -197,6 +207,6 @@ def embed_images(paths: Sequence[str], embedder: Embedder, batch_size: int = 16)
     chunks = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
-        pixels = [decode(read_file(path), path, prep).pixels for path in chunk]
+        pixels = [decode_file(path, prep).pixels for path in chunk]
         chunks.append(embedder(torch.stack(pixels)))
     return np.concatenate(chunks)

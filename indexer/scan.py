@@ -30,9 +30,11 @@ def check_folders(roots: Sequence[str | os.PathLike[str]]) -> list[str]:
 def scan(folders: Sequence[str]) -> Iterator[FileStat]:
     """Image files under `folders`, recursively, each once, in a stable order.
 
-    Hidden files and folders are skipped; symlinked folders are not followed (no loops).
+    Hidden files and folders are skipped; symlinked folders are not followed (no loops). A file
+    reached by several paths (symlinks, hard links) is indexed once, under the first path.
     """
     seen: set[str] = set()
+    inodes: set[tuple[int, int]] = set()
     for folder in folders:
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -47,6 +49,9 @@ def scan(folders: Sequence[str]) -> Iterator[FileStat]:
                     st = os.stat(path)
                 except OSError:
                     continue  # vanished or a dangling symlink: nothing to index
+                if (st.st_dev, st.st_ino) in inodes:
+                    continue
+                inodes.add((st.st_dev, st.st_ino))
                 yield FileStat(path, st.st_size, st.st_mtime_ns)
 
 

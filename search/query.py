@@ -117,7 +117,8 @@ def _search(
         matches = [
             Match(records[hit.id], hit.score)
             for hit in row
-            if options.min_score is None or hit.score >= options.min_score
+            # A record removed by a concurrent index run since the search is left out.
+            if hit.id in records and (options.min_score is None or hit.score >= options.min_score)
         ]
         results.append(QueryResult(label, matches))
     return results

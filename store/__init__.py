@@ -4,8 +4,16 @@ Never imports torch. Knows nothing of models beyond the name and dimension recor
 """
 
 from store.catalog import Store, StoredVector
-from store.errors import FaissUnavailable, IndexNotFound, ItemNotFound, ModelMismatch, StoreError
+from store.errors import (
+    FaissUnavailable,
+    IndexBusy,
+    IndexNotFound,
+    ItemNotFound,
+    ModelMismatch,
+    StoreError,
+)
 from store.home import HOME_ENV, catalog_path, resolve_home
+from store.lock import exclusive_writer
 from store.records import (
     Embedded,
     Failure,
@@ -27,6 +35,7 @@ __all__ = [
     "Hit",
     "ImageFile",
     "ImageRecord",
+    "IndexBusy",
     "IndexMeta",
     "IndexNotFound",
     "ItemNotFound",
@@ -37,5 +46,6 @@ __all__ = [
     "Vector",
     "Vectors",
     "catalog_path",
+    "exclusive_writer",
     "resolve_home",
 ]

@@ -17,5 +17,9 @@ class FaissUnavailable(StoreError):
     """The `faiss` package cannot be imported (install the `cpu` or `gpu` extra)."""
 
 
+class IndexBusy(StoreError):
+    """Another process is writing to the index."""
+
+
 class ItemNotFound(StoreError):
     """An id or path that is not in the index."""

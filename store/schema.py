@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    TypeDecorator,
     create_engine,
     event,
 )
@@ -20,6 +22,23 @@ from sqlalchemy import (
 SCHEMA_VERSION = 1
 
 metadata = MetaData()
+
+
+class FsPath(TypeDecorator[str]):
+    """A file path stored as its exact bytes, so names that are not valid UTF-8 round-trip.
+
+    Python gives such names as str with surrogate escapes, which SQLite's TEXT cannot hold.
+    """
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> bytes | None:
+        return None if value is None else os.fsencode(value)
+
+    def process_result_value(self, value: bytes | None, dialect: Any) -> str | None:
+        return None if value is None else os.fsdecode(value)
+
 
 meta = Table(
     "meta",
@@ -34,7 +53,7 @@ images = Table(
     "images",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("path", String, nullable=False, unique=True),
+    Column("path", FsPath, nullable=False, unique=True),
     Column("size", Integer, nullable=False),
     Column("mtime_ns", Integer, nullable=False),
     Column("content_hash", String, nullable=False, index=True),
@@ -47,7 +66,7 @@ images = Table(
 failures = Table(
     "failures",
     metadata,
-    Column("path", String, primary_key=True),
+    Column("path", FsPath, primary_key=True),
     Column("size", Integer, nullable=False),
     Column("mtime_ns", Integer, nullable=False),
     Column("error", String, nullable=False),

@@ -101,7 +101,14 @@ def write_atomic(index: faiss.Index, home: Path, generation: int) -> Path:
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
+    # Only older generations: a reader that rebuilt from an older snapshot must not delete the
+    # newer file a concurrent writer has just saved.
     for old in home.glob(f"{FILE_PREFIX}*{FILE_SUFFIX}"):
-        if old != target:
+        if _generation_of(old) < generation:
             old.unlink(missing_ok=True)
     return target
+
+
+def _generation_of(path: Path) -> int:
+    digits = path.name.removeprefix(FILE_PREFIX).removesuffix(FILE_SUFFIX)
+    return int(digits) if digits.isdigit() else -1

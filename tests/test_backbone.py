@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from indexer.backbones import Backbone, effnet_lite0_weights, load_backbone
-from indexer.decode import decode, read_file
+from indexer.decode import decode_file
 from indexer.embed import Embedder, cpu_has_native_bf16, resolve_device, resolve_dtype
 from indexer.errors import InvalidOption, UnknownModel
 from indexer.options import ModelChoice
@@ -47,7 +47,7 @@ def reference_embedding(net: torch.nn.Module, pixels: torch.Tensor) -> torch.Ten
 def test_embeddings_equal_the_reference_to_1e4(
     effnet: Backbone, reference: torch.nn.Module
 ) -> None:
-    photos = [decode(read_file(str(p)), str(p), effnet.prep).pixels for p in EXAMPLES.glob("*.jpg")]
+    photos = [decode_file(str(p), effnet.prep).pixels for p in EXAMPLES.glob("*.jpg")]
     noise = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     batch = torch.cat([torch.stack(photos), noise])
     ours = Embedder(effnet, torch.device("cpu"), torch.float32)(batch)
@@ -62,7 +62,7 @@ def test_preprocessing_is_the_one_the_weights_expect(
 ) -> None:
     """TF-Lite normalisation, orientation and RGB: the coffee photo is classified espresso."""
     photo = EXAMPLES / "coffee.jpg"
-    pixels = decode(read_file(str(photo)), str(photo), effnet.prep).pixels
+    pixels = decode_file(str(photo), effnet.prep).pixels
     with torch.inference_mode():
         probabilities = reference(pixels[None]).softmax(dim=1)[0]
     assert int(probabilities.argmax()) == ESPRESSO
@@ -78,8 +78,8 @@ def test_rotated_copy_in_exif_embeds_like_the_upright_photo(
     rotated = tmp_path / "rotated.jpg"
     photo.transpose(Image.Transpose.ROTATE_270).save(rotated, quality=95, exif=exif.tobytes())
     embedder = Embedder(effnet, torch.device("cpu"), torch.float32)
-    upright = decode(read_file(str(EXAMPLES / "chelsea.jpg")), "a", effnet.prep).pixels
-    stored = decode(read_file(str(rotated)), "b", effnet.prep).pixels
+    upright = decode_file(str(EXAMPLES / "chelsea.jpg"), effnet.prep).pixels
+    stored = decode_file(str(rotated), effnet.prep).pixels
     a, b = embedder(torch.stack([upright, stored]))
     assert float(a @ b) > 0.98
 
@@ -118,9 +118,7 @@ def test_precision_auto_follows_the_hardware(tmp_path: Path) -> None:
 
 
 def test_bf16_embeddings_stay_close_to_fp32(effnet: Backbone) -> None:
-    pixels = torch.stack(
-        [decode(read_file(str(p)), str(p), effnet.prep).pixels for p in EXAMPLES.glob("*.jpg")]
-    )
+    pixels = torch.stack([decode_file(str(p), effnet.prep).pixels for p in EXAMPLES.glob("*.jpg")])
     fp32 = Embedder(effnet, torch.device("cpu"), torch.float32)(pixels)
     bf16 = Embedder(effnet, torch.device("cpu"), torch.bfloat16)(pixels)
     assert bf16.dtype == np.float32

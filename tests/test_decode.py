@@ -94,5 +94,5 @@ def test_unreadable_data_raises_with_path_and_reason(content: bytes, reason: str
 
 
 def test_missing_file_raises(tmp_path: Path) -> None:
-    with pytest.raises(UnreadableImage, match="cannot read the file"):
+    with pytest.raises(UnreadableImage, match="the file disappeared during the run"):
         read_file(str(tmp_path / "gone.jpg"))

@@ -3,54 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from store import Store
 from tests.helpers import shapes
+from tests.subprocs import committed, start_index, wait_for
 
 N_IMAGES = 60
-REPO = Path(__file__).resolve().parent.parent
-
-
-def start_index(home: Path, folder: Path, weights: Path) -> subprocess.Popen[str]:
-    from tests.helpers import TINY_NETWORK
-
-    args = ["--home", str(home), "index", str(folder), "--model", TINY_NETWORK,
-            "--weights", str(weights), "--batch-size", "2", "--workers", "1", "--json"]  # fmt: skip
-    code = f"from search.cli import cli; cli({args!r})"
-    return subprocess.Popen(
-        [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=os.environ | {"PYTHONPATH": str(REPO)},
-    )  # fmt: skip
-
-
-def committed(home: Path) -> dict[str, int]:
-    """{path: id} as committed in SQLite right now (read like any other reader would)."""
-    path = home / "catalog.sqlite"
-    if not path.is_file():
-        return {}
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
-        try:
-            return dict(db.execute("SELECT path, id FROM images").fetchall())
-        except sqlite3.OperationalError:  # tables not created yet
-            return {}
 
 
 def kill_when(process: subprocess.Popen[str], home: Path, at_least: int) -> None:
     """SIGKILL once the catalog exists and holds at least `at_least` committed images."""
-    deadline = time.monotonic() + 120
-    catalog = home / "catalog.sqlite"
-    while (not catalog.is_file() or len(committed(home)) < at_least) and process.poll() is None:
-        assert time.monotonic() < deadline, "the index run made no progress"
-        time.sleep(0.005)
+    wait_for(process, home, at_least)
     process.send_signal(signal.SIGKILL)
     process.wait()
 

@@ -1,0 +1,47 @@
+"""`imgsearch index` in a real subprocess, and reading its catalog like any other process."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.helpers import TINY_NETWORK
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def start_index(home: Path, folder: Path, weights: Path) -> subprocess.Popen[str]:
+    """Index with the tiny Birder net, one commit per 2 images: a run long enough to interrupt."""
+    args = ["--home", str(home), "index", str(folder), "--model", TINY_NETWORK,
+            "--weights", str(weights), "--batch-size", "2", "--workers", "1", "--json"]  # fmt: skip
+    code = f"from search.cli import cli; cli({args!r})"
+    return subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=os.environ | {"PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+
+
+def committed(home: Path) -> dict[str, int]:
+    """{path: id} as committed in SQLite right now."""
+    path = home / "catalog.sqlite"
+    if not path.is_file():
+        return {}
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+        try:
+            rows = db.execute("SELECT path, id FROM images").fetchall()
+        except sqlite3.OperationalError:  # tables not created yet
+            return {}
+    return {os.fsdecode(path): image_id for path, image_id in rows}  # paths are stored as bytes
+
+
+def wait_for(process: subprocess.Popen[str], home: Path, at_least: int) -> None:
+    """Until the catalog exists and holds `at_least` images (or the process has ended)."""
+    deadline = time.monotonic() + 120
+    catalog = home / "catalog.sqlite"
+    while (not catalog.is_file() or len(committed(home)) < at_least) and process.poll() is None:
+        assert time.monotonic() < deadline, "the index run made no progress"
+        time.sleep(0.005)
