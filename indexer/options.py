@@ -28,6 +28,16 @@ class Runtime:
 
 
 @dataclass(frozen=True)
+class EmbedOptions:
+    """The model options every embedding command shares, as given on the command line."""
+
+    model: str | None = None  # None: the index's own model (or the default for a new index)
+    weights: Path | None = None  # None: the packaged weights, or those the index recorded
+    runtime: Runtime = field(default_factory=Runtime)
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
 class IndexOptions:
     model: ModelChoice = field(default_factory=ModelChoice)
     runtime: Runtime = field(default_factory=Runtime)

@@ -12,12 +12,20 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
 from indexer.errors import IndexerError
-from indexer.options import DEFAULT_MODEL, PRECISIONS, IndexOptions, ModelChoice, Runtime
+from indexer.options import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MODEL,
+    PRECISIONS,
+    EmbedOptions,
+    IndexOptions,
+    ModelChoice,
+    Runtime,
+)
 from search import query as queries
 from search import render
 from store import Store, StoreError, resolve_home
@@ -48,9 +56,18 @@ def domain_errors(fn: F) -> F:
 
 
 def model_options(*, default_model: str | None) -> Callable[[F], F]:
-    """--model --weights --device --precision --batch-size, shared by model-using commands."""
+    """--model --weights --device --precision --batch-size, shared by model-using commands.
+
+    The command receives them as one `embedding: EmbedOptions` argument.
+    """
 
     def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, model: str | None, weights: Path | None, device: str,
+                    precision: str, batch_size: int, **kwargs: Any) -> Any:  # fmt: skip
+            embedding = EmbedOptions(model, weights, Runtime(device, precision), batch_size)
+            return fn(*args, embedding=embedding, **kwargs)
+
         options = [
             click.option("--model", default=default_model, show_default=default_model is not None,
                          help="Backbone: a short name or a Birder network name"
@@ -65,9 +82,10 @@ def model_options(*, default_model: str | None) -> Callable[[F], F]:
             click.option("--batch-size", type=click.IntRange(min=1), default=16,
                          show_default=True, help="Images per forward pass."),
         ]  # fmt: skip
+        decorated: Any = wrapper
         for option in reversed(options):
-            fn = option(fn)
-        return fn
+            decorated = option(decorated)
+        return cast(F, decorated)
 
     return decorate
 
@@ -107,12 +125,18 @@ def cli(ctx: click.Context, home: str | None, verbose: bool, quiet: bool) -> Non
     help="Decoding processes (default: one per core, at most 4; 0: decode inline).",
 )
 @click.option("--no-prune", is_flag=True, help="Keep entries of files that were deleted.")
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Refuse larger images unread (decompression bombs).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 @domain_errors
-def index(ctx: click.Context, paths: tuple[str, ...], model: str, weights: Path | None,
-          device: str, precision: str, batch_size: int, workers: int | None, no_prune: bool,
-          as_json: bool) -> None:  # fmt: skip
+def index(ctx: click.Context, paths: tuple[str, ...], embedding: EmbedOptions,
+          workers: int | None, no_prune: bool, max_pixels: int, as_json: bool) -> None:  # fmt: skip
     """Index the images under PATHS (recursive); re-runs only do what changed.
 
     \b
@@ -123,11 +147,12 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str, weights: Path 
     from search.progress import TqdmProgress
 
     options = IndexOptions(
-        model=ModelChoice(model, weights),
-        runtime=Runtime(device, precision),
-        batch_size=batch_size,
+        model=ModelChoice(embedding.model or DEFAULT_MODEL, embedding.weights),
+        runtime=embedding.runtime,
+        batch_size=embedding.batch_size,
         workers=workers,
         prune=not no_prune,
+        max_pixels=max_pixels,
     )
     with TqdmProgress(disable=ctx.meta["quiet"]) as progress:
         report = index_folders(ctx.obj, paths, options, progress)
@@ -155,8 +180,7 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str, weights: Path 
 @click.pass_context
 @domain_errors
 def query(ctx: click.Context, images: tuple[str, ...], image_id: int | None,
-          indexed_path: str | None, k: int, min_score: float | None, model: str | None,
-          weights: Path | None, device: str, precision: str, batch_size: int,
+          indexed_path: str | None, k: int, min_score: float | None, embedding: EmbedOptions,
           as_json: bool) -> None:  # fmt: skip
     """Find the nearest neighbours of IMAGES, or of an indexed image (--id / --path).
 
@@ -174,7 +198,6 @@ def query(ctx: click.Context, images: tuple[str, ...], image_id: int | None,
         elif indexed_path is not None:
             results = [queries.by_path(store, indexed_path, options)]
         else:
-            embedding = queries.EmbedOptions(model, weights, Runtime(device, precision), batch_size)
             results = queries.by_images(store, images, options, embedding)
     if as_json:
         shaped = [render.query_json(r) for r in results]

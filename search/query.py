@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from indexer.errors import InvalidOption, UnreadableImage
-from indexer.options import ModelChoice, Runtime
+from indexer.options import EmbedOptions, ModelChoice
 from store import ImageRecord, ItemNotFound, Store, Vectors
 
 
@@ -30,16 +30,6 @@ class QueryResult:
 class QueryOptions:
     k: int = 10
     min_score: float | None = None
-
-
-@dataclass(frozen=True)
-class EmbedOptions:
-    """How to embed query images. The model must be the index's own."""
-
-    model: str | None = None  # None: the index's model
-    weights: Path | None = None  # None: the weights file the index recorded, if any
-    runtime: Runtime = field(default_factory=Runtime)
-    batch_size: int = 16
 
 
 def by_id(store: Store, image_id: int, options: QueryOptions) -> QueryResult:
