@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +75,16 @@ def open_rgb(
     Animated and multi-frame files give their first frame. Raises UnreadableImage naming
     `path` and the reason.
     """
+    # Pillow warns about files it can still read ("Invalid APNG", odd EXIF, ...): nothing a
+    # user can act on, and one line per file would bury the real failures.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _open_rgb(data, path, draft_size, max_pixels)
+
+
+def _open_rgb(
+    data: bytes, path: str, draft_size: tuple[int, int] | None, max_pixels: int
+) -> tuple[Image.Image, int, int]:
     if not data:
         raise UnreadableImage(path, "empty file (0 bytes)")
     try:
