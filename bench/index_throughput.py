@@ -55,13 +55,28 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--model", default="effnet-lite0")
+    parser.add_argument(
+        "--model",
+        default="effnet-lite0",
+        help="effnet-lite0, or a Birder network run with random weights at --size",
+    )
+    parser.add_argument("--size", type=int, default=224, help="input size of a Birder network")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("birder").setLevel(logging.WARNING)
 
     photos = make_photos(args.count, ROOT / "bench" / "out" / "photos")
+    weights = None
+    if args.model != "effnet-lite0":  # same compute as the real weights, nothing to download
+        from tests.helpers import save_random_checkpoint
+
+        folder = ROOT / "bench" / "out" / "weights" / f"{args.model}-{args.size}"
+        folder.mkdir(parents=True, exist_ok=True)
+        weights = folder / f"{args.model}_0.pt"
+        if not weights.is_file():
+            save_random_checkpoint(folder, args.model, args.size)
     options = IndexOptions(
-        model=ModelChoice(args.model),
+        model=ModelChoice(args.model, weights),
         runtime=Runtime("auto", args.precision),
         batch_size=args.batch_size,
         workers=args.workers,

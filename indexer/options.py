@@ -34,14 +34,14 @@ class EmbedOptions:
     model: str | None = None  # None: the index's own model (or the default for a new index)
     weights: Path | None = None  # None: the packaged weights, or those the index recorded
     runtime: Runtime = field(default_factory=Runtime)
-    batch_size: int = 16
+    batch_size: int | None = None  # None: chosen to fill the device
 
 
 @dataclass(frozen=True)
 class IndexOptions:
     model: ModelChoice = field(default_factory=ModelChoice)
     runtime: Runtime = field(default_factory=Runtime)
-    batch_size: int = 16
+    batch_size: int | None = None  # None: chosen to fill the device
     workers: int | None = None  # None: one per core, at most 4
     prune: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused unread (bombs)

@@ -17,7 +17,13 @@ from torch.utils.data import DataLoader
 from indexer.backbones import load_backbone
 from indexer.dataset import Batch, DecodeDataset, Item, Sample, collate
 from indexer.decode import decode_file
-from indexer.embed import Embedder, precision_name, resolve_device, resolve_dtype
+from indexer.embed import (
+    Embedder,
+    auto_batch_size,
+    precision_name,
+    resolve_device,
+    resolve_dtype,
+)
 from indexer.errors import InvalidOption, UnreadableImage
 from indexer.options import IndexOptions, ModelChoice, Runtime
 from indexer.plan import Plan, make_plan
@@ -65,7 +71,7 @@ def index_folders(
     home: Path, roots: Sequence[str], options: IndexOptions, progress: Progress | None = None
 ) -> IndexReport:
     """Bring the index in `home` up to date with the image files under `roots`."""
-    if options.batch_size < 1:
+    if options.batch_size is not None and options.batch_size < 1:
         raise InvalidOption(f"--batch-size must be >= 1, got {options.batch_size}")
     started = time.perf_counter()
     folders = check_folders(roots)
@@ -138,7 +144,7 @@ def _batches(
     workers = options.workers if options.workers is not None else default_workers()
     return DataLoader(
         dataset,
-        batch_size=options.batch_size,
+        batch_size=options.batch_size or auto_batch_size(embedder),
         num_workers=workers,
         collate_fn=collate,
         pin_memory=embedder.device.type == "cuda",  # page-locked buffers for non_blocking copies
@@ -201,9 +207,12 @@ def _failure(item: Item, error: str) -> Failure:
     return Failure(item.stat.path, item.stat.size, item.stat.mtime_ns, error)
 
 
-def embed_images(paths: Sequence[str], embedder: Embedder, batch_size: int = 16) -> Vectors:
+def embed_images(
+    paths: Sequence[str], embedder: Embedder, batch_size: int | None = None
+) -> Vectors:
     """Embed a few images in this process (for queries), (n, d). Raises UnreadableImage."""
     prep = embedder.backbone.prep
+    batch_size = batch_size or min(len(paths), auto_batch_size(embedder))
     chunks = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]

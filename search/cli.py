@@ -55,6 +55,23 @@ def domain_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class BatchSize(click.ParamType[int | None]):
+    """A positive integer, or `auto` (None)."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: Any, ctx: click.Context | None) -> int | None:
+        if value is None or value == "auto":
+            return None
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = 0
+        if number < 1:
+            self.fail(f"{value!r} is not a positive integer or 'auto'", param, ctx)
+        return number
+
+
 def model_options(*, default_model: str | None) -> Callable[[F], F]:
     """--model --weights --device --precision --batch-size, shared by model-using commands.
 
@@ -64,7 +81,7 @@ def model_options(*, default_model: str | None) -> Callable[[F], F]:
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: Any, model: str | None, weights: Path | None, device: str,
-                    precision: str, batch_size: int, **kwargs: Any) -> Any:  # fmt: skip
+                    precision: str, batch_size: int | None, **kwargs: Any) -> Any:  # fmt: skip
             embedding = EmbedOptions(model, weights, Runtime(device, precision), batch_size)
             return fn(*args, embedding=embedding, **kwargs)
 
@@ -79,8 +96,9 @@ def model_options(*, default_model: str | None) -> Callable[[F], F]:
             click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
                          show_default=True,
                          help="auto: bf16 on CUDA and on CPUs with native bf16, else fp32."),
-            click.option("--batch-size", type=click.IntRange(min=1), default=16,
-                         show_default=True, help="Images per forward pass."),
+            click.option("--batch-size", type=BatchSize(), default="auto", show_default=True,
+                         help="Images per forward pass, or auto: 16 on CPU, the largest that "
+                              "fits on a GPU (probed)."),
         ]  # fmt: skip
         decorated: Any = wrapper
         for option in reversed(options):

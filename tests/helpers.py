@@ -80,6 +80,13 @@ def write_collection(folder: Path) -> dict[str, Path]:
 
 
 def save_tiny_checkpoint(directory: Path) -> Path:
+    """The tiny test net (0.15M parameters, 64 px), saved with Birder's own checkpoint code."""
+    return save_random_checkpoint(directory, TINY_NETWORK, TINY_SIZE, TINY_CONFIG)
+
+
+def save_random_checkpoint(
+    directory: Path, network: str, size_px: int, config: dict[str, int] | None = None
+) -> Path:
     """A random-weight Birder net saved with Birder's own checkpoint code; returns its path."""
     import torch
     from birder.common import fs_ops
@@ -88,19 +95,19 @@ def save_tiny_checkpoint(directory: Path) -> Path:
     from birder.net.base import get_signature
 
     torch.manual_seed(0)
-    size = (TINY_SIZE, TINY_SIZE)
-    net = registry.net_factory(TINY_NETWORK, 0, config=TINY_CONFIG, size=size)
+    size = (size_px, size_px)
+    net = registry.net_factory(network, 0, config=config, size=size)
     signature = get_signature((1, 3, *size), 0)
     rgb_stats = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
     previous = settings.MODELS_DIR
     settings.MODELS_DIR = directory  # checkpoint_model writes into MODELS_DIR
     try:
         fs_ops.checkpoint_model(
-            TINY_NETWORK, 0, net, signature, {}, rgb_stats, None, None, None, None,
-            external_config=TINY_CONFIG,
+            network, 0, net, signature, {}, rgb_stats, None, None, None, None,
+            external_config=config,
         )  # fmt: skip
     finally:
         settings.MODELS_DIR = previous
-    path = directory / f"{TINY_NETWORK}_0.pt"
+    path = directory / f"{network}_0.pt"
     assert path.is_file(), f"birder did not write {path}"
     return path

@@ -14,7 +14,15 @@ from PIL import Image
 
 from indexer.backbones import Backbone, effnet_lite0_weights, load_backbone
 from indexer.decode import decode_file
-from indexer.embed import Embedder, cpu_has_native_bf16, resolve_device, resolve_dtype
+from indexer.embed import (
+    CPU_BATCH_SIZE,
+    Embedder,
+    auto_batch_size,
+    cpu_has_native_bf16,
+    largest_fitting_batch,
+    resolve_device,
+    resolve_dtype,
+)
 from indexer.errors import InvalidOption, UnknownModel
 from indexer.options import ModelChoice
 from tests.helpers import EXAMPLES, TINY_DIM, TINY_NETWORK, TINY_SIZE
@@ -144,3 +152,25 @@ def test_device_cuda_without_cuda_is_a_clear_error() -> None:
         resolve_device("cuda")
     with pytest.raises(InvalidOption, match="not a device"):
         resolve_device("gpu0")
+
+
+def test_largest_fitting_batch_halves_on_out_of_memory() -> None:
+    tried: list[int] = []
+
+    def fits_up_to_40(batch: int) -> None:
+        tried.append(batch)
+        if batch > 40:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    assert largest_fitting_batch(fits_up_to_40) == 32
+    assert tried == [256, 128, 64, 32]
+    assert largest_fitting_batch(lambda b: None) == 256
+
+    def never_fits(batch: int) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    assert largest_fitting_batch(never_fits) == 1
+
+
+def test_auto_batch_size_on_cpu(effnet: Backbone) -> None:
+    assert auto_batch_size(Embedder(effnet, torch.device("cpu"), torch.float32)) == CPU_BATCH_SIZE

@@ -194,6 +194,8 @@ def test_errors_on_an_existing_index(tmp_path: Path, home: Path, indexed: dict[s
 
 
 def test_usage_errors_exit_2(home: Path, indexed: dict[str, Path]) -> None:
+    assert invoke(home, "index", ".", "--batch-size", "0").exit_code == 2
+    assert invoke(home, "index", ".", "--batch-size", "many").exit_code == 2
     assert invoke(home, "query").exit_code == 2
     assert invoke(home, "query", "--id", "1", "--path", "x").exit_code == 2
     assert invoke(home, "query", "--id", "1", "-k", "0").exit_code == 2
