@@ -212,7 +212,7 @@ def embed_images(
 ) -> Vectors:
     """Embed a few images in this process (for queries), (n, d). Raises UnreadableImage."""
     prep = embedder.backbone.prep
-    batch_size = batch_size or min(len(paths), auto_batch_size(embedder))
+    batch_size = batch_size or max(1, min(len(paths), auto_batch_size(embedder)))
     chunks = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]

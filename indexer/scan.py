@@ -33,8 +33,7 @@ def scan(folders: Sequence[str]) -> Iterator[FileStat]:
     Hidden files and folders are skipped; symlinked folders are not followed (no loops). A file
     reached by several paths (symlinks, hard links) is indexed once, under the first path.
     """
-    seen: set[str] = set()
-    inodes: set[tuple[int, int]] = set()
+    inodes: set[tuple[int, int]] = set()  # also catches overlapping folders (`a a/b`)
     for folder in folders:
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -42,9 +41,6 @@ def scan(folders: Sequence[str]) -> Iterator[FileStat]:
                 if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
                     continue
                 path = os.path.join(dirpath, name)
-                if path in seen:
-                    continue
-                seen.add(path)
                 try:
                     st = os.stat(path)
                 except OSError:

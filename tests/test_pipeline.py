@@ -224,3 +224,12 @@ def test_an_interrupted_run_keeps_its_batches_and_a_current_faiss_file(
     assert "rebuilt" not in caplog.text  # the FAISS file was saved on the way out
     report = run(home, folder, tiny_options)
     assert report.embedded == 5 - len(state)
+
+
+def test_overlapping_folders_index_each_file_once(
+    tmp_path: Path, home: Path, tiny_options: IndexOptions
+) -> None:
+    folder = tmp_path / "photos"
+    write_collection(folder)
+    report = run(home, [folder, folder / "sub", folder], tiny_options)
+    assert (report.added, report.embedded) == (5, 5)
