@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from search.actions import ActionPlan
+from search.dupes import DuplicateGroup
 from search.query import QueryResult
 from store import Failure, IndexMeta
 
@@ -74,4 +76,52 @@ def info_json(home: str, meta: IndexMeta, count: int, failed: list[Failure]) -> 
 def info_text(info: dict[str, Any], failed: list[Failure]) -> str:
     lines = [f"{key:<11} {value}" for key, value in info.items()]
     lines += [f"  {f.path}: {f.error}" for f in failed]
+    return "\n".join(lines)
+
+
+def dupes_json(threshold: float, keep: str, groups: list[DuplicateGroup]) -> dict[str, Any]:
+    return {
+        "threshold": threshold,
+        "keep_policy": keep,
+        "groups": [
+            {
+                "kind": g.kind,
+                "keep": {"id": g.keep.id, "path": g.keep.path},
+                "members": [
+                    {"id": m.record.id, "path": m.record.path, "score": round(m.score, 6)}
+                    for m in g.members
+                ],
+            }
+            for g in groups
+        ],
+    }
+
+
+def dupes_text(threshold: float, keep: str, groups: list[DuplicateGroup]) -> str:
+    lines = []
+    for number, g in enumerate(groups, start=1):
+        k = g.keep
+        lines.append(
+            f"group {number} ({g.kind}): keep {k.id:>6}  {k.path}  "
+            f"({k.width} x {k.height}, {k.size:,} bytes)"
+        )
+        lines += [f"        {m.score:.4f}  {m.record.id:>6}  {m.record.path}" for m in g.members]
+    exact = sum(g.kind == "exact" for g in groups)
+    duplicates = sum(len(g.members) for g in groups)
+    lines.append(
+        f"{len(groups)} groups ({exact} exact, {len(groups) - exact} near), "
+        f"{duplicates} duplicates; threshold {threshold:.3f}; keep: {keep}"
+    )
+    return "\n".join(lines)
+
+
+def plan_text(plan: ActionPlan, dry_run: bool) -> str:
+    verbs = {"move": "move", "symlink": "link", "delete": "delete"}
+    lines = []
+    for a in plan.actions:
+        verb = verbs[a.kind] if dry_run else {"move": "moved", "symlink": "linked",
+                                              "delete": "deleted"}[a.kind]  # fmt: skip
+        prefix = "would " if dry_run else ""
+        lines.append(f"{prefix}{verb} {a.source}" + (f" -> {a.target}" if a.target else ""))
+    lines += [f"left alone {path}: {why}" for path, why in plan.skipped]
     return "\n".join(lines)

@@ -22,7 +22,15 @@ from store import vectors as vecs
 from store.errors import IndexNotFound, ItemNotFound, ModelMismatch
 from store.home import catalog_path
 from store.records import Embedded, Failure, Hit, ImageRecord, IndexMeta, Vector, Vectors
-from store.schema import SCHEMA_VERSION, failures, images, make_engine, meta, metadata
+from store.schema import (
+    SCHEMA_VERSION,
+    failures,
+    ignored_pairs,
+    images,
+    make_engine,
+    meta,
+    metadata,
+)
 
 if TYPE_CHECKING:
     import faiss
@@ -89,6 +97,11 @@ class Store:
         if "model" not in values:
             engine.dispose()
             raise IndexNotFound(f"{path} is not an imgsearch index (no model recorded)")
+        try:  # tables added since the index was made (CREATE IF NOT EXISTS; cheap)
+            with engine.begin() as conn:
+                metadata.create_all(conn)
+        except OperationalError:  # a read-only home: queries still work
+            pass
         index_meta = IndexMeta(
             model=values["model"],
             dim=int(values["dim"]),
@@ -217,6 +230,46 @@ class Store:
 
     def faiss_count(self) -> int:
         return int(self._faiss().ntotal)
+
+    def similar_pairs(
+        self, threshold: float, ids: Sequence[int] | None = None, chunk: int = 2048
+    ) -> list[tuple[int, int, float]]:
+        """Every pair (a, b, cosine), a < b, with cosine >= threshold; both among `ids` if given.
+
+        Queries go to FAISS in chunks of stored vectors, so memory stays bounded by the chunk
+        and the number of pairs found.
+        """
+        index = self._faiss()
+        allowed = None if ids is None else np.array(sorted(ids), dtype=np.int64)
+        pairs: list[tuple[int, int, float]] = []
+        query = select(images.c.id, images.c.vector).order_by(images.c.id)
+        if allowed is not None:
+            query = query.where(images.c.id.in_(allowed.tolist()))
+        with self._engine.connect() as conn:
+            result = conn.execution_options(yield_per=chunk).execute(query)
+            for rows in result.partitions():
+                query_ids = np.array([row[0] for row in rows], dtype=np.int64)
+                vectors = np.stack([_unblob(row[1]) for row in rows])
+                pairs += vecs.range_pairs(index, query_ids, vectors, threshold, allowed)
+        return pairs
+
+    def ignored_pairs(self) -> set[tuple[str, str]]:
+        """Content-hash pairs (a < b) the user marked as not duplicates."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(ignored_pairs.c.hash_a, ignored_pairs.c.hash_b))
+            return {(a, b) for a, b in rows}
+
+    def ignore_pairs(self, hashes: Sequence[str]) -> int:
+        """Remember every pair among `hashes` as not duplicates. Returns how many were new."""
+        unique = sorted(set(hashes))
+        rows = [{"hash_a": a, "hash_b": b} for i, a in enumerate(unique) for b in unique[i + 1 :]]
+        if not rows:
+            return 0
+        with self._engine.begin() as conn:
+            before = conn.execute(select(func.count()).select_from(ignored_pairs)).scalar_one()
+            conn.execute(sqlite_insert(ignored_pairs).on_conflict_do_nothing(), rows)
+            after = conn.execute(select(func.count()).select_from(ignored_pairs)).scalar_one()
+        return int(after - before)
 
     # -- writing ---------------------------------------------------------------------------
 

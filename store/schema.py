@@ -73,6 +73,16 @@ failures = Table(
 )
 
 
+# Pairs of contents the user said are not duplicates (`dupes --ignore`), by content hash so that
+# the decision survives renames and moves. Stored with hash_a < hash_b.
+ignored_pairs = Table(
+    "ignored_pairs",
+    metadata,
+    Column("hash_a", String, primary_key=True),
+    Column("hash_b", String, primary_key=True),
+)
+
+
 def make_engine(path: Path) -> Engine:
     """An engine in WAL mode: readers never block on a writer, a commit per batch is cheap."""
     engine = create_engine(f"sqlite:///{path}")

@@ -73,6 +73,36 @@ def search(
     return results
 
 
+def range_pairs(
+    index: faiss.Index,
+    query_ids: NDArray[np.int64],
+    queries: Vectors,
+    threshold: float,
+    allowed: NDArray[np.int64] | None = None,
+) -> list[tuple[int, int, float]]:
+    """(a, b, cosine) with a < b for every stored b whose cosine with query a is >= threshold.
+
+    `allowed` restricts the stored side to those ids (FAISS selector, no post-filtering).
+    """
+    lib = import_faiss()
+    params = None
+    if allowed is not None:
+        params = lib.SearchParameters(sel=lib.IDSelectorBatch(allowed.astype(np.int64)))
+    # FAISS keeps scores strictly above the radius: nudge it so that == threshold counts.
+    radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
+    lims, scores, ids = index.range_search(
+        np.ascontiguousarray(queries, dtype=np.float32), radius, params=params
+    )
+    pairs = []
+    for row, a in enumerate(query_ids.tolist()):
+        for score, b in zip(
+            scores[lims[row] : lims[row + 1]], ids[lims[row] : lims[row + 1]], strict=True
+        ):
+            if a < int(b):
+                pairs.append((a, int(b), float(score)))
+    return pairs
+
+
 def file_for(home: Path, generation: int) -> Path:
     return home / f"{FILE_PREFIX}{generation}{FILE_SUFFIX}"
 
