@@ -9,8 +9,6 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image, ImageOps
-
 from search.dupes import DuplicateGroup
 from store import ImageRecord
 
@@ -71,6 +69,8 @@ def _card(record: ImageRecord, role: str, score: float | None) -> str:
 
 def _thumbnail(path: str) -> str:
     """A data: URI of a small JPEG, or an empty image if the file is gone or unreadable."""
+    from PIL import Image, ImageOps  # only the HTML sheet needs Pillow: keep start-up light
+
     try:
         with Image.open(path) as image:
             image.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))
