@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_HOME := .demo-index
+DEMO_PHOTOS := .demo-photos
 
 .PHONY: demo test lint typecheck unit bench clean
 
@@ -13,12 +14,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/imgsearch --home $(DEMO_HOME) index examples
+	@# Extra photos for `dupes`: a byte copy and a re-compressed copy of two samples.
+	$(BIN)/python -c "import shutil, pathlib; from PIL import Image; d = pathlib.Path('$(DEMO_PHOTOS)'); \
+	  d.mkdir(exist_ok=True); shutil.copy('examples/rocket.jpg', d / 'rocket-copy.jpg'); \
+	  Image.open('examples/coffee.jpg').save(d / 'coffee-reencoded.jpg', quality=75)"
+	$(BIN)/imgsearch --home $(DEMO_HOME) index examples $(DEMO_PHOTOS)
 	@# A cropped, shrunk, re-compressed copy that is not in the index finds its original.
 	$(BIN)/python -c "from PIL import Image; im = Image.open('examples/coffee.jpg'); \
 	  im.crop((60, 40, 540, 360)).resize((240, 160)).save('$(DEMO_HOME)/edited-coffee.jpg', quality=50)"
 	$(BIN)/imgsearch --home $(DEMO_HOME) query $(DEMO_HOME)/edited-coffee.jpg -k 3
 	$(BIN)/imgsearch --home $(DEMO_HOME) query --path examples/chelsea.jpg -k 3
+	$(BIN)/imgsearch --home $(DEMO_HOME) dupes
 	$(BIN)/imgsearch --home $(DEMO_HOME) info
 
 lint: $(STAMP)
@@ -38,4 +44,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/query_cold_start.py
 
 clean:
-	rm -rf $(DEMO_HOME) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(DEMO_HOME) $(DEMO_PHOTOS) .pytest_cache .mypy_cache .ruff_cache

@@ -20,7 +20,7 @@ from store import ImageRecord, Store
 
 # Calibrated with bench/calibrate_dupes.py (bench/RESULTS.md): the best recall of edited copies
 # at a pair precision >= 0.99. A model without an entry needs --threshold.
-DEFAULT_THRESHOLDS = {"effnet-lite0": 0.80}
+DEFAULT_THRESHOLDS = {"effnet-lite0": 0.94}
 FALLBACK_THRESHOLD = 0.90
 
 

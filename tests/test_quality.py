@@ -42,3 +42,32 @@ def test_edited_copies_find_their_originals(tmp_path: Path) -> None:
         assert Path(top["path"]).name == photo.name
         assert top["score"] > 0.8
         assert top["score"] - runner_up["score"] > 0.1  # not a coin toss
+
+
+@pytest.mark.slow
+def test_dupes_with_the_default_threshold_on_real_photos(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for photo in SAMPLE_PHOTOS:
+        (photos / photo.name).write_bytes(photo.read_bytes())
+    (photos / "rocket-copy.jpg").write_bytes((photos / "rocket.jpg").read_bytes())
+    Image.open(photos / "coffee.jpg").save(photos / "coffee-reencoded.jpg", quality=75)
+    Image.open(photos / "chelsea.jpg").save(photos / "chelsea.png")  # lossless: same pixels
+    home = str(tmp_path / "home")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--home", home, "index", str(photos)]).exit_code == 0
+    result = runner.invoke(cli, ["--home", home, "dupes", "--json"])
+    assert result.exit_code == 0, result.output
+    groups = [
+        (
+            g["kind"],
+            Path(g["keep"]["path"]).name,
+            sorted(Path(m["path"]).name for m in g["members"]),
+        )
+        for g in json.loads(result.stdout)["groups"]
+    ]
+    assert sorted(groups) == [
+        ("exact", "rocket.jpg", ["rocket-copy.jpg"]),
+        ("near", "chelsea.png", ["chelsea.jpg"]),  # same pixels: the larger file is kept
+        ("near", "coffee.jpg", ["coffee-reencoded.jpg"]),
+    ]
