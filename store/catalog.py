@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 from store import vectors as vecs
 from store.errors import IndexNotFound, ItemNotFound, ModelMismatch
 from store.home import catalog_path
+from store.pairs import DEFAULT_PROBES, Pair, similar_pairs
 from store.records import Embedded, Failure, Hit, ImageRecord, IndexMeta, Vector, Vectors
 from store.schema import (
     SCHEMA_VERSION,
@@ -232,26 +233,18 @@ class Store:
         return int(self._faiss().ntotal)
 
     def similar_pairs(
-        self, threshold: float, ids: Sequence[int] | None = None, chunk: int = 2048
-    ) -> list[tuple[int, int, float]]:
+        self, threshold: float, ids: Sequence[int] | None = None, probes: int = DEFAULT_PROBES
+    ) -> list[Pair]:
         """Every pair (a, b, cosine), a < b, with cosine >= threshold; both among `ids` if given.
 
-        Queries go to FAISS in chunks of stored vectors, so memory stays bounded by the chunk
-        and the number of pairs found.
+        Exact up to 20,000 vectors; above, a k-means-celled join whose recall grows with
+        `probes` (store/pairs.py). Every score returned is an exact cosine.
         """
-        index = self._faiss()
-        allowed = None if ids is None else np.array(sorted(ids), dtype=np.int64)
-        pairs: list[tuple[int, int, float]] = []
-        query = select(images.c.id, images.c.vector).order_by(images.c.id)
-        if allowed is not None:
-            query = query.where(images.c.id.in_(allowed.tolist()))
-        with self._engine.connect() as conn:
-            result = conn.execution_options(yield_per=chunk).execute(query)
-            for rows in result.partitions():
-                query_ids = np.array([row[0] for row in rows], dtype=np.int64)
-                vectors = np.stack([_unblob(row[1]) for row in rows])
-                pairs += vecs.range_pairs(index, query_ids, vectors, threshold, allowed)
-        return pairs
+        stored_ids, vectors = vecs.all_vectors(self._faiss())
+        if ids is not None:
+            keep = np.isin(stored_ids, np.asarray(list(ids), dtype=np.int64))
+            stored_ids, vectors = stored_ids[keep], vectors[keep]
+        return similar_pairs(stored_ids, vectors, threshold, probes)
 
     def ignored_pairs(self) -> set[tuple[str, str]]:
         """Content-hash pairs (a < b) the user marked as not duplicates."""

@@ -73,34 +73,15 @@ def search(
     return results
 
 
-def range_pairs(
-    index: faiss.Index,
-    query_ids: NDArray[np.int64],
-    queries: Vectors,
-    threshold: float,
-    allowed: NDArray[np.int64] | None = None,
-) -> list[tuple[int, int, float]]:
-    """(a, b, cosine) with a < b for every stored b whose cosine with query a is >= threshold.
-
-    `allowed` restricts the stored side to those ids (FAISS selector, no post-filtering).
-    """
+def all_vectors(index: faiss.Index) -> tuple[NDArray[np.int64], Vectors]:
+    """Every stored (id, vector), in storage order: a copy of the flat storage, no search."""
     lib = import_faiss()
-    params = None
-    if allowed is not None:
-        params = lib.SearchParameters(sel=lib.IDSelectorBatch(allowed.astype(np.int64)))
-    # FAISS keeps scores strictly above the radius: nudge it so that == threshold counts.
-    radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
-    lims, scores, ids = index.range_search(
-        np.ascontiguousarray(queries, dtype=np.float32), radius, params=params
-    )
-    pairs = []
-    for row, a in enumerate(query_ids.tolist()):
-        for score, b in zip(
-            scores[lims[row] : lims[row + 1]], ids[lims[row] : lims[row + 1]], strict=True
-        ):
-            if a < int(b):
-                pairs.append((a, int(b), float(score)))
-    return pairs
+    if index.ntotal == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, index.d), dtype=np.float32)
+    id_map: Any = index  # an IndexIDMap2 (INDEX_TYPE_FLAT); the stubs only know faiss.Index
+    ids = lib.vector_to_array(id_map.id_map).astype(np.int64)
+    vectors = lib.downcast_index(id_map.index).reconstruct_n(0, index.ntotal)
+    return ids, np.asarray(vectors, dtype=np.float32)
 
 
 def file_for(home: Path, generation: int) -> Path:

@@ -111,3 +111,29 @@ def save_random_checkpoint(
     path = directory / f"{network}_0.pt"
     assert path.is_file(), f"birder did not write {path}"
     return path
+
+
+def clustered_with_duplicates(n: int, dim: int = 384, seed: int = 1338) -> np.ndarray:
+    """(n, dim) unit vectors like a photo collection's: topics of related images (cosine ~0.5
+    within a topic), and near-duplicate variants of about a third of them (cosine 0.89-0.995)."""
+    rng = np.random.RandomState(seed)
+    topics = rng.randn(max(1, n // 200), dim).astype(np.float32)
+    topics /= np.linalg.norm(topics, axis=1, keepdims=True)
+    out = np.empty((n, dim), dtype=np.float32)
+    i = 0
+    while i < n:
+        base = topics[rng.randint(len(topics))] + 0.9 * rng.randn(dim).astype(np.float32) / np.sqrt(
+            dim
+        )
+        base /= np.linalg.norm(base)
+        out[i] = base
+        i += 1
+        for _ in range(rng.choice([0, 0, 1, 2, 3]) if i < n else 0):
+            if i >= n:
+                break
+            noise = rng.randn(dim).astype(np.float32)
+            noise -= (noise @ base) * base
+            variant = base + rng.uniform(0.1, 0.5) * noise / np.linalg.norm(noise)
+            out[i] = variant / np.linalg.norm(variant)
+            i += 1
+    return out

@@ -1,0 +1,84 @@
+"""Near-duplicate detection at scale: `find_duplicates` over N stored vectors.
+
+    python bench/dupes_scale.py --n 1000000 [--dim 384] [--threshold 0.9] [--probes 4]
+
+Vectors (clustered, with planted near-duplicates: tests/helpers.py) go in through the store's
+own API, like an index run's batches. Pair recall is measured against exact search for a random
+sample of 2,000 vectors. Prints JSON with seconds, recall and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.machine import machine
+from search.dupes import DupeOptions, find_duplicates
+from store import Embedded, ImageFile, Store
+from tests.helpers import clustered_with_duplicates
+
+
+def fill(store: Store, vectors: np.ndarray, batch: int = 20_000) -> None:
+    for start in range(0, len(vectors), batch):
+        rows = [
+            Embedded(
+                ImageFile(f"/photos/{i:08}.jpg", 1000 + i, i, f"{i:032x}"), 640, 480, vectors[i]
+            )
+            for i in range(start, min(len(vectors), start + batch))
+        ]
+        store.commit_batch(rows, [])
+    store.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--threshold", type=float, default=0.9)
+    parser.add_argument("--probes", type=int, default=4)
+    args = parser.parse_args()
+    vectors = clustered_with_duplicates(args.n, args.dim)
+    with tempfile.TemporaryDirectory() as home:
+        with Store.open_for_model(Path(home), "synthetic", args.dim) as store:
+            started = time.perf_counter()
+            fill(store, vectors)
+            insert_seconds = time.perf_counter() - started
+        with Store.open(Path(home)) as store:
+            started = time.perf_counter()
+            pairs = store.similar_pairs(args.threshold, probes=args.probes)
+            pairs_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            _, groups = find_duplicates(store, DupeOptions(threshold=args.threshold))
+            dupes_seconds = time.perf_counter() - started
+    # Ids are 1..n in insertion order: vector i has id i + 1.
+    found = {(a - 1, b - 1) for a, b, _ in pairs}
+    sample = np.random.RandomState(7).choice(args.n, min(2000, args.n), replace=False)
+    expected = hit = 0
+    for i in sample:
+        neighbours = np.nonzero(vectors @ vectors[i] >= args.threshold)[0]
+        for j in neighbours[neighbours != i]:
+            expected += 1
+            hit += (min(i, j), max(i, j)) in found
+    print(json.dumps({
+        "benchmark": "dupes_scale", "n": args.n, "dim": args.dim, "threshold": args.threshold,
+        "probes": args.probes, "pairs": len(pairs), "groups": len(groups),
+        "insert_seconds": round(insert_seconds, 1),
+        "similar_pairs_seconds": round(pairs_seconds, 1),
+        "dupes_seconds": round(dupes_seconds, 1),
+        "pair_recall_vs_exact": round(hit / max(1, expected), 4), "sampled_pairs": expected,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "machine": machine(),
+    }, indent=2))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

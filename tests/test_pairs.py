@@ -1,0 +1,43 @@
+"""The similarity self-join against exact brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from store import pairs
+from tests.helpers import clustered_with_duplicates
+
+
+def brute_force(vectors: np.ndarray, threshold: float) -> dict[tuple[int, int], float]:
+    """Every pair above threshold, one block of 2,000 rows against all rows at a time."""
+    found = {}
+    for start in range(0, len(vectors), 2000):
+        scores = vectors[start : start + 2000] @ vectors.T
+        for r, c in zip(*np.nonzero(scores >= threshold), strict=True):
+            if c > start + r:
+                found[(int(start + r), int(c))] = float(scores[r, c])
+    return found
+
+
+def test_exact_join_matches_brute_force() -> None:
+    vectors = clustered_with_duplicates(3000, dim=64)
+    ids = np.arange(3000, dtype=np.int64) * 7 + 5  # ids are not positions
+    expected = brute_force(vectors, 0.9)
+    found = pairs.similar_pairs(ids, vectors, 0.9)
+    assert len(expected) > 500
+    assert {((a - 5) // 7, (b - 5) // 7): s for a, b, s in found}.keys() == expected.keys()
+    assert all(a < b for a, b, _ in found)
+
+
+def test_celled_join_recall_and_exact_scores() -> None:
+    n = pairs.EXACT_LIMIT + 10_000  # large enough for the k-means cells
+    vectors = clustered_with_duplicates(n, dim=96)
+    ids = np.arange(n, dtype=np.int64)
+    expected = brute_force(vectors, 0.9)
+    found = {(a, b): s for a, b, s in pairs.similar_pairs(ids, vectors, 0.9)}
+    assert len(found) == len(pairs.similar_pairs(ids, vectors, 0.9))  # each pair once
+    assert found.keys() <= expected.keys()  # precision 1: only true pairs
+    recall = len(found) / len(expected)
+    assert recall >= 0.99, recall
+    for key, score in list(found.items())[:1000]:
+        assert abs(score - expected[key]) < 1e-5
