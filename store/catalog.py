@@ -7,7 +7,6 @@ or damaged is detected on open and rebuilt from SQLite with a notice, never an e
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,24 +18,26 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 
 from store import vectors as vecs
+from store.cache import load_or_rebuild
 from store.errors import IndexNotFound, ItemNotFound, ModelMismatch
 from store.home import catalog_path
-from store.pairs import DEFAULT_PROBES, Pair, similar_pairs
+from store.pairs import DEFAULT_PROBES, Pair, cross_pairs, similar_pairs
 from store.records import Embedded, Failure, Hit, ImageRecord, IndexMeta, Vector, Vectors
 from store.schema import (
     SCHEMA_VERSION,
+    blob,
     failures,
     ignored_pairs,
     images,
     make_engine,
     meta,
     metadata,
+    unblob,
 )
 
 if TYPE_CHECKING:
     import faiss
 
-log = logging.getLogger("imgsearch.store")
 
 _RECORD_COLUMNS = (
     images.c.id,
@@ -47,7 +48,6 @@ _RECORD_COLUMNS = (
     images.c.width,
     images.c.height,
 )
-_REBUILD_CHUNK = 20_000
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,6 @@ class StoredVector:
     vector: Vector
     width: int
     height: int
-
-
-def _blob(vector: Vector) -> bytes:
-    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
-
-
-def _unblob(blob: bytes) -> Vector:
-    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
 
 
 def _record(row: Any) -> ImageRecord:
@@ -195,7 +187,7 @@ class Store:
             blob = conn.execute(select(images.c.vector).where(images.c.id == image_id)).scalar()
         if blob is None:
             raise ItemNotFound(f"no image with id {image_id} in the index")
-        return _unblob(blob)
+        return unblob(blob)
 
     def file_states(self) -> dict[str, ImageRecord]:
         """Every indexed file by path, to decide what a scan has to do."""
@@ -219,7 +211,7 @@ class Store:
         query = select(images.c.content_hash, images.c.vector, images.c.width, images.c.height)
         with self._engine.connect() as conn:
             rows = conn.execute(query.where(images.c.content_hash.in_(wanted)))
-            return {h: StoredVector(_unblob(v), w, ht) for h, v, w, ht in rows}
+            return {h: StoredVector(unblob(v), w, ht) for h, v, w, ht in rows}
 
     def search(
         self, queries: Vectors, k: int, exclude: frozenset[int] = frozenset()
@@ -245,6 +237,24 @@ class Store:
             keep = np.isin(stored_ids, np.asarray(list(ids), dtype=np.int64))
             stored_ids, vectors = stored_ids[keep], vectors[keep]
         return similar_pairs(stored_ids, vectors, threshold, probes)
+
+    def pairs_with(
+        self, query_ids: Sequence[int], queries: Vectors, threshold: float, ids: Sequence[int]
+    ) -> list[Pair]:
+        """(query id, stored id, cosine >= threshold) for outside vectors against stored `ids`.
+
+        A query id is the image the query vector was made from; pairs with itself are left out.
+        """
+        stored_ids, vectors = vecs.all_vectors(self._faiss())
+        keep = np.isin(stored_ids, np.asarray(list(ids), dtype=np.int64))
+        found = cross_pairs(
+            np.asarray(query_ids, dtype=np.int64),
+            queries,
+            stored_ids[keep],
+            vectors[keep],
+            threshold,
+        )
+        return [(a, b, s) for a, b, s in found if a != b]
 
     def ignored_pairs(self) -> set[tuple[str, str]]:
         """Content-hash pairs (a < b) the user marked as not duplicates."""
@@ -343,53 +353,9 @@ class Store:
 
     def _faiss(self) -> faiss.Index:
         if self._index is None:
-            self._index = self._load_or_rebuild()
+            with self._engine.connect() as conn:
+                self._index, self._generation = load_or_rebuild(conn, self.home, self.meta)
         return self._index
-
-    def _load_or_rebuild(self) -> faiss.Index:
-        # One transaction: the generation, the count and the vectors come from one snapshot.
-        with self._engine.connect() as conn:
-            generation = _generation(conn)
-            count = int(conn.execute(select(func.count()).select_from(images)).scalar_one())
-            found = self._read_file(generation, count)
-            self._generation = generation
-            if not isinstance(found, str):
-                return found
-            reason = found
-            index = vecs.new_index(self.meta.dim, self.meta.index_type)
-            result = conn.execution_options(yield_per=_REBUILD_CHUNK).execute(
-                select(images.c.id, images.c.vector)
-            )
-            for chunk in result.partitions():
-                ids = np.array([row[0] for row in chunk], dtype=np.int64)
-                vecs.add(index, ids, np.stack([_unblob(row[1]) for row in chunk]))
-        if reason != "new":
-            log.warning("FAISS file %s: rebuilt from the catalog (%d vectors)", reason, count)
-        try:
-            vecs.write_atomic(index, self.home, generation)
-        except OSError as exc:  # a read-only home still answers queries from memory
-            log.warning("could not save the rebuilt FAISS file in %s: %s", self.home, exc)
-        return index
-
-    def _read_file(self, generation: int, count: int) -> faiss.Index | str:
-        """The FAISS file for `generation` if it is sound, else why it must be rebuilt."""
-        path = vecs.file_for(self.home, generation)
-        if not path.is_file():
-            others = list(self.home.glob(f"{vecs.FILE_PREFIX}*{vecs.FILE_SUFFIX}"))
-            if others:
-                return "stale (an earlier run did not finish)"
-            return "new" if count == 0 else "missing"
-        try:
-            index = vecs.read(path)
-        except (OSError, RuntimeError):
-            return "unreadable"
-        if index.ntotal != count:
-            return f"out of date ({index.ntotal} vectors, catalog {count})"
-        return index
-
-
-def _generation(conn: Connection) -> int:
-    return int(conn.execute(select(meta.c.value).where(meta.c.key == "generation")).scalar_one())
 
 
 def _row(e: Embedded) -> dict[str, object]:
@@ -400,5 +366,5 @@ def _row(e: Embedded) -> dict[str, object]:
         "content_hash": e.file.content_hash,
         "width": e.width,
         "height": e.height,
-        "vector": _blob(e.vector),
+        "vector": blob(e.vector),
     }

@@ -36,6 +36,26 @@ def similar_pairs(
     return _cells(ids, vectors, threshold, probes)
 
 
+def cross_pairs(
+    query_ids: NDArray[np.int64],
+    queries: Vectors,
+    ids: NDArray[np.int64],
+    vectors: Vectors,
+    threshold: float,
+) -> list[Pair]:
+    """(query id, stored id, cosine) for every query row and stored row with cosine >= threshold,
+    exactly, in blocks of query rows (for a few extra vectors per image, such as rotations)."""
+    found: list[Pair] = []
+    for start in range(0, len(query_ids), _BLOCK):
+        scores = queries[start : start + _BLOCK] @ vectors.T
+        rows, cols = np.nonzero(scores >= threshold)
+        found += [
+            (int(query_ids[start + r]), int(ids[c]), float(scores[r, c]))
+            for r, c in zip(rows, cols, strict=True)
+        ]
+    return found
+
+
 def _exact(ids: NDArray[np.int64], vectors: Vectors, threshold: float) -> list[Pair]:
     found: list[Pair] = []
     for start in range(0, len(ids), _BLOCK):

@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import (
     Column,
+    Connection,
     Engine,
     Integer,
     LargeBinary,
@@ -17,7 +19,10 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     event,
+    select,
 )
+
+from store.records import Vector
 
 SCHEMA_VERSION = 1
 
@@ -105,3 +110,16 @@ def make_engine(path: Path) -> Engine:
         connection.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def blob(vector: Vector) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def unblob(data: bytes) -> Vector:
+    return np.frombuffer(data, dtype="<f4").astype(np.float32)
+
+
+def generation_of(conn: Connection) -> int:
+    """The catalog generation: bumped by every write that changes vectors."""
+    return int(conn.execute(select(meta.c.value).where(meta.c.key == "generation")).scalar_one())
