@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from indexer.backbones import load_backbone
 from indexer.dataset import Batch, DecodeDataset, Item, Sample, collate
-from indexer.decode import decode_file
+from indexer.decode import decode_file, open_rgb, read_file, to_pixels
 from indexer.embed import (
     Embedder,
     auto_batch_size,
@@ -219,3 +219,35 @@ def embed_images(
         pixels = [decode_file(path, prep).pixels for path in chunk]
         chunks.append(embedder(torch.stack(pixels)))
     return np.concatenate(chunks)
+
+
+ROTATIONS = (90, 180, 270)  # degrees, counter-clockwise
+
+
+def embed_rotations(
+    paths: Sequence[str], embedder: Embedder, batch_size: int | None = None
+) -> tuple[list[int], Vectors]:
+    """Embeddings of each file turned by 90, 180 and 270 degrees: (3 per readable file, d).
+
+    Returns the position in `paths` of each row, so that unreadable files can be skipped.
+    """
+    prep = embedder.backbone.prep
+    batch_size = batch_size or auto_batch_size(embedder)
+    rows: list[int] = []
+    chunks: list[Vectors] = []
+    pending: list[torch.Tensor] = []
+    for position, path in enumerate(paths):
+        try:
+            image, _, _ = open_rgb(read_file(path).data, path, prep.size)
+        except UnreadableImage:
+            continue
+        for angle in ROTATIONS:
+            pending.append(to_pixels(image.rotate(angle, expand=True), prep))
+            rows.append(position)
+        if len(pending) >= batch_size:
+            chunks.append(embedder(torch.stack(pending)))
+            pending = []
+    if pending:
+        chunks.append(embedder(torch.stack(pending)))
+    dim = embedder.backbone.dim
+    return rows, np.concatenate(chunks) if chunks else np.zeros((0, dim), dtype=np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -56,37 +57,53 @@ class BatchSize(click.ParamType[int | None]):
         return number
 
 
-def model_options(*, default_model: str | None) -> Callable[[F], F]:
-    """--model --weights --device --precision --batch-size, shared by model-using commands.
+def option_group(
+    target: str, build: Callable[..., Any], *options: Callable[[Any], Any]
+) -> Callable[[F], F]:
+    """Stack `options` on a command, which receives one argument `target` = build(**values).
 
-    The command receives them as one `embedding: EmbedOptions` argument.
+    The options' destination names must be `build`'s parameter names.
     """
+    names = list(inspect.signature(build).parameters)
 
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
-        def wrapper(*args: Any, model: str | None, weights: Path | None, device: str,
-                    precision: str, batch_size: int | None, **kwargs: Any) -> Any:  # fmt: skip
-            embedding = EmbedOptions(model, weights, Runtime(device, precision), batch_size)
-            return fn(*args, embedding=embedding, **kwargs)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in names}
+            return fn(*args, **{target: build(**values)}, **kwargs)
 
-        options = [
-            click.option("--model", default=default_model, show_default=default_model is not None,
-                         help="Backbone: a short name or a Birder network name"
-                              + ("." if default_model else " (default: the index's own).")),
-            click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
-                         help="A local checkpoint file for --model."),
-            click.option("--device", default="auto", show_default=True,
-                         help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps."),
-            click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
-                         show_default=True,
-                         help="auto: bf16 on CUDA and on CPUs with native bf16, else fp32."),
-            click.option("--batch-size", type=BatchSize(), default="auto", show_default=True,
-                         help="Images per forward pass, or auto: 16 on CPU, the largest that "
-                              "fits on a GPU (probed)."),
-        ]  # fmt: skip
         decorated: Any = wrapper
         for option in reversed(options):
             decorated = option(decorated)
         return cast(F, decorated)
 
     return decorate
+
+
+def _embed_options(model: str | None, weights: Path | None, device: str, precision: str,
+                   batch_size: int | None) -> EmbedOptions:  # fmt: skip
+    return EmbedOptions(model, weights, Runtime(device, precision), batch_size)
+
+
+def model_options(*, default_model: str | None) -> Callable[[F], F]:
+    """--model --weights --device --precision --batch-size, shared by model-using commands.
+
+    The command receives them as one `embedding: EmbedOptions` argument.
+    """
+    return option_group(
+        "embedding",
+        _embed_options,
+        click.option("--model", default=default_model, show_default=default_model is not None,
+                     help="Backbone: a short name or a Birder network name"
+                          + ("." if default_model else " (default: the index's own).")),
+        click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+                     help="A local checkpoint file for --model."),
+        click.option("--device", default="auto", show_default=True,
+                     help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
+                     show_default=True,
+                     help="auto: bf16 on CUDA and on CPUs with native bf16, else fp32."),
+        click.option("--batch-size", type=BatchSize(), default="auto", show_default=True,
+                     help="Images per forward pass, or auto: 16 on CPU, the largest that "
+                          "fits on a GPU (probed)."),
+    )  # fmt: skip

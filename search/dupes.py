@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from indexer.options import EmbedOptions
 from search.keep import LARGEST, KeepPolicy
+from search.query import index_embedder
 from store import ImageRecord, Store
 
 # Calibrated with bench/calibrate_dupes.py (bench/RESULTS.md): the best recall of edited copies
@@ -42,6 +44,8 @@ class DupeOptions:
     threshold: float | None = None  # None: the model's calibrated default
     exact_only: bool = False
     keep: KeepPolicy = LARGEST
+    rotations: bool = False  # also find copies turned by 90/180/270 degrees (runs the model)
+    embedding: EmbedOptions = field(default_factory=EmbedOptions)
 
 
 def default_threshold(model: str) -> float:
@@ -67,10 +71,13 @@ def find_duplicates(store: Store, options: DupeOptions) -> tuple[float, list[Dup
         # One representative per content: exact copies are already grouped above.
         representatives = {h: options.keep.choose(same) for h, same in by_hash.items()}
         ids = [r.id for r in representatives.values()]
+        found = store.similar_pairs(threshold, ids)
+        if options.rotations:
+            found += rotated_pairs(store, list(representatives.values()), threshold, options)
         ignored = store.ignored_pairs()
         pairs = [
             (a, b, score)
-            for a, b, score in store.similar_pairs(threshold, ids)
+            for a, b, score in found
             if _hash_pair(records[a], records[b]) not in ignored
         ]
         groups += near_groups(pairs, records, options.keep)
@@ -93,7 +100,8 @@ def near_groups(
         return x
 
     for a, b, s in pairs:
-        score[(a, b)] = score[(b, a)] = s
+        best = max(s, score.get((a, b), s))  # a pair may come both upright and rotated
+        score[(a, b)] = score[(b, a)] = best
         parent[find(a)] = find(b)
     components: dict[int, list[int]] = defaultdict(list)
     for node in parent:
@@ -117,6 +125,21 @@ def near_groups(
             for m in members:
                 del remaining[m.record.id]
     return groups
+
+
+def rotated_pairs(
+    store: Store, images: list[ImageRecord], threshold: float, options: DupeOptions
+) -> list[tuple[int, int, float]]:
+    """Pairs where one image, turned by 90/180/270 degrees, matches the other upright."""
+    from indexer.pipeline import embed_rotations
+
+    embedder = index_embedder(store, options.embedding)
+    rows, vectors = embed_rotations(
+        [r.path for r in images], embedder, options.embedding.batch_size
+    )
+    query_ids = [images[row].id for row in rows]
+    found = store.pairs_with(query_ids, vectors, threshold, [r.id for r in images])
+    return [(min(a, b), max(a, b), s) for a, b, s in found]
 
 
 def _hash_pair(a: ImageRecord, b: ImageRecord) -> tuple[str, str]:

@@ -6,12 +6,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from indexer.errors import InvalidOption, UnreadableImage
 from indexer.options import EmbedOptions, ModelChoice
 from store import ImageRecord, ItemNotFound, Store, Vectors
+
+if TYPE_CHECKING:
+    from indexer.embed import Embedder
 
 
 @dataclass(frozen=True)
@@ -82,13 +86,19 @@ def _stored_vector(store: Store, path: str) -> np.ndarray | None:
     return store.vector(record.id)
 
 
-def _embed(store: Store, paths: Sequence[str], embedding: EmbedOptions) -> Vectors:
-    from indexer.pipeline import embed_images, load_embedder  # imports torch: only when needed
+def index_embedder(store: Store, embedding: EmbedOptions) -> Embedder:
+    """The index's own model, ready to embed more images. Imports torch: only when needed."""
+    from indexer.pipeline import load_embedder
 
     recorded = Path(store.meta.weights) if store.meta.weights else None
     model = ModelChoice(store.meta.model, embedding.weights or recorded)
-    embedder = load_embedder(model, embedding.runtime)
-    return embed_images(paths, embedder, embedding.batch_size)
+    return load_embedder(model, embedding.runtime)
+
+
+def _embed(store: Store, paths: Sequence[str], embedding: EmbedOptions) -> Vectors:
+    from indexer.pipeline import embed_images
+
+    return embed_images(paths, index_embedder(store, embedding), embedding.batch_size)
 
 
 def _search(

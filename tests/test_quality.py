@@ -71,3 +71,33 @@ def test_dupes_with_the_default_threshold_on_real_photos(tmp_path: Path) -> None
         ("near", "chelsea.png", ["chelsea.jpg"]),  # same pixels: the larger file is kept
         ("near", "coffee.jpg", ["coffee-reencoded.jpg"]),
     ]
+
+
+@pytest.mark.slow
+def test_rotated_copies_are_found_with_rotations(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for photo in SAMPLE_PHOTOS:
+        (photos / photo.name).write_bytes(photo.read_bytes())
+    chelsea = Image.open(photos / "chelsea.jpg")
+    chelsea.transpose(Image.Transpose.ROTATE_90).save(photos / "chelsea-turned.jpg", quality=90)
+    Image.open(photos / "rocket.jpg").rotate(180).save(
+        photos / "rocket-upside-down.jpg", quality=90
+    )
+    home = str(tmp_path / "home")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--home", home, "index", str(photos)]).exit_code == 0
+
+    def groups(*extra: str) -> list[tuple[str, list[str]]]:
+        result = runner.invoke(cli, ["--home", home, "dupes", "--json", *extra])
+        assert result.exit_code == 0, result.output
+        return sorted(
+            (Path(g["keep"]["path"]).name, sorted(Path(m["path"]).name for m in g["members"]))
+            for g in json.loads(result.stdout)["groups"]
+        )
+
+    assert groups() == []  # turned copies look different to the model upright
+    assert groups("--rotations") == [
+        ("chelsea.jpg", ["chelsea-turned.jpg"]),
+        ("rocket.jpg", ["rocket-upside-down.jpg"]),
+    ]
