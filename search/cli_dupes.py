@@ -116,9 +116,10 @@ def dupes(ctx: click.Context, ids: tuple[int, ...], ignore: bool, finding: DupeO
         used, groups = find_duplicates(store, options)
         keep = options.keep.name
         if outputs.csv_file:
-            write_csv(groups, outputs.csv_file)
+            write_csv(groups, outputs.csv_file, keep)
         if outputs.html_file:
-            write_html(groups, outputs.html_file, f"imgsearch dupes: {len(groups)} groups")
+            title = f"imgsearch dupes: {len(groups)} groups"
+            write_html(groups, outputs.html_file, title, keep)
         if outputs.as_json:
             click.echo(json.dumps(render.dupes_json(used, keep, groups)))
         else:

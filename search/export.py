@@ -13,10 +13,21 @@ from search.dupes import DuplicateGroup
 from store import ImageRecord
 
 THUMBNAIL_PX = 160
-CSV_COLUMNS = ["group", "kind", "role", "id", "path", "score", "width", "height", "bytes"]
+CSV_COLUMNS = [
+    "group",
+    "kind",
+    "role",
+    "id",
+    "path",
+    "score",
+    "width",
+    "height",
+    "bytes",
+    "keep_policy",
+]
 
 
-def write_csv(groups: Sequence[DuplicateGroup], path: Path) -> None:
+def write_csv(groups: Sequence[DuplicateGroup], path: Path, keep_policy: str) -> None:
     with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
@@ -25,25 +36,16 @@ def write_csv(groups: Sequence[DuplicateGroup], path: Path) -> None:
                 ("duplicate", m.record, m.score) for m in group.members
             ]
             for role, r, score in rows:
-                writer.writerow(
-                    [
-                        number,
-                        group.kind,
-                        role,
-                        r.id,
-                        r.path,
-                        f"{score:.6f}",
-                        r.width,
-                        r.height,
-                        r.size,
-                    ]
-                )
+                values = [r.id, r.path, f"{score:.6f}", r.width, r.height, r.size, keep_policy]
+                writer.writerow([number, group.kind, role, *values])
 
 
-def write_html(groups: Sequence[DuplicateGroup], path: Path, title: str) -> None:
+def write_html(groups: Sequence[DuplicateGroup], path: Path, title: str, keep_policy: str) -> None:
     sections = [_group_html(number, group) for number, group in enumerate(groups, start=1)]
     page = _PAGE.format(
-        title=html.escape(title), groups="\n".join(sections) or "<p>No duplicates.</p>"
+        title=html.escape(title),
+        policy=html.escape(keep_policy),
+        groups="\n".join(sections) or "<p>No duplicates.</p>",
     )
     path.write_text(page, encoding="utf-8", errors="surrogateescape")
 
@@ -95,6 +97,7 @@ figure img {{ width: 160px; height: 160px; object-fit: contain; background: #eee
 figcaption {{ font-size: 12px; word-break: break-all; }}
 </style></head>
 <body><h1>{title}</h1>
+<p>Keeper policy: <b>{policy}</b>. The kept copy has a green border.</p>
 {groups}
 </body></html>
 """

@@ -231,7 +231,10 @@ def test_cli_json_csv_html_and_actions(tmp_path: Path) -> None:
     ]
     rows = csv_file.read_text().splitlines()
     assert rows[0].startswith("group,kind,role,id,path,score") and len(rows) == 1 + 7
-    assert html_file.read_text().count("<figure") == 7
+    assert all(row.endswith(",largest") for row in rows[1:])
+    sheet = html_file.read_text()
+    assert sheet.count("<figure") == 7 and sheet.count('class="keep"') == 3
+    assert "Keeper policy: <b>largest</b>" in sheet
 
     before = tree_digest(photos)
     dry = runner.invoke(cli, ["--home", home, "dupes", "--threshold", "0.9", "--delete"])

@@ -56,8 +56,11 @@ def test_dupes_with_the_default_threshold_on_real_photos(tmp_path: Path) -> None
     home = str(tmp_path / "home")
     runner = CliRunner()
     assert runner.invoke(cli, ["--home", home, "index", str(photos)]).exit_code == 0
-    result = runner.invoke(cli, ["--home", home, "dupes", "--json"])
+    sheet = tmp_path / "dupes.html"
+    result = runner.invoke(cli, ["--home", home, "dupes", "--json", "--html", str(sheet)])
     assert result.exit_code == 0, result.output
+    html = sheet.read_text()
+    assert html.count("<figure") == 6 == html.count('src="data:image/jpeg;base64,')
     groups = [
         (
             g["kind"],
