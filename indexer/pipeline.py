@@ -100,7 +100,7 @@ def _index(
             if progress:
                 progress.start(len(plan.todo))
             if embedder is not None:
-                for batch in _batches(plan, store, embedder, options):
+                for batch in _batches(plan, embedder, options):
                     run.commit(batch, embedder)
                     if progress:
                         progress.advance(len(batch.items))
@@ -136,11 +136,9 @@ def _plan(home: Path, folders: list[str], model: str) -> tuple[Plan, bool]:
         return make_plan(scan(folders), store.file_states(), store.failures(), folders), True
 
 
-def _batches(
-    plan: Plan, store: Store, embedder: Embedder, options: IndexOptions
-) -> DataLoader[Sample]:
+def _batches(plan: Plan, embedder: Embedder, options: IndexOptions) -> DataLoader[Sample]:
     prep = embedder.backbone.prep
-    dataset = DecodeDataset(plan.todo, prep, frozenset(store.content_hashes()), options.max_pixels)
+    dataset = DecodeDataset(plan.todo, prep, plan.known_hashes, options.max_pixels)
     workers = options.workers if options.workers is not None else default_workers()
     return DataLoader(
         dataset,

@@ -16,6 +16,7 @@ class Plan:
     known_failures: list[Failure]  # failed before and unchanged since: not retried
     vanished: list[str]  # indexed or failed paths under the scanned folders that are gone
     previous_hashes: dict[str, str]  # content hash of each todo file that is already indexed
+    known_hashes: frozenset[str]  # every content hash in the index: such files reuse a vector
 
 
 def make_plan(
@@ -44,4 +45,6 @@ def make_plan(
     vanished = [
         path for path in [*indexed, *failed] if path not in seen and is_under(path, folders)
     ]
-    return Plan(todo, unchanged, known_failures, sorted(set(vanished)), previous_hashes)
+    known_hashes = frozenset(r.content_hash for r in indexed.values())
+    vanished_paths = sorted(set(vanished))
+    return Plan(todo, unchanged, known_failures, vanished_paths, previous_hashes, known_hashes)

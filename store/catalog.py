@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
@@ -90,11 +91,6 @@ class Store:
         if "model" not in values:
             engine.dispose()
             raise IndexNotFound(f"{path} is not an imgsearch index (no model recorded)")
-        try:  # tables added since the index was made (CREATE IF NOT EXISTS; cheap)
-            with engine.begin() as conn:
-                metadata.create_all(conn)
-        except OperationalError:  # a read-only home: queries still work
-            pass
         index_meta = IndexMeta(
             model=values["model"],
             dim=int(values["dim"]),
@@ -199,10 +195,6 @@ class Store:
             rows = conn.execute(select(failures)).all()
         return {row.path: Failure(*row) for row in rows}
 
-    def content_hashes(self) -> set[str]:
-        with self._engine.connect() as conn:
-            return set(conn.execute(select(images.c.content_hash).distinct()).scalars())
-
     def stored_vectors(self, hashes: Iterable[str]) -> dict[str, StoredVector]:
         """One stored vector per content hash, for files whose content is already indexed."""
         wanted = sorted(set(hashes))
@@ -232,10 +224,7 @@ class Store:
         Exact up to 20,000 vectors; above, a k-means-celled join whose recall grows with
         `probes` (store/pairs.py). Every score returned is an exact cosine.
         """
-        stored_ids, vectors = vecs.all_vectors(self._faiss())
-        if ids is not None:
-            keep = np.isin(stored_ids, np.asarray(list(ids), dtype=np.int64))
-            stored_ids, vectors = stored_ids[keep], vectors[keep]
+        stored_ids, vectors = self._vectors_of(ids)
         return similar_pairs(stored_ids, vectors, threshold, probes)
 
     def pairs_with(
@@ -245,16 +234,18 @@ class Store:
 
         A query id is the image the query vector was made from; pairs with itself are left out.
         """
-        stored_ids, vectors = vecs.all_vectors(self._faiss())
-        keep = np.isin(stored_ids, np.asarray(list(ids), dtype=np.int64))
-        found = cross_pairs(
-            np.asarray(query_ids, dtype=np.int64),
-            queries,
-            stored_ids[keep],
-            vectors[keep],
-            threshold,
-        )
+        stored_ids, vectors = self._vectors_of(ids)
+        query_array = np.asarray(query_ids, dtype=np.int64)
+        found = cross_pairs(query_array, queries, stored_ids, vectors, threshold)
         return [(a, b, s) for a, b, s in found if a != b]
+
+    def _vectors_of(self, ids: Sequence[int] | None) -> tuple[NDArray[np.int64], Vectors]:
+        """(ids, vectors) of the stored images among `ids` (all if None), from FAISS storage."""
+        stored_ids, vectors = vecs.all_vectors(self._faiss())
+        if ids is None:
+            return stored_ids, vectors
+        keep = np.isin(stored_ids, np.asarray(list(ids), dtype=np.int64))
+        return stored_ids[keep], vectors[keep]
 
     def ignored_pairs(self) -> set[tuple[str, str]]:
         """Content-hash pairs (a < b) the user marked as not duplicates."""
