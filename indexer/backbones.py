@@ -9,6 +9,7 @@ through Birder's own `fs_ops.load_model`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 
 from indexer.decode import Preprocess
 from indexer.errors import UnknownModel
+from indexer.models import find_card, require_weights
 from indexer.options import DEFAULT_MODEL, ModelChoice
 
 if TYPE_CHECKING:
@@ -41,11 +43,17 @@ class Backbone:
 def load_backbone(choice: ModelChoice, device: torch.device) -> Backbone:
     if choice.name == DEFAULT_MODEL:
         return _load_effnet_lite0(choice.weights, device)
+    card = find_card(choice.name)
+    if card is not None and card.network is not None:  # a model card: short or weights name
+        path = require_weights(card, choice.weights)
+        return dataclasses.replace(
+            _load_birder_checkpoint(card.network, path, device), name=card.name
+        )
     if choice.weights is not None:
         return _load_birder_checkpoint(choice.name, choice.weights, device)
     raise UnknownModel(
-        f"unknown model {choice.name!r}: use {DEFAULT_MODEL!r} or a Birder network name "
-        "with --weights FILE (a Birder checkpoint)"
+        f"unknown model {choice.name!r}: see `imgsearch models`, or give a Birder network "
+        "name with --weights FILE (a Birder checkpoint)"
     )
 
 

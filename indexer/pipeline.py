@@ -25,6 +25,7 @@ from indexer.embed import (
     resolve_dtype,
 )
 from indexer.errors import InvalidOption, UnreadableImage
+from indexer.models import canonical_name
 from indexer.options import IndexOptions, ModelChoice, Runtime
 from indexer.plan import Plan, make_plan
 from indexer.scan import check_folders, scan
@@ -85,7 +86,7 @@ def _index(
 ) -> IndexReport:
     device = resolve_device(options.runtime.device)
     dtype = resolve_dtype(options.runtime.precision, device)
-    plan, has_index = _plan(home, folders, options.model.name)
+    plan, has_index = _plan(home, folders, canonical_name(options.model.name))
     embedder: Embedder | None = None
     if plan.todo or not has_index:  # nothing to embed: the model is not even loaded
         embedder = Embedder(load_backbone(options.model, device), device, dtype)

@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from indexer.models import CARDS, cache_dir, is_present, weights_file
 from indexer.options import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MODEL,
@@ -168,6 +169,19 @@ def path(ctx: click.Context) -> None:
     imgsearch --home ./idx path
     """
     click.echo(str(ctx.obj))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def models(as_json: bool) -> None:
+    """List the backbones by short name, with their weights and whether those are here.
+
+    \b
+    imgsearch models
+    imgsearch index ./photos --model pe-core-s16 --weights ./rope_i_vit_s16_pn_aps_c1_pe-core.pt
+    """
+    rows = [render.model_json(card, is_present(card), weights_file(card)) for card in CARDS]
+    click.echo(json.dumps(rows) if as_json else render.models_text(rows, cache_dir()))
 
 
 cli.add_command(dupes)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from indexer.models import canonical_name
 from indexer.options import EmbedOptions
 from search import render
 from search.actions import ActionKind, apply_actions, journal_path, plan_actions, undo
@@ -111,7 +112,7 @@ def dupes(ctx: click.Context, ids: tuple[int, ...], ignore: bool, finding: DupeO
             _ignore(store, ids)
             return
         if embedding.model is not None:
-            store.check_model(embedding.model)
+            store.check_model(canonical_name(embedding.model))
         options = dataclasses.replace(finding, embedding=embedding)
         used, groups = find_duplicates(store, options)
         keep = options.keep.name

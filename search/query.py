@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from indexer.errors import InvalidOption, UnreadableImage
+from indexer.models import canonical_name
 from indexer.options import EmbedOptions, ModelChoice
 from store import ImageRecord, ItemNotFound, Store, Vectors
 
@@ -62,7 +63,7 @@ def by_images(
     """
     embedding = embedding or EmbedOptions()
     if embedding.model is not None:
-        store.check_model(embedding.model)
+        store.check_model(canonical_name(embedding.model))
     for path in paths:
         if not os.path.isfile(path):
             raise UnreadableImage(path, "no such file")

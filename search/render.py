@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from indexer.models import ModelCard
+from indexer.options import DEFAULT_MODEL
 from search.actions import ActionPlan
 from search.dupes import DuplicateGroup
 from search.query import QueryResult
@@ -124,4 +127,30 @@ def plan_text(plan: ActionPlan, dry_run: bool) -> str:
         prefix = "would " if dry_run else ""
         lines.append(f"{prefix}{verb} {a.source}" + (f" -> {a.target}" if a.target else ""))
     lines += [f"left alone {path}: {why}" for path, why in plan.skipped]
+    return "\n".join(lines)
+
+
+def model_json(card: ModelCard, present: bool, path: Path | None) -> dict[str, Any]:
+    return {
+        "name": card.name,
+        "weights": card.weights,
+        "network": card.network,
+        "input": card.size,
+        "dim": card.dim,
+        "params_millions": card.params_millions,
+        "present": present,
+        "default": card.name == DEFAULT_MODEL,
+        "path": str(path) if path else None,
+        "note": card.note,
+    }
+
+
+def models_text(rows: list[dict[str, Any]], cache: Path) -> str:
+    lines = [f"{'name':<16}{'input':>6}{'dim':>6}{'params':>9}  {'weights here':<13}note"]
+    for r in rows:
+        here = "yes" if r["present"] else "no"
+        name = r["name"] + (" *" if r["default"] else "")
+        size = f"{r['input']:>6}{r['dim']:>6}{r['params_millions']:>8.1f}M"
+        lines.append(f"{name:<16}{size}  {here:<13}{r['note']}")
+    lines.append(f"* default. The other models' weights are looked for in {cache}")
     return "\n".join(lines)

