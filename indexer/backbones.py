@@ -10,20 +10,19 @@ through Birder's own `fs_ops.load_model`.
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import torch
 
 from indexer.decode import Preprocess
-from indexer.errors import UnknownModel
-from indexer.models import find_card, require_weights
+from indexer.errors import InvalidOption, UnknownModel
+from indexer.models import ModelCard, check_given, find_card
 from indexer.options import DEFAULT_MODEL, ModelChoice
-
-if TYPE_CHECKING:
-    pass
+from indexer.weights import download, import_birder_quietly
 
 # TF-Lite normalisation (x - 127) / 128, written as Birder rgb_stats on [0, 1] pixels.
 _TFLITE_STATS = ((127 / 255,) * 3, (128 / 255,) * 3)
@@ -38,22 +37,49 @@ class Backbone:
     prep: Preprocess
     module: torch.nn.Module
     embed: Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) -> (B, dim), not normalised
+    # The classification head, if the checkpoint names its classes: embedding -> logits.
+    classify: Callable[[torch.Tensor], torch.Tensor] | None = None
+    labels: tuple[str, ...] = ()  # class index -> name
 
 
 def load_backbone(choice: ModelChoice, device: torch.device) -> Backbone:
     if choice.name == DEFAULT_MODEL:
+        if choice.size not in (None, 224):
+            raise InvalidOption(f"--size: {DEFAULT_MODEL} runs at 224 only")
         return _load_effnet_lite0(choice.weights, device)
     card = find_card(choice.name)
     if card is not None and card.network is not None:  # a model card: short or weights name
-        path = require_weights(card, choice.weights)
-        return dataclasses.replace(
-            _load_birder_checkpoint(card.network, path, device), name=card.name
-        )
+        backbone = _load_card(card, choice, device)
+        return dataclasses.replace(backbone, name=card.name)
     if choice.weights is not None:
-        return _load_birder_checkpoint(choice.name, choice.weights, device)
+        resize = _Resize(choice.size, None) if choice.size else None
+        return _load_birder_checkpoint(choice.name, check_given(choice.weights), device, resize)
     raise UnknownModel(
         f"unknown model {choice.name!r}: see `imgsearch models`, or give a Birder network "
         "name with --weights FILE (a Birder checkpoint)"
+    )
+
+
+@dataclass(frozen=True)
+class _Resize:
+    size: int
+    pt_grid: int | None  # the RoPE grid the weights were trained at (native size // patch)
+
+
+def _load_card(card: ModelCard, choice: ModelChoice, device: torch.device) -> Backbone:
+    """A card's model: from --weights FILE, else from the cache dir, downloaded if missing."""
+    assert card.network is not None and card.weights is not None
+    resize = None
+    if choice.size is not None and choice.size != card.size:
+        if choice.size % card.patch:
+            raise InvalidOption(
+                f"--size {choice.size}: {card.name} needs a multiple of its patch size {card.patch}"
+            )
+        resize = _Resize(choice.size, card.size // card.patch)
+    if choice.weights is not None:
+        return _load_birder_checkpoint(card.network, check_given(choice.weights), device, resize)
+    return _load_birder_checkpoint(
+        card.network, download(card, choice.show_download), device, resize
     )
 
 
@@ -82,18 +108,43 @@ def _load_effnet_lite0(weights: Path | None, device: torch.device) -> Backbone:
     return Backbone(DEFAULT_MODEL, 1280, Preprocess((224, 224), mean, std), net, embed)
 
 
-def _load_birder_checkpoint(network: str, path: Path, device: torch.device) -> Backbone:
+def _load_birder_checkpoint(
+    network: str, path: Path, device: torch.device, resize: _Resize | None
+) -> Backbone:
+    """Load through Birder's own `fs_ops.load_model`, which `load_pretrained_model` also uses.
+
+    At another input size, RoPE models keep the position scale they were trained with
+    (`pt_grid_size`, as the CAPI cards advise) and Birder adjusts the grid (`adjust_size`).
+    """
+    import_birder_quietly()
     from birder.common import fs_ops, lib
     from birder.model_registry import registry
     from birder.net.base import BaseNet
 
     if not registry.exists(network):
         raise UnknownModel(f"unknown model {network!r}: not a Birder network name")
-    if not path.is_file():
-        raise UnknownModel(f"{path}: weights file not found")
-    loaded, info = fs_ops.load_model(device, network, path=path, inference=True)
+    config = {"pt_grid_size": (resize.pt_grid,) * 2} if resize and resize.pt_grid else None
+    new_size = (resize.size, resize.size) if resize else None
+    try:
+        loaded, info = fs_ops.load_model(
+            device, network, path=path, inference=True, config=config, new_size=new_size
+        )
+    except (KeyError, RuntimeError, pickle.UnpicklingError, EOFError) as exc:
+        raise UnknownModel(f"{path}: not a Birder checkpoint of {network} ({exc})") from exc
     net = cast(BaseNet, loaded)  # not a TorchScript module: no pts=True was asked
-    size = lib.get_size_from_signature(info.signature)
+    size = new_size or lib.get_size_from_signature(info.signature)
     mean, std = info.rgb_stats["mean"], info.rgb_stats["std"]
     prep = Preprocess(size, (mean[0], mean[1], mean[2]), (std[0], std[1], std[2]))
-    return Backbone(network, int(net.embedding_size), prep, net, net.embedding)
+    labels = _labels(info.class_to_idx, int(getattr(net, "num_classes", 0)))
+    classify = net.classify if labels else None
+    return Backbone(network, int(net.embedding_size), prep, net, net.embedding, classify, labels)
+
+
+def _labels(class_to_idx: dict[str, int], num_classes: int) -> tuple[str, ...]:
+    """Class names by index, when the checkpoint names every class of its head."""
+    if num_classes < 1 or sorted(class_to_idx.values()) != list(range(num_classes)):
+        return ()
+    names = [""] * num_classes
+    for name, index in class_to_idx.items():
+        names[index] = name
+    return tuple(names)

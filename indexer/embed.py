@@ -12,7 +12,7 @@ import torch
 from indexer.backbones import Backbone
 from indexer.errors import InvalidOption
 from indexer.options import PRECISIONS
-from store import Vectors
+from store import Tag, Vectors
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -88,6 +88,9 @@ def auto_batch_size(embedder: Embedder) -> int:
     return largest_fitting_batch(try_batch)
 
 
+TOP_TAGS = 5  # classes kept per image for models with a named head
+
+
 class Embedder:
     """Callable: (B, 3, H, W) float32 pixels on any device -> (B, D) unit-norm float32 numpy."""
 
@@ -96,17 +99,37 @@ class Embedder:
         self.device = device
         self.dtype = dtype
 
+    @property
+    def tags(self) -> bool:
+        """Whether the backbone has a classification head with named classes."""
+        return self.backbone.classify is not None
+
     def __call__(self, pixels: torch.Tensor) -> Vectors:
+        return self.run(pixels)[0]
+
+    def run(self, pixels: torch.Tensor, top: int = 0) -> tuple[Vectors, list[tuple[Tag, ...]]]:
+        """Unit embeddings, and each image's `top` classes when the backbone has a head."""
         if len(pixels) == 0:
-            return np.zeros((0, self.backbone.dim), dtype=np.float32)
+            return np.zeros((0, self.backbone.dim), dtype=np.float32), []
         non_blocking = self.device.type == "cuda" and pixels.is_pinned()
         autocast = (
             torch.autocast(self.device.type, dtype=self.dtype)
             if self.dtype != torch.float32
             else contextlib.nullcontext()
         )
+        classify = self.backbone.classify if top else None
         with torch.inference_mode(), autocast:
             features = self.backbone.embed(pixels.to(self.device, non_blocking=non_blocking))
+            logits = classify(features) if classify else None
             # Normalise in float32 whatever the compute precision was.
             unit = torch.nn.functional.normalize(features.float(), dim=1)
-        return unit.cpu().numpy()
+        found: list[tuple[Tag, ...]] = [()] * len(pixels)
+        if logits is not None:
+            probs = logits.float().softmax(dim=1)
+            scores, indices = probs.topk(min(top, probs.shape[1]), dim=1)
+            labels = self.backbone.labels
+            found = [
+                tuple(Tag(labels[i], s) for i, s in zip(row_i, row_s, strict=True))
+                for row_i, row_s in zip(indices.tolist(), scores.tolist(), strict=True)
+            ]
+        return unit.cpu().numpy(), found

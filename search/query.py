@@ -92,7 +92,8 @@ def index_embedder(store: Store, embedding: EmbedOptions) -> Embedder:
     from indexer.pipeline import load_embedder
 
     recorded = Path(store.meta.weights) if store.meta.weights else None
-    model = ModelChoice(store.meta.model, embedding.weights or recorded)
+    size = store.meta.input_size
+    model = ModelChoice(store.meta.model, embedding.weights or recorded, size)
     return load_embedder(model, embedding.runtime)
 
 

@@ -72,12 +72,14 @@ def info_json(home: str, meta: IndexMeta, count: int, failed: list[Failure]) -> 
         "dim": meta.dim,
         "count": count,
         "index_type": meta.index_type,
+        "input_size": meta.input_size,  # None: the model's own
+        "precision": meta.precision,  # of the last run that embedded images
         "failed": len(failed),
     }
 
 
 def info_text(info: dict[str, Any], failed: list[Failure]) -> str:
-    lines = [f"{key:<11} {value}" for key, value in info.items()]
+    lines = [f"{key:<11} {value}" for key, value in info.items() if value is not None]
     lines += [f"  {f.path}: {f.error}" for f in failed]
     return "\n".join(lines)
 
@@ -138,6 +140,7 @@ def model_json(card: ModelCard, present: bool, path: Path | None) -> dict[str, A
         "input": card.size,
         "dim": card.dim,
         "params_millions": card.params_millions,
+        "download_mb": card.download_mb or None,
         "present": present,
         "default": card.name == DEFAULT_MODEL,
         "path": str(path) if path else None,
@@ -146,11 +149,15 @@ def model_json(card: ModelCard, present: bool, path: Path | None) -> dict[str, A
 
 
 def models_text(rows: list[dict[str, Any]], cache: Path) -> str:
-    lines = [f"{'name':<16}{'input':>6}{'dim':>6}{'params':>9}  {'weights here':<13}note"]
+    lines = [f"{'name':<16}{'input':>6}{'dim':>6}{'params':>9}{'file':>9}  {'here':<6}note"]
     for r in rows:
         here = "yes" if r["present"] else "no"
         name = r["name"] + (" *" if r["default"] else "")
         size = f"{r['input']:>6}{r['dim']:>6}{r['params_millions']:>8.1f}M"
-        lines.append(f"{name:<16}{size}  {here:<13}{r['note']}")
-    lines.append(f"* default. The other models' weights are looked for in {cache}")
+        file = f"{r['download_mb']:>7.0f}MB" if r["download_mb"] else f"{'packaged':>9}"
+        lines.append(f"{name:<16}{size}{file}  {here:<6}{r['note']}")
+    lines.append(
+        f"* default. Other weights are downloaded on first use into {cache} "
+        "(or: imgsearch models download NAME)"
+    )
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from store.records import (
     ImageFile,
     ImageRecord,
     IndexMeta,
+    Tag,
     Vector,
     Vectors,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredVector",
+    "Tag",
     "Vector",
     "Vectors",
     "catalog_path",

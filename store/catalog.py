@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 
+from store import tags
 from store import vectors as vecs
 from store.cache import load_or_rebuild
 from store.errors import IndexNotFound, ItemNotFound, ModelMismatch
@@ -98,13 +99,20 @@ class Store:
             index_type=values["index_type"],
             schema_version=int(values["schema_version"]),
             weights=values.get("weights"),
+            input_size=int(values["input_size"]) if "input_size" in values else None,
+            precision=values.get("precision"),
         )
         return cls(home, engine, index_meta)
 
     @classmethod
-    def open_for_model(cls, home: Path, model: str, dim: int, weights: str | None = None) -> Store:
-        """Open the index for writing with `model`, creating it if the home has none."""
-        cls._create(home, model, dim, weights)
+    def open_for_model(
+        cls, home: Path, model: str, dim: int, settings: dict[str, str] | None = None
+    ) -> Store:
+        """Open the index for writing with `model`, creating it if the home has none.
+
+        `settings` (weights, input_size) are recorded when the index is created.
+        """
+        cls._create(home, model, dim, settings or {})
         store = cls.open(home)
         try:
             store.check_model(model, dim)
@@ -122,7 +130,7 @@ class Store:
             )
 
     @staticmethod
-    def _create(home: Path, model: str, dim: int, weights: str | None) -> None:
+    def _create(home: Path, model: str, dim: int, settings: dict[str, str]) -> None:
         """Create the schema and `meta` in one transaction; a no-op on an existing index.
 
         A run killed while creating leaves either nothing or an empty file, never a catalog
@@ -139,8 +147,7 @@ class Store:
                 "schema_version": str(SCHEMA_VERSION),
                 "generation": "0",
             }
-            if weights:
-                values["weights"] = weights
+            values.update(settings)
             rows = [{"key": k, "value": v} for k, v in values.items()]
             with engine.begin() as conn:
                 metadata.create_all(conn)
@@ -206,12 +213,17 @@ class Store:
             return {h: StoredVector(unblob(v), w, ht) for h, v, w, ht in rows}
 
     def search(
-        self, queries: Vectors, k: int, exclude: frozenset[int] = frozenset()
+        self,
+        queries: Vectors,
+        k: int,
+        exclude: frozenset[int] = frozenset(),
+        only: frozenset[int] | None = None,
     ) -> list[list[Hit]]:
-        """Exact top-k by cosine for each query row (n, d); `exclude` ids never appear."""
+        """Exact top-k by cosine for each query row (n, d); `exclude` ids never appear, and
+        only `only` ids do when given."""
         if queries.ndim != 2 or queries.shape[1] != self.meta.dim:
             raise ValueError(f"queries must be (n, {self.meta.dim}), got {queries.shape}")
-        return vecs.search(self._faiss(), queries, k, exclude)
+        return vecs.search(self._faiss(), queries, k, exclude, only)
 
     def faiss_count(self) -> int:
         return int(self._faiss().ntotal)
@@ -276,8 +288,14 @@ class Store:
         index = self._faiss()
         paths = [e.file.path for e in embedded] + [f.path for f in failed]
         with self._engine.begin() as conn:
-            query = select(images.c.path, images.c.id).where(images.c.path.in_(paths))
-            known: dict[str, int] = {path: image_id for path, image_id in conn.execute(query)}
+            query = select(images.c.path, images.c.id, images.c.content_hash).where(
+                images.c.path.in_(paths)
+            )
+            known: dict[str, int] = {}
+            old_hashes: list[str] = []
+            for path, image_id, content_hash in conn.execute(query):
+                known[path] = image_id
+                old_hashes.append(content_hash)
             updated = [(known[e.file.path], e) for e in embedded if e.file.path in known]
             for image_id, e in updated:
                 conn.execute(update(images).where(images.c.id == image_id).values(_row(e)))
@@ -292,6 +310,8 @@ class Store:
             if embedded:
                 done = [e.file.path for e in embedded]
                 conn.execute(delete(failures).where(failures.c.path.in_(done)))
+            tags.write(conn, embedded)
+            tags.prune(conn, old_hashes)
             if failed:
                 failure_insert = sqlite_insert(failures)
                 upsert = failure_insert.on_conflict_do_update(
@@ -315,13 +335,35 @@ class Store:
             return 0
         index = self._faiss()
         with self._engine.begin() as conn:
-            ids = list(conn.execute(select(images.c.id).where(images.c.path.in_(paths))).scalars())
+            query = select(images.c.id, images.c.content_hash).where(images.c.path.in_(paths))
+            rows = conn.execute(query).all()
+            ids = [image_id for image_id, _ in rows]
             conn.execute(delete(images).where(images.c.id.in_(ids)))
             conn.execute(delete(failures).where(failures.c.path.in_(paths)))
+            tags.prune(conn, (content_hash for _, content_hash in rows))
             generation = self._bump_generation(conn)
         vecs.remove(index, np.array(ids, dtype=np.int64))
         self._mark(generation)
         return len(ids)
+
+    def record_setting(self, key: str, value: str) -> None:
+        """Record a setting of the last run in `meta` (e.g. the precision it used)."""
+        with self._engine.begin() as conn:
+            upsert = sqlite_insert(meta).on_conflict_do_update(
+                index_elements=[meta.c.key], set_={"value": value}
+            )
+            conn.execute(upsert, {"key": key, "value": value})
+
+    # -- tags ------------------------------------------------------------------------------
+
+    def tag_counts(self, min_score: float = 0.0) -> list[tuple[str, int]]:
+        return tags.counts(self._engine, min_score)
+
+    def ids_with_tag(self, word: str, min_score: float = 0.0) -> set[int]:
+        return tags.ids_with_tag(self._engine, word, min_score)
+
+    def tags_of(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float]]]:
+        return tags.of_ids(self._engine, ids)
 
     def flush(self) -> None:
         """Write the FAISS file for the current generation, atomically, if anything changed."""

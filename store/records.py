@@ -44,13 +44,23 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
+class Tag:
+    """A class of the model's head for an image, with its probability."""
+
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
 class Embedded:
-    """An image ready to be written: its file, pixel size and embedding (d,)."""
+    """An image ready to be written: its file, pixel size, embedding (d,), and top classes
+    (empty: the model has no named head, or they are already stored for this content)."""
 
     file: ImageFile
     width: int
     height: int
     vector: Vector
+    tags: tuple[Tag, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,3 +91,5 @@ class IndexMeta:
     index_type: str
     schema_version: int
     weights: str | None = None
+    input_size: int | None = None  # the model's input resolution, when not its own (--size)
+    precision: str | None = None  # of the last run that embedded images

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     Connection,
     Engine,
+    Float,
     Integer,
     LargeBinary,
     MetaData,
@@ -85,6 +86,18 @@ ignored_pairs = Table(
     metadata,
     Column("hash_a", String, primary_key=True),
     Column("hash_b", String, primary_key=True),
+)
+
+
+# Top classes of each content (models with a named classification head), by content hash like
+# ignored_pairs: a copy or a rename reuses them with the vector. Scores are softmax probabilities.
+tags = Table(
+    "tags",
+    metadata,
+    Column("content_hash", String, primary_key=True),
+    Column("rank", Integer, primary_key=True),
+    Column("label", String, nullable=False, index=True),
+    Column("score", Float, nullable=False),
 )
 
 

@@ -54,14 +54,24 @@ def remove(index: faiss.Index, ids: NDArray[np.int64]) -> None:
 
 
 def search(
-    index: faiss.Index, queries: Vectors, k: int, exclude: frozenset[int] = frozenset()
+    index: faiss.Index,
+    queries: Vectors,
+    k: int,
+    exclude: frozenset[int] = frozenset(),
+    only: frozenset[int] | None = None,
 ) -> list[list[Hit]]:
-    """Top-k hits per query row, best first; ids in `exclude` never appear."""
-    if index.ntotal == 0 or k <= 0:
+    """Top-k hits per query row, best first; ids in `exclude` never appear, and only ids in
+    `only` do when it is given (a FAISS ID selector: the search itself skips the others)."""
+    if index.ntotal == 0 or k <= 0 or (only is not None and not only):
         return [[] for _ in range(len(queries))]
     # Ask for a few more than k so that excluded ids can be dropped without a second search.
     want = min(k + len(exclude), index.ntotal)
-    scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), want)
+    params = None
+    if only is not None:
+        lib = import_faiss()
+        selector = lib.IDSelectorBatch(np.fromiter(only, dtype=np.int64, count=len(only)))
+        params = lib.SearchParameters(sel=selector)
+    scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), want, params=params)
     results: list[list[Hit]] = []
     for row_scores, row_ids in zip(scores, ids, strict=True):
         hits = [

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from indexer.options import IndexOptions, ModelChoice
 from tests.helpers import TINY_NETWORK, save_tiny_checkpoint
+from tests.seeds import Served, registered, write_seed_checkpoints
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +24,23 @@ def tiny_options(tiny_checkpoint: Path) -> IndexOptions:
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
+
+
+@pytest.fixture(scope="session")
+def seed_server(tmp_path_factory: pytest.TempPathFactory) -> Served:
+    """Tiny checkpoints of the five model cards, as a file:// weights server would hold them."""
+    return write_seed_checkpoints(tmp_path_factory.mktemp("seed-server"))
+
+
+@pytest.fixture
+def weights_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty user cache dir ($IMGSEARCH_CACHE); returns its weights folder."""
+    monkeypatch.setenv("IMGSEARCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "weights"
+
+
+@pytest.fixture
+def seed_registry(seed_server: Served, weights_cache: Path) -> Iterator[Served]:
+    """Birder's registry entries of the five cards point at `seed_server` (file://)."""
+    with registered(seed_server):
+        yield seed_server

@@ -85,9 +85,15 @@ def save_tiny_checkpoint(directory: Path) -> Path:
 
 
 def save_random_checkpoint(
-    directory: Path, network: str, size_px: int, config: dict[str, int] | None = None
+    directory: Path,
+    network: str,
+    size_px: int,
+    config: dict[str, int] | None = None,
+    classes: tuple[str, ...] = (),
 ) -> Path:
-    """A random-weight Birder net saved with Birder's own checkpoint code; returns its path."""
+    """A random-weight Birder net saved with Birder's own checkpoint code; returns its path.
+
+    With `classes`, the net has a head of that many classes, named in class_to_idx."""
     import torch
     from birder.common import fs_ops
     from birder.conf import settings
@@ -96,14 +102,15 @@ def save_random_checkpoint(
 
     torch.manual_seed(0)
     size = (size_px, size_px)
-    net = registry.net_factory(network, 0, config=config, size=size)
-    signature = get_signature((1, 3, *size), 0)
+    net = registry.net_factory(network, len(classes), config=config, size=size)
+    signature = get_signature((1, 3, *size), len(classes))
+    class_to_idx = {name: i for i, name in enumerate(classes)}
     rgb_stats = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
     previous = settings.MODELS_DIR
     settings.MODELS_DIR = directory  # checkpoint_model writes into MODELS_DIR
     try:
         fs_ops.checkpoint_model(
-            network, 0, net, signature, {}, rgb_stats, None, None, None, None,
+            network, 0, net, signature, class_to_idx, rgb_stats, None, None, None, None,
             external_config=config,
         )  # fmt: skip
     finally:

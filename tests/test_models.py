@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -38,17 +37,6 @@ def test_models_lists_the_cards_and_what_is_here(cache: Path) -> None:
     assert "pe-core-s16" in run("models").stdout
 
 
-def test_missing_weights_say_what_to_do(tmp_path: Path, cache: Path) -> None:
-    write_collection(tmp_path / "photos")
-    result = run("--home", str(tmp_path / "home"), "index", str(tmp_path / "photos"),
-                 "--model", "pe-core-s16")  # fmt: skip
-    assert result.exit_code == 1
-    assert result.stderr.count("\n") == 1
-    assert str(cache / "rope_i_vit_s16_pn_aps_c1_pe-core.pt") in result.stderr
-    assert "--weights FILE" in result.stderr
-    assert not (tmp_path / "home" / "catalog.sqlite").exists()
-
-
 def test_short_and_birder_names_are_one_model(
     tmp_path: Path, cache: Path, tiny_checkpoint: Path
 ) -> None:
@@ -63,15 +51,3 @@ def test_short_and_birder_names_are_one_model(
     again = run("--home", home, "index", str(tmp_path / "photos"), "--model", birder_name,
                 "--weights", str(tiny_checkpoint), "--json")  # fmt: skip
     assert again.exit_code == 0 and json.loads(again.stdout)["unchanged"] == 5
-    # Weights found in the cache by name, without --weights (query reloads the same model).
-    cache.mkdir(parents=True)
-    shutil.copy(tiny_checkpoint, cache / "rope_i_vit_s16_pn_aps_c1_pe-core.pt")
-    other = tmp_path / "other"
-    write_collection(other)
-    fresh = run("--home", str(tmp_path / "home2"), "index", str(other), "--model", "pe-core-s16",
-                "--workers", "0")  # fmt: skip
-    assert fresh.exit_code == 0, fresh.output
-    copy = tmp_path / "copy.png"
-    shutil.copy(other / "gradient.png", copy)
-    answer = json.loads(run("--home", str(tmp_path / "home2"), "query", str(copy), "--json").stdout)
-    assert Path(answer["results"][0]["path"]).name == "gradient.png"

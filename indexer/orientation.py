@@ -1,0 +1,85 @@
+"""Which way up: a rotation classifier's head (the `rotnet` card) applied to image files.
+
+A class named "90" means the picture's content is turned 90 degrees counter-clockwise from
+upright (as `torchvision`'s and PIL's `rotate(90)` turn it); turning it 90 degrees clockwise
+puts it upright. The angle of each class comes from the checkpoint's class_to_idx; a head
+whose class names are not angles falls back to index x 90 degrees.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from indexer.decode import decode_file
+from indexer.embed import Embedder
+from indexer.errors import InvalidOption, UnreadableImage
+from indexer.scan import scan
+from store import FileStat
+
+ANGLES = (0, 90, 180, 270)
+
+
+@dataclass(frozen=True)
+class Orientation:
+    path: str
+    angle: int  # predicted counter-clockwise turn of the content: 0, 90, 180 or 270
+    confidence: float  # the probability of that class
+    scores: dict[int, float]  # every angle's probability
+
+
+def class_angles(labels: Sequence[str]) -> tuple[int, ...]:
+    """The angle of each class index, from the class names when they are angles."""
+    if len(labels) != len(ANGLES):
+        raise InvalidOption(
+            f"not a rotation model: its head has {len(labels)} classes, not 4 (0/90/180/270)"
+        )
+    try:
+        angles = tuple(int(str(label).strip().rstrip("°")) % 360 for label in labels)
+    except ValueError:
+        return ANGLES
+    return angles if sorted(angles) == list(ANGLES) else ANGLES
+
+
+def image_files(paths: Sequence[str]) -> Iterator[FileStat]:
+    """The files given, and the image files under the folders given, each once."""
+    folders = []
+    for path in paths:
+        if os.path.isdir(path):
+            folders.append(os.path.abspath(path))
+        elif os.path.isfile(path):
+            st = os.stat(path)
+            yield FileStat(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+        else:
+            raise UnreadableImage(path, "no such file or folder")
+    yield from scan(folders)
+
+
+def predict(
+    files: Sequence[FileStat], embedder: Embedder, batch_size: int
+) -> Iterator[Orientation | UnreadableImage]:
+    """Each file's orientation, in order; a file that cannot be decoded yields its error."""
+    if embedder.backbone.classify is None:
+        raise InvalidOption(f"{embedder.backbone.name} has no classification head to predict with")
+    angles = class_angles(embedder.backbone.labels)
+    prep = embedder.backbone.prep
+    for start in range(0, len(files), batch_size):
+        pixels, paths = [], []
+        for stat in files[start : start + batch_size]:
+            try:
+                pixels.append(decode_file(stat.path, prep).pixels)
+                paths.append(stat.path)
+            except UnreadableImage as exc:
+                yield exc
+        if not pixels:
+            continue
+        _, found = embedder.run(torch.stack(pixels), top=len(angles))
+        for path, tags in zip(paths, found, strict=True):
+            by_label = {t.label: t.score for t in tags}
+            scores = {a: by_label[label] for a, label in zip(angles, embedder.backbone.labels,
+                                                            strict=True)}  # fmt: skip
+            best = max(scores, key=lambda a: scores[a])
+            yield Orientation(path, best, scores[best], scores)

@@ -1,0 +1,92 @@
+"""`imgsearch orient`: report images that are not upright, and turn them upright safely."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import click
+
+from indexer.errors import UnreadableImage
+from indexer.options import EmbedOptions, ModelChoice
+from search.actions import journal_path
+from search.cli_common import domain_errors, model_options, option_group
+
+ROTATION_MODEL = "rotnet"
+
+
+@dataclass(frozen=True)
+class Report:
+    show_all: bool
+    min_confidence: float
+    as_json: bool
+
+
+report_options = option_group(
+    "report",
+    Report,
+    click.option("--all", "show_all", is_flag=True, help="Also list upright images."),
+    click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.5,
+                 show_default=True, help="Only report (and fix) predictions at least this sure."),
+    click.option("--json", "as_json", is_flag=True, help="Print as JSON."),
+)  # fmt: skip
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@model_options(default_model=ROTATION_MODEL)
+@report_options
+@click.option("--fix", is_flag=True, help="Turn the reported images upright (a dry run unless "
+              "--yes; JPEGs by their EXIF orientation, without re-encoding).")  # fmt: skip
+@click.option("--yes", is_flag=True, help="With --fix: really change the files (journalled).")
+@click.pass_context
+@domain_errors
+def orient(ctx: click.Context, paths: tuple[str, ...], embedding: EmbedOptions, report: Report,
+           fix: bool, yes: bool) -> None:  # fmt: skip
+    """Find images that are turned 90, 180 or 270 degrees, with the rotation model.
+
+    Angles are the content's counter-clockwise turn; a fix turns it back.
+
+    \b
+    imgsearch orient ~/Pictures/scans
+    imgsearch orient ./dataset --min-confidence 0.9 --fix          # dry run
+    imgsearch orient ./dataset --min-confidence 0.9 --fix --yes    # journalled: imgsearch undo
+    """
+    from indexer.embed import auto_batch_size
+    from indexer.orientation import Orientation, image_files, predict
+    from indexer.pipeline import load_embedder
+    from search.orient_fix import apply_fixes, plan_fixes
+
+    quiet = bool(ctx.find_root().meta.get("quiet"))
+    model = ModelChoice(embedding.model or ROTATION_MODEL, embedding.weights, None, not quiet)
+    embedder = load_embedder(model, embedding.runtime)
+    files = list(image_files(paths))
+    batch = embedding.batch_size or auto_batch_size(embedder)
+    shown: list[Orientation] = []
+    for found in predict(files, embedder, batch):
+        if isinstance(found, UnreadableImage):
+            click.echo(f"imgsearch: skipped {found}", err=True)
+        elif report.show_all or (found.angle and found.confidence >= report.min_confidence):
+            shown.append(found)
+    if report.as_json:
+        click.echo(json.dumps([asdict(o) for o in shown]))
+    else:
+        for o in shown:
+            click.echo(f"{o.angle:>3}°  {o.confidence:.3f}  {o.path}")
+        click.echo(f"{sum(1 for o in shown if o.angle)} of {len(files)} images not upright",
+                   err=True)  # fmt: skip
+    if not fix:
+        return
+    fixes = plan_fixes([o for o in shown if o.confidence >= report.min_confidence])
+    if not yes:
+        for f in fixes:
+            click.echo(f"would turn {f.path} {f.angle}° clockwise ({f.method})", err=True)
+        click.echo(f"dry run: {len(fixes)} files would change; add --yes to do it", err=True)
+        return
+    journal = journal_path(ctx.find_root().obj, "orient")
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    failures = apply_fixes(fixes, journal)
+    for path, why in failures:
+        click.echo(f"imgsearch: not fixed {path}: {why}", err=True)
+    click.echo(f"fixed {len(fixes) - len(failures)} files", err=True)
+    click.echo(f"journal: {journal} (imgsearch undo {journal})", err=True)
