@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(BIN)/imgsearch --home $(DEMO_HOME) query $(DEMO_HOME)/edited-coffee.jpg -k 3
 	$(BIN)/imgsearch --home $(DEMO_HOME) query --path examples/chelsea.jpg -k 3
 	$(BIN)/imgsearch --home $(DEMO_HOME) dupes
+	$(BIN)/imgsearch --home $(DEMO_HOME) tags --min-score 0.2
 	$(BIN)/imgsearch --home $(DEMO_HOME) info
 
 lint: $(STAMP)

@@ -42,11 +42,16 @@ class Backbone:
     labels: tuple[str, ...] = ()  # class index -> name
 
 
-def load_backbone(choice: ModelChoice, device: torch.device) -> Backbone:
+def load_backbone(choice: ModelChoice, device: torch.device, labels: bool = False) -> Backbone:
+    """The backbone `choice` names. `labels`: also the ImageNet class names of the default
+    model's head (torchvision's, a few seconds of import that queries do without)."""
     if choice.name == DEFAULT_MODEL:
         if choice.size not in (None, 224):
             raise InvalidOption(f"--size: {DEFAULT_MODEL} runs at 224 only")
-        return _load_effnet_lite0(choice.weights, device)
+        backbone = _load_effnet_lite0(choice.weights, device)
+        if labels:
+            backbone = dataclasses.replace(backbone, labels=imagenet_labels())
+        return backbone
     card = find_card(choice.name)
     if card is not None and card.network is not None:  # a model card: short or weights name
         backbone = _load_card(card, choice, device)
@@ -104,8 +109,21 @@ def _load_effnet_lite0(weights: Path | None, device: torch.device) -> Backbone:
         features: torch.Tensor = net.extract_features(pixels)
         return features.mean(dim=(2, 3))
 
+    def classify(embedding: torch.Tensor) -> torch.Tensor:
+        head: torch.nn.Module = net._fc  # the ImageNet-1k classifier (dropout is off in eval)
+        logits: torch.Tensor = head(embedding)
+        return logits
+
     mean, std = _TFLITE_STATS
-    return Backbone(DEFAULT_MODEL, 1280, Preprocess((224, 224), mean, std), net, embed)
+    prep = Preprocess((224, 224), mean, std)
+    return Backbone(DEFAULT_MODEL, 1280, prep, net, embed, classify)
+
+
+def imagenet_labels() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names, in the order of the classifier's outputs."""
+    from torchvision.models import EfficientNet_B0_Weights
+
+    return tuple(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 def _load_birder_checkpoint(

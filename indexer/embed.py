@@ -102,7 +102,7 @@ class Embedder:
     @property
     def tags(self) -> bool:
         """Whether the backbone has a classification head with named classes."""
-        return self.backbone.classify is not None
+        return self.backbone.classify is not None and bool(self.backbone.labels)
 
     def __call__(self, pixels: torch.Tensor) -> Vectors:
         return self.run(pixels)[0]
@@ -117,7 +117,7 @@ class Embedder:
             if self.dtype != torch.float32
             else contextlib.nullcontext()
         )
-        classify = self.backbone.classify if top else None
+        classify = self.backbone.classify if top and self.tags else None
         with torch.inference_mode(), autocast:
             features = self.backbone.embed(pixels.to(self.device, non_blocking=non_blocking))
             logits = classify(features) if classify else None

@@ -62,7 +62,7 @@ def predict(
     files: Sequence[FileStat], embedder: Embedder, batch_size: int
 ) -> Iterator[Orientation | UnreadableImage]:
     """Each file's orientation, in order; a file that cannot be decoded yields its error."""
-    if embedder.backbone.classify is None:
+    if not embedder.tags:
         raise InvalidOption(f"{embedder.backbone.name} has no classification head to predict with")
     angles = class_angles(embedder.backbone.labels)
     prep = embedder.backbone.prep

@@ -99,7 +99,7 @@ def _index(
     model = _with_recorded_size(options.model, recorded)
     embedder: Embedder | None = None
     if plan.todo or recorded is None:  # nothing to embed: the model is not even loaded
-        embedder = Embedder(load_backbone(model, device), device, dtype)
+        embedder = Embedder(load_backbone(model, device, labels=True), device, dtype)
         backbone = embedder.backbone
         store = Store.open_for_model(home, backbone.name, backbone.dim, _settings(model))
         store.record_setting("precision", precision_name(dtype))

@@ -23,6 +23,7 @@ from indexer.options import (
 )
 from search import query as queries
 from search import render
+from search.cli_catalog import export, tags
 from search.cli_common import domain_errors, model_options, option_group
 from search.cli_dupes import dupes, undo_command
 from search.cli_models import models
@@ -121,16 +122,20 @@ def index(ctx: click.Context, paths: tuple[str, ...], embedding: EmbedOptions, r
 @click.argument("images", nargs=-1, type=click.Path())
 @click.option("--id", "image_id", type=int, help="Query by the id of an indexed image.")
 @click.option("--path", "indexed_path", help="Query by the path of an indexed image.")
-@click.option(
-    "-k", type=click.IntRange(min=1), default=10, show_default=True, help="How many neighbours."
-)
-@click.option("--min-score", type=float, help="Only neighbours with cosine >= this.")
+@option_group(
+    "options",
+    queries.QueryOptions,
+    click.option("-k", type=click.IntRange(min=1), default=10, show_default=True,
+                 help="How many neighbours."),
+    click.option("--min-score", type=float, help="Only neighbours with cosine >= this."),
+    click.option("--tag", help="Only images tagged WORD (see `imgsearch tags`)."),
+)  # fmt: skip
 @model_options(default_model=None)
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @click.pass_context
 @domain_errors
 def query(ctx: click.Context, images: tuple[str, ...], image_id: int | None,
-          indexed_path: str | None, k: int, min_score: float | None, embedding: EmbedOptions,
+          indexed_path: str | None, options: queries.QueryOptions, embedding: EmbedOptions,
           as_json: bool) -> None:  # fmt: skip
     """Find the nearest neighbours of IMAGES, or of an indexed image (--id / --path).
 
@@ -141,7 +146,6 @@ def query(ctx: click.Context, images: tuple[str, ...], image_id: int | None,
     chosen = sum([bool(images), image_id is not None, indexed_path is not None])
     if chosen != 1:
         raise click.UsageError("give IMAGES, or --id ID, or --path INDEXED_PATH (exactly one)")
-    options = queries.QueryOptions(k=k, min_score=min_score)
     with Store.open(ctx.obj) as store:
         if image_id is not None:
             results = [queries.by_id(store, image_id, options)]
@@ -186,4 +190,6 @@ def path(ctx: click.Context) -> None:
 cli.add_command(dupes)
 cli.add_command(models)
 cli.add_command(orient)
+cli.add_command(tags)
+cli.add_command(export)
 cli.add_command(undo_command)

@@ -35,6 +35,7 @@ class QueryResult:
 class QueryOptions:
     k: int = 10
     min_score: float | None = None
+    tag: str | None = None  # only images with a matching tag (models with a named head)
 
 
 def by_id(store: Store, image_id: int, options: QueryOptions) -> QueryResult:
@@ -112,7 +113,14 @@ def _search(
 ) -> list[QueryResult]:
     if options.k < 1:
         raise InvalidOption(f"-k must be >= 1, got {options.k}")
-    hits = store.search(queries, options.k, exclude)
+    only = None
+    if options.tag is not None:
+        only = frozenset(store.ids_with_tag(options.tag))
+        if not only:
+            raise ItemNotFound(
+                f"no indexed image has a tag matching {options.tag!r} (`imgsearch tags` lists them)"
+            )
+    hits = store.search(queries, options.k, exclude, only)
     records = store.records({hit.id for row in hits for hit in row})
     results = []
     for label, row in zip(labels, hits, strict=True):

@@ -7,7 +7,7 @@ or damaged is detected on open and rebuilt from SQLite with a notice, never an e
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,17 +92,7 @@ class Store:
         if "model" not in values:
             engine.dispose()
             raise IndexNotFound(f"{path} is not an imgsearch index (no model recorded)")
-        index_meta = IndexMeta(
-            model=values["model"],
-            dim=int(values["dim"]),
-            metric=values["metric"],
-            index_type=values["index_type"],
-            schema_version=int(values["schema_version"]),
-            weights=values.get("weights"),
-            input_size=int(values["input_size"]) if "input_size" in values else None,
-            precision=values.get("precision"),
-        )
-        return cls(home, engine, index_meta)
+        return cls(home, engine, IndexMeta.from_values(values))
 
     @classmethod
     def open_for_model(
@@ -196,6 +186,24 @@ class Store:
         """Every indexed file by path, to decide what a scan has to do."""
         with self._engine.connect() as conn:
             return {row.path: _record(row) for row in conn.execute(select(*_RECORD_COLUMNS))}
+
+    def chunks(self, size: int = 10_000) -> Iterator[tuple[list[ImageRecord], Vectors]]:
+        """Every image and its vector in id order, `size` at a time, from one snapshot."""
+        with self._engine.begin() as conn:
+            last = -1
+            while True:
+                query = (
+                    select(*_RECORD_COLUMNS, images.c.vector)
+                    .where(images.c.id > last)
+                    .order_by(images.c.id)
+                    .limit(size)
+                )
+                rows = conn.execute(query).all()
+                if not rows:
+                    return
+                vectors = np.stack([unblob(row.vector) for row in rows])
+                yield [_record(row[:-1]) for row in rows], vectors
+                last = rows[-1].id
 
     def failures(self) -> dict[str, Failure]:
         with self._engine.connect() as conn:

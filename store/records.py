@@ -93,3 +93,17 @@ class IndexMeta:
     weights: str | None = None
     input_size: int | None = None  # the model's input resolution, when not its own (--size)
     precision: str | None = None  # of the last run that embedded images
+
+    @classmethod
+    def from_values(cls, values: dict[str, str]) -> IndexMeta:
+        """From the key/value rows of the `meta` table."""
+        return cls(
+            model=values["model"],
+            dim=int(values["dim"]),
+            metric=values["metric"],
+            index_type=values["index_type"],
+            schema_version=int(values["schema_version"]),
+            weights=values.get("weights"),
+            input_size=int(values["input_size"]) if "input_size" in values else None,
+            precision=values.get("precision"),
+        )

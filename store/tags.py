@@ -70,7 +70,7 @@ def ids_with_tag(engine: Engine, word: str, min_score: float = 0.0) -> set[int]:
     """Ids of the indexed images with a tag that matches `word`."""
     try:
         with engine.connect() as conn:
-            labels = conn.execute(select(distinct(tags.c.label))).scalars().all()
+            labels = conn.execute(select(tags.c.label).distinct()).scalars().all()
             wanted = matching_labels(labels, word)
             if not wanted:
                 return set()

@@ -61,7 +61,8 @@ def test_exif_fix_shows_the_picture_turned_back_without_reencoding(
     assert np.array_equal(shown(after), expected)
     with Image.open(io.BytesIO(before)) as a, Image.open(io.BytesIO(after)) as b:
         assert np.array_equal(np.asarray(a), np.asarray(b))  # same stored pixels: no re-encode
-    assert combined_orientation(combined_orientation(orientation, angle), 360 - angle) == orientation
+    back = combined_orientation(combined_orientation(orientation, angle), 360 - angle)
+    assert back == orientation
 
 
 def biased_rotnet(served: Served, folder: Path, favourite: str) -> Path:
