@@ -30,6 +30,9 @@ def import_birder_quietly() -> None:
     """
     logger = logging.getLogger("birder")
     level = logger.level or logging.WARNING
+    # Birder imports torch.utils.cpp_extension, which warns "No CUDA runtime is found" on every
+    # machine without CUDA: not news for an embedding run, and it would break one-line errors.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     import birder.conf.settings  # noqa: F401  (runs logging.config.dictConfig)
 
     logger.setLevel(level)

@@ -16,6 +16,7 @@ from indexer.models import ModelCard, weights_file
 from search.cli import cli
 from tests.helpers import write_collection
 from tests.seeds import SEEDS, Served, registered
+from tests.subprocs import start_index
 
 pytestmark = pytest.mark.usefixtures("seed_registry")
 
@@ -126,3 +127,14 @@ def test_size_runs_a_rope_model_at_another_resolution(tmp_path: Path) -> None:
     answer = json.loads(run("--home", home, "query", str(copy), "--json").stdout)
     assert Path(answer["results"][0]["path"]) == photos["shapes2"]
     assert answer["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_fresh_process_keeps_birder_and_torch_quiet(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    """Birder's import resets its logger to INFO and torch warns about CUDA: neither shows."""
+    write_collection(tmp_path / "photos")
+    process = start_index(tmp_path / "home", tmp_path / "photos", tiny_checkpoint)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0
+    assert [line for line in stderr.splitlines() if "skipped" not in line] == []
