@@ -3,7 +3,7 @@
 Never imports torch. Knows nothing of models beyond the name and dimension recorded in `meta`.
 """
 
-from store.catalog import Store, StoredVector
+from store.catalog import Store
 from store.errors import (
     FaissUnavailable,
     IndexBusy,
@@ -14,6 +14,7 @@ from store.errors import (
 )
 from store.home import HOME_ENV, catalog_path, resolve_home
 from store.lock import exclusive_writer
+from store.reader import StoredVector
 from store.records import (
     Embedded,
     Failure,

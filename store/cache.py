@@ -2,43 +2,44 @@
 
 The file is named after the catalog generation it reflects, so a file that is missing, stale
 (a killed run, an older generation) or damaged is detected here and rebuilt with a notice,
-never an error and never a loss.
+never an error and never a loss. A rebuild keeps the index's kind and tuned parameters.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import Connection, func, select
 
+from store import tuning
 from store import vectors as vecs
-from store.records import IndexMeta
+from store.ann import AnnIndex, IndexSpec
+from store.records import Vectors
 from store.schema import generation_of, images, unblob
 
-if TYPE_CHECKING:
-    import faiss
-
 log = logging.getLogger("imgsearch.store")
-_REBUILD_CHUNK = 20_000
+_CHUNK = 20_000
 
 
-def load_or_rebuild(conn: Connection, home: Path, meta: IndexMeta) -> tuple[faiss.Index, int]:
-    """The index and the generation it reflects, read in one snapshot of `conn`."""
+def load_or_rebuild(
+    conn: Connection, home: Path, dim: int, spec: IndexSpec, mmap: bool
+) -> tuple[AnnIndex, int]:
+    """The index and the generation it reflects, read in one snapshot of `conn`.
+
+    `mmap`: map IVF lists instead of reading them (read-only use).
+    """
     generation = generation_of(conn)
     count = int(conn.execute(select(func.count()).select_from(images)).scalar_one())
-    found = _read_file(home, generation, count)
+    found = _read_file(home, generation, count, spec, mmap)
     if not isinstance(found, str):
         return found, generation
-    index = vecs.new_index(meta.dim, meta.index_type)
-    result = conn.execution_options(yield_per=_REBUILD_CHUNK).execute(
-        select(images.c.id, images.c.vector)
-    )
-    for chunk in result.partitions():
-        ids = np.array([row[0] for row in chunk], dtype=np.int64)
-        vecs.add(index, ids, np.stack([unblob(row[1]) for row in chunk]))
+    ids, vectors = all_vectors(conn, dim)
+    if len(ids) < spec.min_vectors():  # cannot train: only after a damaged catalog
+        spec = IndexSpec()
+    index = tuning.build(dim, spec, ids, vectors)
     if found != "new":
         log.warning("FAISS file %s: rebuilt from the catalog (%d vectors)", found, count)
     try:
@@ -48,7 +49,23 @@ def load_or_rebuild(conn: Connection, home: Path, meta: IndexMeta) -> tuple[fais
     return index, generation
 
 
-def _read_file(home: Path, generation: int, count: int) -> faiss.Index | str:
+def all_vectors(conn: Connection, dim: int) -> tuple[NDArray[np.int64], Vectors]:
+    """Every (id, vector) in the catalog, in id order."""
+    result = conn.execution_options(yield_per=_CHUNK).execute(
+        select(images.c.id, images.c.vector).order_by(images.c.id)
+    )
+    ids: list[int] = []
+    chunks: list[Vectors] = []
+    for chunk in result.partitions():
+        ids.extend(row[0] for row in chunk)
+        chunks.append(np.stack([unblob(row[1]) for row in chunk]))
+    vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), dtype=np.float32)
+    return np.array(ids, dtype=np.int64), vectors
+
+
+def _read_file(
+    home: Path, generation: int, count: int, spec: IndexSpec, mmap: bool
+) -> AnnIndex | str:
     """The FAISS file for `generation` if it is sound, else why it must be rebuilt."""
     path = vecs.file_for(home, generation)
     if not path.is_file():
@@ -56,9 +73,9 @@ def _read_file(home: Path, generation: int, count: int) -> faiss.Index | str:
             return "stale (an earlier run did not finish)"
         return "new" if count == 0 else "missing"
     try:
-        index = vecs.read(path)
-    except (OSError, RuntimeError):
+        index = AnnIndex.read(path, spec, mmap)
+    except (OSError, RuntimeError, ValueError):
         return "unreadable"
-    if index.ntotal != count:
-        return f"out of date ({index.ntotal} vectors, catalog {count})"
+    if index.count != count:
+        return f"out of date ({index.count} vectors, catalog {count})"
     return index

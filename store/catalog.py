@@ -7,72 +7,47 @@ or damaged is detected on open and rebuilt from SQLite with a notice, never an e
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 
-from store import tags
+from store import tags, tuning
 from store import vectors as vecs
-from store.cache import load_or_rebuild
-from store.errors import IndexNotFound, ItemNotFound, ModelMismatch
+from store.ann import AnnIndex, IndexSpec
+from store.cache import all_vectors, load_or_rebuild
+from store.errors import IndexNotFound, ModelMismatch
 from store.home import catalog_path
 from store.pairs import DEFAULT_PROBES, Pair, cross_pairs, similar_pairs
-from store.records import Embedded, Failure, Hit, ImageRecord, IndexMeta, Vector, Vectors
+from store.reader import CatalogReader
+from store.records import Embedded, Failure, Hit, IndexMeta, Vectors
 from store.schema import (
     SCHEMA_VERSION,
     blob,
     failures,
-    ignored_pairs,
     images,
     make_engine,
     meta,
     metadata,
-    unblob,
 )
 
-if TYPE_CHECKING:
-    import faiss
+MAX_TOMBSTONES = 0.2  # HNSW: rebuild once removed/replaced vectors exceed this share
 
 
-_RECORD_COLUMNS = (
-    images.c.id,
-    images.c.path,
-    images.c.size,
-    images.c.mtime_ns,
-    images.c.content_hash,
-    images.c.width,
-    images.c.height,
-)
-
-
-@dataclass(frozen=True)
-class StoredVector:
-    """A stored embedding with the pixel size of its image, reusable for a same-content file."""
-
-    vector: Vector
-    width: int
-    height: int
-
-
-def _record(row: Any) -> ImageRecord:
-    return ImageRecord(*row)
-
-
-class Store:
+class Store(CatalogReader):
     """An index home. Open with `Store.open` (read) or `Store.open_for_model` (index)."""
 
     def __init__(self, home: Path, engine: Engine, index_meta: IndexMeta) -> None:
         self.home = home
         self.meta = index_meta
         self._engine = engine
-        self._index: faiss.Index | None = None
+        self._index: AnnIndex | None = None
+        self._writer = False  # opened by open_for_model: no memory-mapped index
         self._generation = -1  # generation the in-memory FAISS index reflects
         self._dirty = False
 
@@ -104,6 +79,7 @@ class Store:
         """
         cls._create(home, model, dim, settings or {})
         store = cls.open(home)
+        store._writer = True
         try:
             store.check_model(model, dim)
         except ModelMismatch:
@@ -133,7 +109,8 @@ class Store:
                 "model": model,
                 "dim": str(dim),
                 "metric": "cosine",
-                "index_type": vecs.INDEX_TYPE_FLAT,
+                "index_type": IndexSpec().factory,
+                "index_spec": IndexSpec().to_json(),
                 "schema_version": str(SCHEMA_VERSION),
                 "generation": "0",
             }
@@ -154,72 +131,6 @@ class Store:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    # -- reading ---------------------------------------------------------------------------
-
-    def count(self) -> int:
-        with self._engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(images)).scalar_one())
-
-    def records(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
-        wanted = list(ids)
-        if not wanted:
-            return {}
-        with self._engine.connect() as conn:
-            rows = conn.execute(select(*_RECORD_COLUMNS).where(images.c.id.in_(wanted)))
-            return {row.id: _record(row) for row in rows}
-
-    def record_by_path(self, path: str) -> ImageRecord:
-        with self._engine.connect() as conn:
-            row = conn.execute(select(*_RECORD_COLUMNS).where(images.c.path == path)).first()
-        if row is None:
-            raise ItemNotFound(f"{path} is not in the index")
-        return _record(row)
-
-    def vector(self, image_id: int) -> Vector:
-        with self._engine.connect() as conn:
-            blob = conn.execute(select(images.c.vector).where(images.c.id == image_id)).scalar()
-        if blob is None:
-            raise ItemNotFound(f"no image with id {image_id} in the index")
-        return unblob(blob)
-
-    def file_states(self) -> dict[str, ImageRecord]:
-        """Every indexed file by path, to decide what a scan has to do."""
-        with self._engine.connect() as conn:
-            return {row.path: _record(row) for row in conn.execute(select(*_RECORD_COLUMNS))}
-
-    def chunks(self, size: int = 10_000) -> Iterator[tuple[list[ImageRecord], Vectors]]:
-        """Every image and its vector in id order, `size` at a time, from one snapshot."""
-        with self._engine.begin() as conn:
-            last = -1
-            while True:
-                query = (
-                    select(*_RECORD_COLUMNS, images.c.vector)
-                    .where(images.c.id > last)
-                    .order_by(images.c.id)
-                    .limit(size)
-                )
-                rows = conn.execute(query).all()
-                if not rows:
-                    return
-                vectors = np.stack([unblob(row.vector) for row in rows])
-                yield [_record(row[:-1]) for row in rows], vectors
-                last = rows[-1].id
-
-    def failures(self) -> dict[str, Failure]:
-        with self._engine.connect() as conn:
-            rows = conn.execute(select(failures)).all()
-        return {row.path: Failure(*row) for row in rows}
-
-    def stored_vectors(self, hashes: Iterable[str]) -> dict[str, StoredVector]:
-        """One stored vector per content hash, for files whose content is already indexed."""
-        wanted = sorted(set(hashes))
-        if not wanted:
-            return {}
-        query = select(images.c.content_hash, images.c.vector, images.c.width, images.c.height)
-        with self._engine.connect() as conn:
-            rows = conn.execute(query.where(images.c.content_hash.in_(wanted)))
-            return {h: StoredVector(unblob(v), w, ht) for h, v, w, ht in rows}
-
     def search(
         self,
         queries: Vectors,
@@ -231,10 +142,11 @@ class Store:
         only `only` ids do when given."""
         if queries.ndim != 2 or queries.shape[1] != self.meta.dim:
             raise ValueError(f"queries must be (n, {self.meta.dim}), got {queries.shape}")
-        return vecs.search(self._faiss(), queries, k, exclude, only)
+        return self._ann().search(queries, k, exclude, only, self._fetch)
 
     def faiss_count(self) -> int:
-        return int(self._faiss().ntotal)
+        """Live vectors in the FAISS index (tombstones left out)."""
+        return self._ann().count
 
     def similar_pairs(
         self, threshold: float, ids: Sequence[int] | None = None, probes: int = DEFAULT_PROBES
@@ -260,30 +172,17 @@ class Store:
         return [(a, b, s) for a, b, s in found if a != b]
 
     def _vectors_of(self, ids: Sequence[int] | None) -> tuple[NDArray[np.int64], Vectors]:
-        """(ids, vectors) of the stored images among `ids` (all if None), from FAISS storage."""
-        stored_ids, vectors = vecs.all_vectors(self._faiss())
+        """(ids, vectors) of the stored images among `ids` (all if None): from a flat index's
+        storage, else from the catalog."""
+        found = self._ann().all_vectors()
+        if found is None:
+            with self._engine.begin() as conn:
+                found = all_vectors(conn, self.meta.dim)
+        stored_ids, vectors = found
         if ids is None:
             return stored_ids, vectors
         keep = np.isin(stored_ids, np.asarray(list(ids), dtype=np.int64))
         return stored_ids[keep], vectors[keep]
-
-    def ignored_pairs(self) -> set[tuple[str, str]]:
-        """Content-hash pairs (a < b) the user marked as not duplicates."""
-        with self._engine.connect() as conn:
-            rows = conn.execute(select(ignored_pairs.c.hash_a, ignored_pairs.c.hash_b))
-            return {(a, b) for a, b in rows}
-
-    def ignore_pairs(self, hashes: Sequence[str]) -> int:
-        """Remember every pair among `hashes` as not duplicates. Returns how many were new."""
-        unique = sorted(set(hashes))
-        rows = [{"hash_a": a, "hash_b": b} for i, a in enumerate(unique) for b in unique[i + 1 :]]
-        if not rows:
-            return 0
-        with self._engine.begin() as conn:
-            before = conn.execute(select(func.count()).select_from(ignored_pairs)).scalar_one()
-            conn.execute(sqlite_insert(ignored_pairs).on_conflict_do_nothing(), rows)
-            after = conn.execute(select(func.count()).select_from(ignored_pairs)).scalar_one()
-        return int(after - before)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -293,7 +192,7 @@ class Store:
         A path already indexed keeps its id (its vector is replaced); a path that now fails
         leaves the index, since its old vector no longer describes the file.
         """
-        index = self._faiss()
+        index = self._ann()
         paths = [e.file.path for e in embedded] + [f.path for f in failed]
         with self._engine.begin() as conn:
             query = select(images.c.path, images.c.id, images.c.content_hash).where(
@@ -330,18 +229,18 @@ class Store:
             generation = self._bump_generation(conn)
         # SQLite has committed: only now does the in-memory FAISS index follow.
         replaced = np.array([i for i, _ in updated] + gone, dtype=np.int64)
-        vecs.remove(index, replaced)
+        index.remove(replaced)
         ids = np.array([i for i, _ in updated] + new_ids, dtype=np.int64)
         rows = [e.vector for _, e in updated] + [e.vector for e in new]
         if rows:
-            vecs.add(index, ids, np.stack(rows))
+            index.add(ids, np.stack(rows))
         self._mark(generation)
 
     def remove_paths(self, paths: Sequence[str]) -> int:
         """Forget files that no longer exist. Returns how many indexed images were removed."""
         if not paths:
             return 0
-        index = self._faiss()
+        index = self._ann()
         with self._engine.begin() as conn:
             query = select(images.c.id, images.c.content_hash).where(images.c.path.in_(paths))
             rows = conn.execute(query).all()
@@ -350,28 +249,58 @@ class Store:
             conn.execute(delete(failures).where(failures.c.path.in_(paths)))
             tags.prune(conn, (content_hash for _, content_hash in rows))
             generation = self._bump_generation(conn)
-        vecs.remove(index, np.array(ids, dtype=np.int64))
+        index.remove(np.array(ids, dtype=np.int64))
         self._mark(generation)
         return len(ids)
+
+    # -- the FAISS index's kind ----------------------------------------------------------
+
+    def reindex(self, choice: str | None = None, max_memory: int | None = None) -> IndexSpec:
+        """Rebuild the FAISS index from the stored vectors (no re-embedding) as `choice`
+        (auto, flat, hnsw, ivf, ivfpq; default: as recorded), tune it, record it in `meta`."""
+        choice = choice or self.meta.index_choice
+        budget = max_memory or self.meta.max_index_memory or tuning.DEFAULT_MAX_INDEX_MEMORY
+        with self._engine.begin() as conn:
+            ids, vectors = all_vectors(conn, self.meta.dim)
+            spec = tuning.choose(choice, len(ids), self.meta.dim, budget)
+            index = tuning.build(self.meta.dim, spec, ids, vectors)
+            spec = tuning.tune(index, ids, vectors)
+            generation = self._bump_generation(conn)
+            vecs.write_atomic(index, self.home, generation)
+            settings = {"index_choice": choice, "max_index_memory": str(budget),
+                        "index_type": spec.factory, "index_spec": spec.to_json()}  # fmt: skip
+            for key, value in settings.items():
+                self._set_meta(conn, key, value)
+        self._index, self._generation, self._dirty = index, generation, False
+        self.meta = dataclasses.replace(
+            self.meta, index_choice=choice, max_index_memory=budget,
+            index_type=spec.factory, index_spec=spec.to_json(),
+        )  # fmt: skip
+        return spec
+
+    def maintain(self) -> IndexSpec | None:
+        """After a writing run: rebuild when the recorded choice now means another index (a
+        size boundary crossed) or HNSW tombstones pile up. Returns the new spec if rebuilt."""
+        index = self._ann()
+        budget = self.meta.max_index_memory or tuning.DEFAULT_MAX_INDEX_MEMORY
+        wanted = tuning.choose(self.meta.index_choice, index.count, self.meta.dim, budget)
+        same = (wanted.kind, wanted.nlist, wanted.pq) == (index.spec.kind, index.spec.nlist,
+                                                          index.spec.pq)  # fmt: skip
+        if same and index.tombstones <= MAX_TOMBSTONES * max(1, index.count):
+            return None
+        return self.reindex()
 
     def record_setting(self, key: str, value: str) -> None:
         """Record a setting of the last run in `meta` (e.g. the precision it used)."""
         with self._engine.begin() as conn:
-            upsert = sqlite_insert(meta).on_conflict_do_update(
-                index_elements=[meta.c.key], set_={"value": value}
-            )
-            conn.execute(upsert, {"key": key, "value": value})
+            self._set_meta(conn, key, value)
 
-    # -- tags ------------------------------------------------------------------------------
-
-    def tag_counts(self, min_score: float = 0.0) -> list[tuple[str, int]]:
-        return tags.counts(self._engine, min_score)
-
-    def ids_with_tag(self, word: str, min_score: float = 0.0) -> set[int]:
-        return tags.ids_with_tag(self._engine, word, min_score)
-
-    def tags_of(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float]]]:
-        return tags.of_ids(self._engine, ids)
+    @staticmethod
+    def _set_meta(conn: Connection, key: str, value: str) -> None:
+        upsert = sqlite_insert(meta).on_conflict_do_update(
+            index_elements=[meta.c.key], set_={"value": value}
+        )
+        conn.execute(upsert, {"key": key, "value": value})
 
     def flush(self) -> None:
         """Write the FAISS file for the current generation, atomically, if anything changed."""
@@ -392,10 +321,13 @@ class Store:
 
     # -- the FAISS cache -------------------------------------------------------------------
 
-    def _faiss(self) -> faiss.Index:
+    def _ann(self) -> AnnIndex:
         if self._index is None:
-            with self._engine.connect() as conn:
-                self._index, self._generation = load_or_rebuild(conn, self.home, self.meta)
+            with self._engine.begin() as conn:  # one snapshot: generation, count, vectors
+                spec = IndexSpec.from_json(self.meta.index_spec)
+                mmap = not self._writer
+                loaded = load_or_rebuild(conn, self.home, self.meta.dim, spec, mmap)
+                self._index, self._generation = loaded
         return self._index
 
 

@@ -93,6 +93,9 @@ class IndexMeta:
     weights: str | None = None
     input_size: int | None = None  # the model's input resolution, when not its own (--size)
     precision: str | None = None  # of the last run that embedded images
+    index_spec: str | None = None  # the FAISS index's IndexSpec as JSON (None: flat)
+    index_choice: str = "auto"  # what the user asked for: auto, flat, hnsw, ivf, ivfpq
+    max_index_memory: int | None = None  # bytes; the budget `auto` chooses within
 
     @classmethod
     def from_values(cls, values: dict[str, str]) -> IndexMeta:
@@ -106,4 +109,9 @@ class IndexMeta:
             weights=values.get("weights"),
             input_size=int(values["input_size"]) if "input_size" in values else None,
             precision=values.get("precision"),
+            index_spec=values.get("index_spec"),
+            index_choice=values.get("index_choice", "auto"),
+            max_index_memory=int(values["max_index_memory"])
+            if "max_index_memory" in values
+            else None,
         )

@@ -18,7 +18,6 @@ from store import (
     Store,
     Vectors,
 )
-from store import vectors as vecs
 
 DIM = 16
 
@@ -173,7 +172,7 @@ def test_open_without_index_and_model_mismatch(home: Path) -> None:
     with pytest.raises(ModelMismatch):
         Store.open_for_model(home, "model-a", DIM * 2)
     with Store.open(home) as store:
-        assert store.meta.index_type == vecs.INDEX_TYPE_FLAT
+        assert store.meta.index_type == "IDMap2,Flat"
         assert store.meta.metric == "cosine"
 
 

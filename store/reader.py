@@ -1,0 +1,137 @@
+"""Reading the catalog: records, vectors, failures, tags, ignored pairs. SQL only, no FAISS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import Engine, func, select
+
+from store import ignored, tags
+from store.errors import ItemNotFound
+from store.records import Failure, ImageRecord, Vector, Vectors
+from store.schema import failures, images, unblob
+
+_RECORD_COLUMNS = (
+    images.c.id,
+    images.c.path,
+    images.c.size,
+    images.c.mtime_ns,
+    images.c.content_hash,
+    images.c.width,
+    images.c.height,
+)
+
+
+@dataclass(frozen=True)
+class StoredVector:
+    """A stored embedding with the pixel size of its image, reusable for a same-content file."""
+
+    vector: Vector
+    width: int
+    height: int
+
+
+def _record(row: Any) -> ImageRecord:
+    return ImageRecord(*row)
+
+
+class CatalogReader:
+    """The read side of a Store; `_engine` is the catalog's."""
+
+    _engine: Engine
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def count(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(images)).scalar_one())
+
+    def records(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
+        wanted = list(ids)
+        if not wanted:
+            return {}
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(*_RECORD_COLUMNS).where(images.c.id.in_(wanted)))
+            return {row.id: _record(row) for row in rows}
+
+    def record_by_path(self, path: str) -> ImageRecord:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(*_RECORD_COLUMNS).where(images.c.path == path)).first()
+        if row is None:
+            raise ItemNotFound(f"{path} is not in the index")
+        return _record(row)
+
+    def vector(self, image_id: int) -> Vector:
+        with self._engine.connect() as conn:
+            blob = conn.execute(select(images.c.vector).where(images.c.id == image_id)).scalar()
+        if blob is None:
+            raise ItemNotFound(f"no image with id {image_id} in the index")
+        return unblob(blob)
+
+    def file_states(self) -> dict[str, ImageRecord]:
+        """Every indexed file by path, to decide what a scan has to do."""
+        with self._engine.connect() as conn:
+            return {row.path: _record(row) for row in conn.execute(select(*_RECORD_COLUMNS))}
+
+    def chunks(self, size: int = 10_000) -> Iterator[tuple[list[ImageRecord], Vectors]]:
+        """Every image and its vector in id order, `size` at a time, from one snapshot."""
+        with self._engine.begin() as conn:
+            last = -1
+            while True:
+                query = (
+                    select(*_RECORD_COLUMNS, images.c.vector)
+                    .where(images.c.id > last)
+                    .order_by(images.c.id)
+                    .limit(size)
+                )
+                rows = conn.execute(query).all()
+                if not rows:
+                    return
+                vectors = np.stack([unblob(row.vector) for row in rows])
+                yield [_record(row[:-1]) for row in rows], vectors
+                last = rows[-1].id
+
+    def failures(self) -> dict[str, Failure]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(failures)).all()
+        return {row.path: Failure(*row) for row in rows}
+
+    def stored_vectors(self, hashes: Iterable[str]) -> dict[str, StoredVector]:
+        """One stored vector per content hash, for files whose content is already indexed."""
+        wanted = sorted(set(hashes))
+        if not wanted:
+            return {}
+        query = select(images.c.content_hash, images.c.vector, images.c.width, images.c.height)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query.where(images.c.content_hash.in_(wanted)))
+            return {h: StoredVector(unblob(v), w, ht) for h, v, w, ht in rows}
+
+    def ignored_pairs(self) -> set[tuple[str, str]]:
+        """Content-hash pairs (a < b) the user marked as not duplicates."""
+        return ignored.pairs(self._engine)
+
+    def ignore_pairs(self, hashes: Sequence[str]) -> int:
+        """Remember every pair among `hashes` as not duplicates. Returns how many were new."""
+        return ignored.remember(self._engine, hashes)
+
+    # -- tags ------------------------------------------------------------------------------
+
+    def tag_counts(self, min_score: float = 0.0) -> list[tuple[str, int]]:
+        return tags.counts(self._engine, min_score)
+
+    def ids_with_tag(self, word: str, min_score: float = 0.0) -> set[int]:
+        return tags.ids_with_tag(self._engine, word, min_score)
+
+    def tags_of(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float]]]:
+        return tags.of_ids(self._engine, ids)
+
+    def _fetch(self, ids: NDArray[np.int64]) -> Vectors:
+        """Exact vectors of `ids`, in that order (re-scoring IVF-PQ candidates)."""
+        with self._engine.connect() as conn:
+            query = select(images.c.id, images.c.vector).where(images.c.id.in_(ids.tolist()))
+            found = {i: unblob(v) for i, v in conn.execute(query)}
+        return np.stack([found[int(i)] for i in ids])

@@ -1,0 +1,145 @@
+"""Choosing an index kind for a collection, building it, and tuning its search parameters.
+
+`auto` picks by size and memory budget: exact `flat` below FLAT_LIMIT vectors; above, IVF
+(inverted lists of full vectors, memory-mapped when read) while the vectors fit the budget,
+else IVF-PQ (`dim / 8` bytes per vector, re-scored exactly). HNSW is there to be asked for.
+Tuning measures recall@10 against exact search on a sample of the stored vectors (each
+query's own vector left out) and takes the cheapest setting that reaches the target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+
+import numpy as np
+from numpy.typing import NDArray
+
+from store.ann import KINDS, PQ_CENTROIDS, AnnIndex, IndexSpec
+from store.records import Vectors
+
+FLAT_LIMIT = 50_000  # below this, exact search answers a single query in a few ms
+DEFAULT_MAX_INDEX_MEMORY = 8 << 30  # bytes
+TARGET_RECALL = 0.95
+TUNING_QUERIES = 500
+_BUILD_CHUNK = 50_000
+_NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024)
+_RERANK = (2, 4, 8, 16)
+
+
+def choose(
+    kind: str, count: int, dim: int, max_memory: int = DEFAULT_MAX_INDEX_MEMORY
+) -> IndexSpec:
+    """The spec to build for `count` vectors (untuned). `kind` is one of KINDS or `auto`.
+
+    A kind that cannot be trained on so few vectors falls back to flat (said by the caller).
+    """
+    if kind not in (*KINDS, "auto"):
+        raise ValueError(f"unknown index type {kind!r}: auto, {', '.join(KINDS)}")
+    if kind == "auto" and count < FLAT_LIMIT:
+        kind = "flat"
+    elif kind == "auto":
+        kind = "ivf" if count * dim * 4 <= max_memory else "ivfpq"
+    nlist = nlist_for(count)
+    spec = IndexSpec(kind=kind, nlist=nlist if kind in ("ivf", "ivfpq") else 0,
+                     pq=pq_bytes(dim) if kind == "ivfpq" else 0)  # fmt: skip
+    if count < spec.min_vectors():
+        return IndexSpec()
+    return spec
+
+
+def nlist_for(count: int) -> int:
+    """A power of two near 4 sqrt(n), with >= 39 training points per list."""
+    if count < 39 * 2:
+        return 1
+    target = 4 * math.sqrt(count)
+    nlist = 2 ** max(0, round(math.log2(target)))
+    return int(max(1, min(nlist, 65536, count // 39)))
+
+
+def pq_bytes(dim: int) -> int:
+    """Sub-quantizers for IVF-PQ: the largest divisor of dim not above dim / 8."""
+    return max(d for d in range(1, dim // 8 + 1) if dim % d == 0) if dim >= 8 else dim
+
+
+def build(dim: int, spec: IndexSpec, ids: NDArray[np.int64], vectors: Vectors) -> AnnIndex:
+    """A new index of `spec` over (ids, vectors): trained on a sample, filled in chunks."""
+    train = None
+    if spec.kind in ("ivf", "ivfpq"):
+        wanted = min(len(vectors), max(spec.min_vectors(), 64 * max(spec.nlist, PQ_CENTROIDS)))
+        pick = np.random.RandomState(0).choice(len(vectors), wanted, replace=False)
+        train = vectors[np.sort(pick)]
+    index = AnnIndex.new(dim, spec, train)
+    for start in range(0, len(ids), _BUILD_CHUNK):
+        index.add(ids[start : start + _BUILD_CHUNK], vectors[start : start + _BUILD_CHUNK])
+    return index
+
+
+def tune(index: AnnIndex, ids: NDArray[np.int64], vectors: Vectors,
+         target: float = TARGET_RECALL) -> IndexSpec:  # fmt: skip
+    """The cheapest search setting with recall@10 >= target (or the best there is), with its
+    measured recall. `ids`, `vectors`: everything the index holds."""
+    if index.spec.kind == "flat" or len(ids) <= 10:
+        return dataclasses.replace(index.spec, recall=1.0)
+    rows = np.random.RandomState(1).choice(len(ids), min(TUNING_QUERIES, len(ids)), replace=False)
+    queries, query_ids = vectors[rows], ids[rows]
+    truth = _exact_top10(queries, query_ids, ids, vectors)
+    position = {int(i): n for n, i in enumerate(ids)}
+
+    def fetch(wanted: NDArray[np.int64]) -> Vectors:
+        return vectors[[position[int(i)] for i in wanted]]
+
+    best = index.spec
+    for candidate in _ladder(index.spec):
+        index.spec = candidate
+        recall = _recall(index, queries, query_ids, truth, fetch)
+        best = dataclasses.replace(candidate, recall=recall)
+        if recall >= target:
+            break
+    index.spec = best
+    return best
+
+
+def _ladder(spec: IndexSpec) -> Iterator[IndexSpec]:
+    if spec.kind == "hnsw":
+        for ef in _EF_SEARCH:
+            yield dataclasses.replace(spec, ef_search=ef)
+    elif spec.kind == "ivf":
+        for nprobe in (p for p in _NPROBES if p <= spec.nlist):
+            yield dataclasses.replace(spec, nprobe=nprobe)
+    elif spec.kind == "ivfpq":
+        for nprobe in (p for p in _NPROBES if p <= spec.nlist):
+            for rerank in _RERANK:
+                yield dataclasses.replace(spec, nprobe=nprobe, rerank=rerank)
+
+
+def _recall(index: AnnIndex, queries: Vectors, query_ids: NDArray[np.int64],
+            truth: list[set[int]], fetch: object) -> float:  # fmt: skip
+    found = 0
+    for start in range(0, len(queries), 100):
+        chunk = slice(start, start + 100)
+        excluded = [frozenset({int(i)}) for i in query_ids[chunk]]
+        for q, ex, expected in zip(queries[chunk], excluded, truth[chunk], strict=True):
+            hits = index.search(q[None, :], 10, ex, None, fetch)[0]  # type: ignore[arg-type]
+            found += len({h.id for h in hits} & expected)
+    return found / max(1, sum(len(t) for t in truth))
+
+
+def _exact_top10(queries: Vectors, query_ids: NDArray[np.int64], ids: NDArray[np.int64],
+                 vectors: Vectors) -> list[set[int]]:  # fmt: skip
+    """Each query's 10 nearest stored ids by exact cosine, itself left out."""
+    best_scores = np.full((len(queries), 11), -np.inf, dtype=np.float32)
+    best_ids = np.full((len(queries), 11), -1, dtype=np.int64)
+    for start in range(0, len(ids), _BUILD_CHUNK):
+        scores = queries @ vectors[start : start + _BUILD_CHUNK].T
+        chunk_ids = np.broadcast_to(ids[start : start + _BUILD_CHUNK], scores.shape)
+        scores = np.where(chunk_ids == query_ids[:, None], -np.inf, scores)
+        all_scores = np.concatenate([best_scores, scores], axis=1)
+        all_ids = np.concatenate([best_ids, chunk_ids], axis=1)
+        top = np.argpartition(-all_scores, 10, axis=1)[:, :11]
+        best_scores = np.take_along_axis(all_scores, top, axis=1)
+        best_ids = np.take_along_axis(all_ids, top, axis=1)
+    order = np.argsort(-best_scores, axis=1)[:, :10]
+    return [set(row.tolist()) for row in np.take_along_axis(best_ids, order, axis=1)]
