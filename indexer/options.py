@@ -47,3 +47,5 @@ class IndexOptions:
     workers: int | None = None  # None: one per core, at most 4
     prune: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused unread (bombs)
+    index_type: str | None = None  # auto|flat|hnsw|ivf|ivfpq; None: as recorded (auto if new)
+    max_index_memory: int | None = None  # bytes `auto` may use; None: as recorded or default

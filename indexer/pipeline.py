@@ -35,6 +35,7 @@ from store import (
     Failure,
     IndexMeta,
     IndexNotFound,
+    IndexSpec,
     Store,
     Vectors,
     exclusive_writer,
@@ -61,6 +62,7 @@ class IndexReport:
     device: str
     precision: str
     seconds: float
+    index_change: IndexSpec | None = None  # the FAISS index was rebuilt as this at the end
 
     @property
     def images_per_second(self) -> float:
@@ -96,12 +98,14 @@ def _index(
     device = resolve_device(options.runtime.device)
     dtype = resolve_dtype(options.runtime.precision, device)
     plan, recorded = _plan(home, folders, canonical_name(options.model.name))
+    _check_index_type(options, recorded)
     model = _with_recorded_size(options.model, recorded)
     embedder: Embedder | None = None
     if plan.todo or recorded is None:  # nothing to embed: the model is not even loaded
         embedder = Embedder(load_backbone(model, device, labels=True), device, dtype)
         backbone = embedder.backbone
-        store = Store.open_for_model(home, backbone.name, backbone.dim, _settings(model))
+        settings = _settings(model) | _index_settings(options)
+        store = Store.open_for_model(home, backbone.name, backbone.dim, settings)
         store.record_setting("precision", precision_name(dtype))
     else:
         store = Store.open(home)
@@ -116,6 +120,7 @@ def _index(
                     if progress:
                         progress.advance(len(batch.items))
             removed = store.remove_paths(plan.vanished) if options.prune else 0
+            change = store.maintain()  # a size boundary crossed, or HNSW tombstones piled up
         finally:
             # Also on Ctrl-C: the in-memory FAISS index always matches what SQLite committed,
             # so saving it spares the next run a rebuild.
@@ -133,6 +138,7 @@ def _index(
         device=str(device),
         precision=precision_name(dtype),
         seconds=0.0,  # set by index_folders, which times the whole run
+        index_change=change,
     )
 
 
@@ -158,6 +164,23 @@ def _with_recorded_size(model: ModelChoice, recorded: IndexMeta | None) -> Model
         made = recorded.input_size or "its model's own size"
         raise InvalidOption(f"--size {model.size}: this index was made at {made}")
     return model
+
+
+def _check_index_type(options: IndexOptions, recorded: IndexMeta | None) -> None:
+    """The index type is chosen when an index is created; `reindex` changes it."""
+    asked = options.index_type
+    if recorded is not None and asked is not None and asked != recorded.index_choice:
+        raise InvalidOption(
+            f"--index-type {asked}: this index was made with {recorded.index_choice} "
+            f"(now {recorded.index_type}); change it with `imgsearch reindex --index-type {asked}`"
+        )
+
+
+def _index_settings(options: IndexOptions) -> dict[str, str]:
+    settings = {"index_choice": options.index_type or "auto"}
+    if options.max_index_memory:
+        settings["max_index_memory"] = str(options.max_index_memory)
+    return settings
 
 
 def _settings(model: ModelChoice) -> dict[str, str]:

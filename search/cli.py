@@ -24,11 +24,11 @@ from indexer.options import (
 from search import query as queries
 from search import render
 from search.cli_catalog import export, tags
-from search.cli_common import domain_errors, model_options, option_group
+from search.cli_common import ByteSize, domain_errors, model_options, option_group
 from search.cli_dupes import dupes, undo_command
 from search.cli_models import models
 from search.cli_orient import orient
-from store import Store, resolve_home
+from store import INDEX_KINDS, Store, exclusive_writer, resolve_home
 
 
 @click.group()
@@ -64,6 +64,8 @@ class _IndexRun:
     no_prune: bool
     size: int | None
     max_pixels: int
+    index_type: str | None
+    max_index_memory: int | None
 
 
 @cli.command()
@@ -80,6 +82,11 @@ class _IndexRun:
                       "multiple of the patch size). Recorded: later runs and queries use it."),
     click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
                  show_default=True, help="Refuse larger images unread (decompression bombs)."),
+    click.option("--index-type", type=click.Choice(["auto", *INDEX_KINDS]), default=None,
+                 help="FAISS index of a new index [default: auto: flat below 50,000 images, "
+                      "then IVF, or IVF-PQ past --max-index-memory]. `reindex` changes it."),
+    click.option("--max-index-memory", type=ByteSize(), default=None,
+                 help="Memory `auto` may give the vectors (default 8G)."),
 )  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
@@ -104,11 +111,15 @@ def index(ctx: click.Context, paths: tuple[str, ...], embedding: EmbedOptions, r
         workers=run.workers,
         prune=not run.no_prune,
         max_pixels=run.max_pixels,
+        index_type=run.index_type,
+        max_index_memory=run.max_index_memory,
     )
     with TqdmProgress(disable=ctx.meta["quiet"]) as progress:
         report = index_folders(ctx.obj, paths, options, progress)
     for failure in report.failed:
         click.echo(f"imgsearch: skipped {failure.path}: {failure.error}", err=True)
+    if report.index_change:
+        click.echo(f"imgsearch: {render.index_change(report.index_change)}", err=True)
     if report.not_retried:
         click.echo(
             f"imgsearch: {len(report.not_retried)} files that failed before are unchanged and "
@@ -174,6 +185,39 @@ def info(ctx: click.Context, as_json: bool) -> None:
         failed = sorted(store.failures().values(), key=lambda f: f.path)
         data = render.info_json(str(ctx.obj), store.meta, store.count(), failed)
     click.echo(json.dumps(data) if as_json else render.info_text(data, failed))
+
+
+@cli.command()
+@click.option(
+    "--index-type",
+    type=click.Choice(["auto", *INDEX_KINDS]),
+    default=None,
+    help="The kind to rebuild as (default: the recorded choice).",
+)
+@click.option(
+    "--max-index-memory",
+    type=ByteSize(),
+    default=None,
+    help="Memory `auto` may give the vectors (default: as recorded, else 8G).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the new index as JSON.")
+@click.pass_context
+@domain_errors
+def reindex(ctx: click.Context, index_type: str | None, max_index_memory: int | None,
+            as_json: bool) -> None:  # fmt: skip
+    """Rebuild the FAISS index from the stored vectors (no re-embedding) and tune it.
+
+    \b
+    imgsearch reindex --index-type hnsw
+    imgsearch reindex --index-type auto --max-index-memory 2G
+    """
+    with exclusive_writer(ctx.obj), Store.open(ctx.obj) as store:
+        spec = store.reindex(index_type, max_index_memory)
+        count = store.count()
+    if as_json:
+        click.echo(json.dumps(render.index_spec_json(spec, count)))
+    else:
+        click.echo(render.index_change(spec) + f" ({count} vectors)")
 
 
 @cli.command()

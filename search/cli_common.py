@@ -6,7 +6,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import click
 
@@ -55,6 +55,27 @@ class BatchSize(click.ParamType[int | None]):
         if number < 1:
             self.fail(f"{value!r} is not a positive integer or 'auto'", param, ctx)
         return number
+
+
+class ByteSize(click.ParamType[int]):
+    """A size in bytes: 8G, 512M, 100k, or a plain number."""
+
+    name = "SIZE"
+    _UNITS: ClassVar[dict[str, int]] = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30,
+                                        "t": 1 << 40}  # fmt: skip
+
+    def convert(self, value: Any, param: Any, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower().removesuffix("b").removesuffix("i")
+        unit = text[-1:] if text[-1:] in self._UNITS else ""
+        try:
+            number = float(text[: len(text) - len(unit)])
+        except ValueError:
+            number = 0
+        if number <= 0:
+            self.fail(f"{value!r} is not a size such as 8G, 512M or 1000000", param, ctx)
+        return int(number * self._UNITS[unit])
 
 
 def option_group(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,7 @@ from indexer.options import DEFAULT_MODEL
 from search.actions import ActionPlan
 from search.dupes import DuplicateGroup
 from search.query import QueryResult
-from store import Failure, IndexMeta
+from store import Failure, IndexMeta, IndexSpec
 
 if TYPE_CHECKING:
     from indexer.pipeline import IndexReport
@@ -65,13 +66,29 @@ def query_text(result: QueryResult) -> str:
     return "\n".join(lines)
 
 
+def index_change(spec: IndexSpec) -> str:
+    """One line saying what the FAISS index now is."""
+    params = {"hnsw": f"efSearch {spec.ef_search}", "ivf": f"nprobe {spec.nprobe}",
+              "ivfpq": f"nprobe {spec.nprobe}, rerank x{spec.rerank}"}.get(spec.kind)  # fmt: skip
+    recall = f"recall@10 {spec.recall:.3f}" if spec.recall is not None else "exact"
+    return f"index is now {spec.factory} ({', '.join(p for p in (params, recall) if p)})"
+
+
+def index_spec_json(spec: IndexSpec, count: int) -> dict[str, Any]:
+    return {"index_type": spec.factory, "count": count, **dataclasses.asdict(spec)}
+
+
 def info_json(home: str, meta: IndexMeta, count: int, failed: list[Failure]) -> dict[str, Any]:
+    spec = IndexSpec.from_json(meta.index_spec)
     return {
         "home": home,
         "model": meta.model,
         "dim": meta.dim,
         "count": count,
         "index_type": meta.index_type,
+        "index_choice": meta.index_choice,
+        # recall@10 against exact search, measured when the index was built (flat: exact)
+        "index_recall": 1.0 if spec.kind == "flat" else spec.recall,
         "input_size": meta.input_size,  # None: the model's own
         "precision": meta.precision,  # of the last run that embedded images
         "failed": len(failed),

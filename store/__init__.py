@@ -3,6 +3,8 @@
 Never imports torch. Knows nothing of models beyond the name and dimension recorded in `meta`.
 """
 
+from store.ann import KINDS as INDEX_KINDS
+from store.ann import IndexSpec
 from store.catalog import Store
 from store.errors import (
     FaissUnavailable,
@@ -30,6 +32,7 @@ from store.records import (
 
 __all__ = [
     "HOME_ENV",
+    "INDEX_KINDS",
     "Embedded",
     "Failure",
     "FaissUnavailable",
@@ -40,6 +43,7 @@ __all__ = [
     "IndexBusy",
     "IndexMeta",
     "IndexNotFound",
+    "IndexSpec",
     "ItemNotFound",
     "ModelMismatch",
     "Store",

@@ -151,7 +151,8 @@ def test_info_and_path(
 ) -> None:
     data = json.loads(invoke(home, "info", "--json").stdout)
     assert data == {"home": str(home), "model": TINY_NETWORK, "dim": 64, "count": 17,
-                    "index_type": "IDMap2,Flat", "input_size": None, "precision": "fp32",
+                    "index_type": "IDMap2,Flat", "index_choice": "auto", "index_recall": 1.0,
+                    "input_size": None, "precision": "fp32",
                     "failed": 2}  # fmt: skip
     text = invoke(home, "info").stdout
     assert "corrupt.jpg: not a readable image" in text
