@@ -158,6 +158,7 @@ def query(ctx: click.Context, images: tuple[str, ...], image_id: int | None,
     if chosen != 1:
         raise click.UsageError("give IMAGES, or --id ID, or --path INDEXED_PATH (exactly one)")
     with Store.open(ctx.obj) as store:
+        store.use_device(embedding.runtime.device)  # FAISS search on a GPU when there is one
         if image_id is not None:
             results = [queries.by_id(store, image_id, options)]
         elif indexed_path is not None:

@@ -113,6 +113,7 @@ def dupes(ctx: click.Context, ids: tuple[int, ...], ignore: bool, finding: DupeO
             return
         if embedding.model is not None:
             store.check_model(canonical_name(embedding.model))
+        store.use_device(embedding.runtime.device)  # the self-join on a GPU when there is one
         options = dataclasses.replace(finding, embedding=embedding)
         used, groups = find_duplicates(store, options)
         keep = options.keep.name

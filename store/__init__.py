@@ -14,6 +14,7 @@ from store.errors import (
     ModelMismatch,
     StoreError,
 )
+from store.gpu import GpuUnavailable, faiss_has_gpu
 from store.home import HOME_ENV, catalog_path, resolve_home
 from store.lock import exclusive_writer
 from store.reader import StoredVector
@@ -37,6 +38,7 @@ __all__ = [
     "Failure",
     "FaissUnavailable",
     "FileStat",
+    "GpuUnavailable",
     "Hit",
     "ImageFile",
     "ImageRecord",
@@ -54,5 +56,6 @@ __all__ = [
     "Vectors",
     "catalog_path",
     "exclusive_writer",
+    "faiss_has_gpu",
     "resolve_home",
 ]

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from store.gpu import Gpu, to_gpu
 from store.records import Hit, Vectors
 from store.vectors import import_faiss, tombstone_file
 
@@ -81,6 +82,9 @@ class AnnIndex:
         self.spec = spec
         self.index = index  # a downcast proxy: the owning proxy it came from is kept too
         self._owner: Any = None
+        self._gpu: Gpu | None = None
+        self._gpu_index: Any = None  # a GPU copy for search, made again after changes
+        self._gpu_ids = np.zeros(0, dtype=np.int64)  # flat on a GPU: position -> id
         self._ids: NDArray[np.int64] | None = None  # hnsw: position -> catalog id
         self._dead = np.zeros(0, dtype=bool)
         if spec.kind == "hnsw":
@@ -125,9 +129,14 @@ class AnnIndex:
     def tombstones(self) -> int:
         return int(self._dead.sum())
 
+    def use_gpu(self, gpu: Gpu | None) -> None:
+        """Search (flat, IVF, IVF-PQ) on this GPU from now on; None: the CPU."""
+        self._gpu, self._gpu_index = gpu, None
+
     def add(self, ids: NDArray[np.int64], vectors: Vectors) -> None:
         if not len(ids):
             return
+        self._gpu_index = None
         self.index.add_with_ids(
             np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64)
         )
@@ -138,6 +147,7 @@ class AnnIndex:
     def remove(self, ids: NDArray[np.int64]) -> None:
         if not len(ids):
             return
+        self._gpu_index = None
         lib = import_faiss()
         wanted = np.ascontiguousarray(ids, dtype=np.int64)
         if self._ids is not None:  # hnsw: tombstones
@@ -184,6 +194,8 @@ class AnnIndex:
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         lib = import_faiss()
         wanted = None if only is None else np.fromiter(only, dtype=np.int64, count=len(only))
+        if self._gpu is not None and wanted is None and self.spec.kind != "hnsw":
+            return self._search_gpu(queries, want)  # GPU indexes take no ID selectors
         if self.spec.kind == "flat":
             params = (
                 None if wanted is None else lib.SearchParameters(sel=lib.IDSelectorBatch(wanted))
@@ -206,6 +218,25 @@ class AnnIndex:
         scores, positions = inner.search(queries, want, params=params)
         ids = np.where(positions >= 0, self._ids[np.maximum(positions, 0)], -1)
         return scores, ids
+
+    def _search_gpu(
+        self, queries: Vectors, want: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        assert self._gpu is not None
+        lib = import_faiss()
+        if self._gpu_index is None:
+            if self.spec.kind == "flat":  # the flat storage on the GPU; ids mapped back here
+                self._gpu_index = to_gpu(self.index.index, self._gpu)
+                self._gpu_ids = lib.vector_to_array(self.index.id_map).astype(np.int64)
+            else:
+                self._gpu_index = to_gpu(self.index, self._gpu)
+                lib.GpuParameterSpace().set_index_parameter(
+                    self._gpu_index, "nprobe", self.spec.nprobe
+                )
+        scores, found = self._gpu_index.search(queries, want)
+        if self.spec.kind == "flat":
+            found = np.where(found >= 0, self._gpu_ids[np.maximum(found, 0)], -1)
+        return scores, found
 
     # -- reading the stored vectors back ---------------------------------------------------
 

@@ -22,6 +22,7 @@ from store import vectors as vecs
 from store.ann import AnnIndex, IndexSpec
 from store.cache import all_vectors, load_or_rebuild
 from store.errors import IndexNotFound, ModelMismatch
+from store.gpu import Gpu, gpu_for
 from store.home import catalog_path
 from store.pairs import DEFAULT_PROBES, Pair, cross_pairs, similar_pairs
 from store.reader import CatalogReader
@@ -48,6 +49,7 @@ class Store(CatalogReader):
         self._engine = engine
         self._index: AnnIndex | None = None
         self._writer = False  # opened by open_for_model: no memory-mapped index
+        self._gpu: Gpu | None = None
         self._generation = -1  # generation the in-memory FAISS index reflects
         self._dirty = False
 
@@ -144,6 +146,13 @@ class Store(CatalogReader):
             raise ValueError(f"queries must be (n, {self.meta.dim}), got {queries.shape}")
         return self._ann().search(queries, k, exclude, only, self._fetch)
 
+    def use_device(self, device: str) -> None:
+        """Search and join on a GPU for `device` (auto, cpu, cuda, cuda:N) when FAISS can.
+        Raises GpuUnavailable for cuda without a usable GPU."""
+        self._gpu = gpu_for(device)
+        if self._index is not None:
+            self._index.use_gpu(self._gpu)
+
     def faiss_count(self) -> int:
         """Live vectors in the FAISS index (tombstones left out)."""
         return self._ann().count
@@ -157,7 +166,7 @@ class Store(CatalogReader):
         `probes` (store/pairs.py). Every score returned is an exact cosine.
         """
         stored_ids, vectors = self._vectors_of(ids)
-        return similar_pairs(stored_ids, vectors, threshold, probes)
+        return similar_pairs(stored_ids, vectors, threshold, probes, self._gpu)
 
     def pairs_with(
         self, query_ids: Sequence[int], queries: Vectors, threshold: float, ids: Sequence[int]
@@ -265,6 +274,7 @@ class Store(CatalogReader):
             spec = tuning.choose(choice, len(ids), self.meta.dim, budget)
             index = tuning.build(self.meta.dim, spec, ids, vectors)
             spec = tuning.tune(index, ids, vectors)
+            index.use_gpu(self._gpu)
             generation = self._bump_generation(conn)
             vecs.write_atomic(index, self.home, generation)
             settings = {"index_choice": choice, "max_index_memory": str(budget),
@@ -328,6 +338,7 @@ class Store(CatalogReader):
                 mmap = not self._writer
                 loaded = load_or_rebuild(conn, self.home, self.meta.dim, spec, mmap)
                 self._index, self._generation = loaded
+                self._index.use_gpu(self._gpu)
         return self._index
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from store.gpu import Gpu, Products, products
 from store.records import Vectors
 from store.vectors import import_faiss
 
@@ -26,14 +27,19 @@ Pair = tuple[int, int, float]  # (id a, id b, cosine) with a < b
 
 
 def similar_pairs(
-    ids: NDArray[np.int64], vectors: Vectors, threshold: float, probes: int = DEFAULT_PROBES
+    ids: NDArray[np.int64],
+    vectors: Vectors,
+    threshold: float,
+    probes: int = DEFAULT_PROBES,
+    gpu: Gpu | None = None,
 ) -> list[Pair]:
-    """Every pair (a, b, cosine), a < b, with cosine >= threshold; vectors are (n, d) unit rows."""
+    """Every pair (a, b, cosine), a < b, with cosine >= threshold; vectors are (n, d) unit rows.
+    With `gpu`, the matrix products and the k-means run on it."""
     if len(ids) < 2:
         return []
     if len(ids) <= EXACT_LIMIT:
-        return _exact(ids, vectors, threshold)
-    return _cells(ids, vectors, threshold, probes)
+        return _exact(ids, vectors, threshold, products(gpu))
+    return _cells(ids, vectors, threshold, probes, gpu)
 
 
 def cross_pairs(
@@ -56,10 +62,12 @@ def cross_pairs(
     return found
 
 
-def _exact(ids: NDArray[np.int64], vectors: Vectors, threshold: float) -> list[Pair]:
+def _exact(
+    ids: NDArray[np.int64], vectors: Vectors, threshold: float, product: Products
+) -> list[Pair]:
     found: list[Pair] = []
     for start in range(0, len(ids), _BLOCK):
-        scores = vectors[start : start + _BLOCK] @ vectors[start:].T
+        scores = product(vectors[start : start + _BLOCK], vectors[start:])
         rows, cols = np.nonzero(scores >= threshold)
         keep = cols > rows  # the upper triangle of this block row: each pair once, no self
         found += _as_pairs(
@@ -68,12 +76,14 @@ def _exact(ids: NDArray[np.int64], vectors: Vectors, threshold: float) -> list[P
     return found
 
 
-def _cells(ids: NDArray[np.int64], vectors: Vectors, threshold: float, probes: int) -> list[Pair]:
+def _cells(ids: NDArray[np.int64], vectors: Vectors, threshold: float, probes: int,
+           gpu: Gpu | None) -> list[Pair]:  # fmt: skip
     faiss = import_faiss()
+    product = products(gpu)
     n, dim = vectors.shape
     cells = int(min(max(64, 2 * np.sqrt(n)), n // 40))
     sample = vectors[np.random.RandomState(1338).choice(n, min(n, cells * 40), replace=False)]
-    kmeans = faiss.Kmeans(dim, cells, niter=10, spherical=True, seed=1338)
+    kmeans = faiss.Kmeans(dim, cells, niter=10, spherical=True, seed=1338, gpu=gpu is not None)
     kmeans.train(np.ascontiguousarray(sample))
     _, nearest = kmeans.index.search(np.ascontiguousarray(vectors), probes)  # (n, probes)
     home = nearest[:, 0]  # each vector is stored in its nearest cell
@@ -90,7 +100,7 @@ def _cells(ids: NDArray[np.int64], vectors: Vectors, threshold: float, probes: i
         queries = probing[probe_bounds[cell] : probe_bounds[cell + 1]]
         for start in range(0, len(queries), _BLOCK):
             block = queries[start : start + _BLOCK]
-            scores = vectors[block] @ vectors[members].T
+            scores = product(vectors[block], vectors[members])
             rows, cols = np.nonzero(scores >= threshold)
             a, b = ids[block[rows]], ids[members[cols]]
             keep = a != b

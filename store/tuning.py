@@ -22,6 +22,9 @@ from store.records import Vectors
 FLAT_LIMIT = 50_000  # below this, exact search answers a single query in a few ms
 DEFAULT_MAX_INDEX_MEMORY = 8 << 30  # bytes
 TARGET_RECALL = 0.95
+# Tuning queries are stored vectors; real queries are not, and score a little lower (about
+# 0.02 for HNSW in bench/scale.py), so the setting is chosen at the target plus this margin.
+TUNING_MARGIN = 0.02
 TUNING_QUERIES = 500
 _BUILD_CHUNK = 50_000
 _NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -79,8 +82,8 @@ def build(dim: int, spec: IndexSpec, ids: NDArray[np.int64], vectors: Vectors) -
 
 def tune(index: AnnIndex, ids: NDArray[np.int64], vectors: Vectors,
          target: float = TARGET_RECALL) -> IndexSpec:  # fmt: skip
-    """The cheapest search setting with recall@10 >= target (or the best there is), with its
-    measured recall. `ids`, `vectors`: everything the index holds."""
+    """The cheapest search setting with recall@10 >= target + margin (or the best there is),
+    with its measured recall. `ids`, `vectors`: everything the index holds."""
     if index.spec.kind == "flat" or len(ids) <= 10:
         return dataclasses.replace(index.spec, recall=1.0)
     rows = np.random.RandomState(1).choice(len(ids), min(TUNING_QUERIES, len(ids)), replace=False)
@@ -96,7 +99,7 @@ def tune(index: AnnIndex, ids: NDArray[np.int64], vectors: Vectors,
         index.spec = candidate
         recall = _recall(index, queries, query_ids, truth, fetch)
         best = dataclasses.replace(candidate, recall=recall)
-        if recall >= target:
+        if recall >= target + TUNING_MARGIN:
             break
     index.spec = best
     return best

@@ -1,0 +1,62 @@
+"""FAISS on a GPU: the CPU fallback here; the GPU path itself where faiss-gpu sees a GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from store import GpuUnavailable, faiss_has_gpu
+from store.gpu import gpu_for, products
+from store.pairs import similar_pairs
+from tests.helpers import clustered_with_duplicates
+from tests.test_index_types import DIM, fill, queries_near
+
+needs_gpu = pytest.mark.skipif(not faiss_has_gpu(), reason="needs faiss-gpu and a CUDA GPU")
+
+
+@pytest.mark.skipif(faiss_has_gpu(), reason="checks the fallback of a machine without a GPU")
+def test_without_a_gpu_auto_falls_back_and_cuda_is_a_clear_error(tmp_path: Path) -> None:
+    assert gpu_for("auto") is None and gpu_for("cpu") is None
+    with pytest.raises(GpuUnavailable, match="--device cuda: FAISS cannot use a GPU here"):
+        gpu_for("cuda")
+    data = clustered_with_duplicates(800, DIM, seed=8)
+    store = fill(tmp_path / "home", data)
+    queries = queries_near(data, 10)
+    before = store.search(queries, 5)
+    store.use_device("auto")
+    assert store.search(queries, 5) == before
+    with pytest.raises(GpuUnavailable):
+        store.use_device("cuda:0")
+    store.close()
+
+
+def test_cpu_products_are_the_matrix_product() -> None:
+    rng = np.random.RandomState(0)
+    a, b = rng.randn(5, 8).astype(np.float32), rng.randn(7, 8).astype(np.float32)
+    assert np.allclose(products(None)(a, b), a @ b.T, atol=1e-6)
+
+
+@needs_gpu
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_gpu_search_matches_the_cpu(kind: str, tmp_path: Path) -> None:
+    data = clustered_with_duplicates(6000, DIM, seed=9)
+    store = fill(tmp_path / "home", data)
+    store.reindex(kind)
+    queries = queries_near(data, 50)
+    cpu = [[h.id for h in row] for row in store.search(queries, 10)]
+    store.use_device("cuda")
+    gpu = [[h.id for h in row] for row in store.search(queries, 10)]
+    agree = sum(len(set(c) & set(g)) for c, g in zip(cpu, gpu, strict=True)) / 500
+    assert agree >= (0.999 if kind == "flat" else 0.95)
+    store.close()
+
+
+@needs_gpu
+def test_gpu_self_join_matches_the_cpu() -> None:
+    vectors = clustered_with_duplicates(3000, DIM, seed=10)
+    ids = np.arange(1, 3001, dtype=np.int64)
+    cpu = {(a, b) for a, b, _ in similar_pairs(ids, vectors, 0.9)}
+    gpu = {(a, b) for a, b, _ in similar_pairs(ids, vectors, 0.9, gpu=gpu_for("cuda"))}
+    assert len(cpu ^ gpu) <= 0.001 * max(1, len(cpu))
