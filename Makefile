@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_HOME := .demo-index
 DEMO_PHOTOS := .demo-photos
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit browser bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,16 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
-test: lint typecheck unit
+# Debian's Chromium for the end-to-end test of `imgsearch serve` (Playwright drives it). Without
+# root or a reachable Debian mirror the test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo "sudo -n" ); \
+	    $$SUDO apt-get update -qq >/dev/null 2>&1 && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+	      >/dev/null 2>&1 || echo "make: could not install chromium: the browser test will skip"; }
+
+test: lint typecheck browser unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/index_throughput.py

@@ -28,6 +28,7 @@ from search.cli_common import ByteSize, domain_errors, model_options, option_gro
 from search.cli_dupes import dupes, undo_command
 from search.cli_models import models
 from search.cli_orient import orient
+from search.cli_serve import serve
 from store import INDEX_KINDS, Store, exclusive_writer, resolve_home
 
 
@@ -237,4 +238,5 @@ cli.add_command(models)
 cli.add_command(orient)
 cli.add_command(tags)
 cli.add_command(export)
+cli.add_command(serve)
 cli.add_command(undo_command)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
 from search.dupes import DuplicateGroup
+from search.thumbnails import jpeg_thumbnail
 from store import ImageRecord
 
 THUMBNAIL_PX = 160
@@ -71,18 +71,11 @@ def _card(record: ImageRecord, role: str, score: float | None) -> str:
 
 def _thumbnail(path: str) -> str:
     """A data: URI of a small JPEG, or an empty image if the file is gone or unreadable."""
-    from PIL import Image, ImageOps  # only the HTML sheet needs Pillow: keep start-up light
-
     try:
-        with Image.open(path) as image:
-            image.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))
-            thumb = ImageOps.exif_transpose(image).convert("RGB")
-            thumb.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-            buffer = io.BytesIO()
-            thumb.save(buffer, "JPEG", quality=80)
+        data = jpeg_thumbnail(path, THUMBNAIL_PX)
     except Exception:  # the sheet is still useful without this picture
         return ""
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
 
 
 _PAGE = """<!doctype html>

@@ -31,6 +31,7 @@ from store.schema import (
     SCHEMA_VERSION,
     blob,
     failures,
+    generation_of,
     images,
     make_engine,
     meta,
@@ -152,6 +153,14 @@ class Store(CatalogReader):
         self._gpu = gpu_for(device)
         if self._index is not None:
             self._index.use_gpu(self._gpu)
+
+    def is_current(self) -> bool:
+        """Whether the loaded FAISS index still reflects the catalog (True when none is loaded):
+        a long-lived reader reopens the store when another process has written."""
+        if self._index is None:
+            return True
+        with self._engine.connect() as conn:
+            return generation_of(conn) == self._generation
 
     def faiss_count(self) -> int:
         """Live vectors in the FAISS index (tombstones left out)."""

@@ -1,0 +1,211 @@
+"""`imgsearch serve`: the API through an HTTP client against the app, and the page end to end
+in headless Chromium (Debian's chromium, driven by Playwright) against a real server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from indexer.options import EmbedOptions, IndexOptions
+from indexer.pipeline import index_folders
+from search.cli_serve import is_loopback
+from search.server import ServerState, create_app
+from store import Store
+from tests.helpers import SAMPLE_PHOTOS, write_collection
+from tests.subprocs import REPO
+
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample photos, a byte copy and a re-compressed copy, and a broken file, indexed
+    with the default model."""
+    folder = tmp_path_factory.mktemp("photos")
+    for photo in SAMPLE_PHOTOS:
+        shutil.copy(photo, folder / photo.name)
+    shutil.copy(folder / "rocket.jpg", folder / "rocket-copy.jpg")
+    Image.open(folder / "coffee.jpg").save(folder / "coffee-small.jpg", quality=70)
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    home = tmp_path_factory.mktemp("home")
+    index_folders(home, [str(folder)], IndexOptions(workers=0))
+    return home
+
+
+@pytest.fixture
+def client(served_home: Path) -> TestClient:
+    return TestClient(create_app(ServerState(served_home, EmbedOptions(), max_upload=1 << 20)))
+
+
+def ids_by_name(home: Path) -> dict[str, int]:
+    with Store.open(home) as store:
+        return {Path(p).name: r.id for p, r in store.file_states().items()}
+
+
+def test_info_search_by_id_and_path(client: TestClient, served_home: Path) -> None:
+    info = client.get("/api/info").json()
+    assert (info["model"], info["count"]) == ("effnet-lite0", 7)
+    ids = ids_by_name(served_home)
+    answer = client.get("/api/search", params={"id": ids["rocket.jpg"], "k": 3}).json()
+    assert answer["results"][0]["id"] == ids["rocket-copy.jpg"]
+    assert answer["results"][0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert all(r["id"] != ids["rocket.jpg"] for r in answer["results"])
+    assert answer["results"][0]["thumbnail"] == f"/api/images/{ids['rocket-copy.jpg']}/thumbnail"
+    coffee = next(p for p in ids_by_name(served_home) if p == "coffee.jpg")
+    by_path = client.get("/api/search", params={"path": str(_path_of(served_home, coffee))})
+    assert by_path.status_code == 200
+    assert Path(by_path.json()["results"][0]["path"]).name == "coffee-small.jpg"
+
+
+def _path_of(home: Path, name: str) -> str:
+    with Store.open(home) as store:
+        return next(p for p in store.file_states() if Path(p).name == name)
+
+
+def test_upload_finds_the_original_and_bad_uploads_are_json_errors(client: TestClient) -> None:
+    coffee = next(p for p in SAMPLE_PHOTOS if p.name == "coffee.jpg")
+    answer = client.post("/api/search", files={"file": ("mine.jpg", coffee.read_bytes())}).json()
+    assert Path(answer["results"][0]["path"]).name == "coffee.jpg"
+    started = time.perf_counter()  # the model stays loaded: the second upload is quick
+    again = client.post("/api/search", files={"file": ("again.jpg", coffee.read_bytes())})
+    assert again.status_code == 200 and time.perf_counter() - started < 1.0
+    tagged = client.post("/api/search", params={"tag": "espresso"},
+                         files={"file": ("mine.jpg", coffee.read_bytes())}).json()  # fmt: skip
+    assert sorted(Path(r["path"]).name for r in tagged["results"]) == [
+        "coffee-small.jpg",
+        "coffee.jpg",
+    ]
+    text = client.post("/api/search", files={"file": ("notes.jpg", b"hello")})
+    assert text.status_code == 415 and "notes.jpg" in text.json()["detail"]
+    big = client.post("/api/search", files={"file": ("big.jpg", b"x" * ((1 << 20) + 1))})
+    assert big.status_code == 413
+
+
+def test_errors_are_json_with_status_codes(client: TestClient, tmp_path: Path) -> None:
+    assert client.get("/api/search", params={"id": 99999}).status_code == 404
+    assert client.get("/api/search").status_code == 400
+    assert client.get("/api/search", params={"id": 1, "k": 0}).status_code == 422
+    assert client.get("/api/images/99999/thumbnail").status_code == 404
+    assert client.get("/api/dupes", params={"keep": "biggest"}).status_code == 400
+    assert client.get("/api/search", params={"path": "/etc/passwd"}).status_code == 404
+    assert client.get("/api/images/..%2F..%2Fetc%2Fpasswd/thumbnail").status_code in (404, 422)
+    empty = TestClient(create_app(ServerState(tmp_path / "none", EmbedOptions())))
+    response = empty.get("/api/info")
+    assert response.status_code == 503 and "no index" in response.json()["detail"]
+    assert "/api/search" in client.get("/openapi.json").json()["paths"]
+
+
+def test_only_the_indexed_file_itself_is_served(tmp_path: Path) -> None:
+    photos = write_collection(tmp_path / "photos")
+    home = tmp_path / "home"
+    index_folders(home, [str(tmp_path / "photos")], IndexOptions(workers=0))
+    client = TestClient(create_app(ServerState(home, EmbedOptions())))
+    red = ids_by_name(home)["red.png"]
+    ok = client.get(f"/api/images/{red}/thumbnail", params={"size": 32})
+    assert ok.status_code == 200 and ok.headers["content-type"] == "image/jpeg"
+    secret = tmp_path / "secret.png"
+    shutil.copy(photos["gradient"], secret)
+    photos["red"].unlink()
+    photos["red"].symlink_to(secret)  # swapped for a link to a file that was never indexed
+    assert client.get(f"/api/images/{red}/thumbnail").status_code == 409
+
+
+def test_dupes_and_not_a_duplicate_is_remembered(served_home: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(served_home, home)  # the shared home stays as it is
+    client = TestClient(create_app(ServerState(home, EmbedOptions())))
+    groups = client.get("/api/dupes").json()["groups"]
+    assert [g["kind"] for g in groups] == ["exact", "near"]
+    exact, near = groups
+    assert Path(exact["keep"]["path"]).name.startswith("rocket")
+    assert Path(near["keep"]["path"]).name == "coffee.jpg"  # the larger file is kept
+    ids = [near["keep"]["id"], *[m["id"] for m in near["members"]]]
+    assert client.post("/api/dupes/ignore", json=ids).json() == {"remembered": 1}
+    assert [g["kind"] for g in client.get("/api/dupes").json()["groups"]] == ["exact"]
+    identical = [exact["keep"]["id"], exact["members"][0]["id"]]
+    assert client.post("/api/dupes/ignore", json=identical).status_code == 400
+    assert client.post("/api/dupes/ignore", json=[ids[0]]).status_code == 400
+
+
+def test_loopback_by_default() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10")
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.skipif(chromium() is None, reason="Debian's chromium is not installed (make test "
+                    "installs it with apt; it could not here)")  # fmt: skip
+def test_the_page_uploads_an_image_and_shows_its_neighbour(served_home: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from search.cli import cli; cli()", "--home", str(served_home),
+         "serve", "--port", str(port)],
+        cwd=REPO, env=os.environ | {"PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for(port, server)
+        ARTIFACTS.mkdir(exist_ok=True)
+        coffee = next(p for p in SAMPLE_PHOTOS if p.name == "coffee.jpg")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector("#info:has-text('7 images')")
+            page.set_input_files("#file", str(coffee))
+            first = page.locator("#results figure").first
+            first.wait_for(timeout=60_000)
+            assert "coffee" in first.inner_text()
+            assert first.locator("img").evaluate("img => img.naturalWidth") > 0  # thumbnail shown
+            first.click()  # search from the result
+            page.wait_for_selector("#query-label:has-text('Neighbours of')")
+            page.screenshot(path=str(ARTIFACTS / "serve-search.png"), full_page=True)
+            page.click("#tab-dupes")
+            page.wait_for_selector(".group figure.keep")
+            page.screenshot(path=str(ARTIFACTS / "serve-dupes.png"), full_page=True)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _wait_for(port: int, server: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"server exited: {server.stdout.read() if server.stdout else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError("server did not start")
+
+
+def test_serve_refuses_a_home_without_an_index(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from search.cli import cli
+
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "x"), "serve"])
+    assert result.exit_code == 1 and "no index" in result.stderr
