@@ -10,7 +10,7 @@ DEMO_PHOTOS := .demo-photos
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[cpu,dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[cpu,dev,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -11,6 +11,8 @@ import json
 import logging
 import sys
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -29,6 +31,10 @@ from search.cli_dupes import dupes, undo_command
 from search.cli_models import models
 from search.cli_orient import orient
 from search.cli_serve import serve
+
+if TYPE_CHECKING:
+    from indexer.pipeline import IndexReport
+
 from store import INDEX_KINDS, Store, exclusive_writer, resolve_home
 
 
@@ -69,8 +75,15 @@ class _IndexRun:
     max_index_memory: int | None
 
 
+@dataclass(frozen=True)
+class _Engine:
+    engine: str
+    ray_address: str | None
+    from_list: Path | None
+
+
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
 @model_options(default_model=DEFAULT_MODEL)
 @option_group(
     "run",
@@ -89,19 +102,37 @@ class _IndexRun:
     click.option("--max-index-memory", type=ByteSize(), default=None,
                  help="Memory `auto` may give the vectors (default 8G)."),
 )  # fmt: skip
+@option_group(
+    "engine",
+    _Engine,
+    click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+                 show_default=True, help="ray: decode and embed on a Ray cluster (the `ray` "
+                 "extra); shards are written in HOME/shards and ingested here."),
+    click.option("--ray-address", default=None,
+                 help="auto or ray://HOST:PORT to join a cluster (default: start a local one)."),
+    click.option("--from-list", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 help="With --engine ray: index the files listed in FILE.txt (one path per "
+                      "line) or FILE.parquet (a `path` column) instead of scanning PATHS."),
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 @domain_errors
 def index(ctx: click.Context, paths: tuple[str, ...], embedding: EmbedOptions, run: _IndexRun,
-          as_json: bool) -> None:  # fmt: skip
+          engine: _Engine, as_json: bool) -> None:  # fmt: skip
     """Index the images under PATHS (recursive); re-runs only do what changed.
 
     \b
     imgsearch index ~/Pictures /mnt/photos
     imgsearch index ./dataset --json
+    imgsearch index /shared/photos --engine ray --ray-address auto
     """
     from indexer.pipeline import index_folders  # imports torch: only for commands that embed
     from search.progress import TqdmProgress
+
+    if not paths and engine.from_list is None:
+        raise click.UsageError("give PATHS to index (or --from-list FILE with --engine ray)")
+    if engine.from_list is not None and engine.engine != "ray":
+        raise click.UsageError("--from-list needs --engine ray")
 
     options = IndexOptions(
         model=ModelChoice(
@@ -115,8 +146,11 @@ def index(ctx: click.Context, paths: tuple[str, ...], embedding: EmbedOptions, r
         index_type=run.index_type,
         max_index_memory=run.max_index_memory,
     )
-    with TqdmProgress(disable=ctx.meta["quiet"]) as progress:
-        report = index_folders(ctx.obj, paths, options, progress)
+    if engine.engine == "ray":
+        report = _index_with_ray(ctx.obj, paths, options, engine)
+    else:
+        with TqdmProgress(disable=ctx.meta["quiet"]) as progress:
+            report = index_folders(ctx.obj, paths, options, progress)
     for failure in report.failed:
         click.echo(f"imgsearch: skipped {failure.path}: {failure.error}", err=True)
     if report.index_change:
@@ -128,6 +162,17 @@ def index(ctx: click.Context, paths: tuple[str, ...], embedding: EmbedOptions, r
             err=True,
         )
     click.echo(json.dumps(render.index_json(report)) if as_json else render.index_text(report))
+
+
+def _index_with_ray(
+    home: Path, paths: tuple[str, ...], options: IndexOptions, engine: _Engine
+) -> IndexReport:
+    from indexer.distributed import RayOptions, index_with_ray, read_list
+    from indexer.scan import check_folders, scan
+
+    folders = check_folders(paths)
+    files = read_list(engine.from_list) if engine.from_list else list(scan(folders))
+    return index_with_ray(home, files, folders, options, RayOptions(engine.ray_address))
 
 
 @cli.command()

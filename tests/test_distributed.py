@@ -1,0 +1,121 @@
+"""`index --engine ray` on a local Ray cluster: the same ids, paths and vectors as the local
+engine, failures reported the same way, shards of a killed run ingested, not embedded again."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from indexer.distributed import Job, RayOptions, embed_to_shards, index_with_ray, shard_folder
+from indexer.options import IndexOptions
+from indexer.pipeline import index_folders
+from indexer.scan import check_folders, scan
+from search.cli import cli
+from store import Store
+from tests.helpers import TINY_NETWORK, shapes, write_collection
+from tests.subprocs import REPO
+
+ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
+# Over a minute in all on 2 cores (Ray's start, and torch loading in each worker): `make test`
+# runs them; `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_cluster() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def collection(folder: Path) -> Path:
+    write_collection(folder)
+    for seed in range(10, 22):
+        shapes(seed).save(folder / f"more{seed}.png")
+    return folder
+
+
+def snapshot(home: Path) -> dict[str, tuple[int, np.ndarray]]:
+    with Store.open(home) as store:
+        return {p: (r.id, store.vector(r.id)) for p, r in store.file_states().items()}
+
+
+def test_ray_gives_what_the_local_engine_gives(tmp_path: Path, tiny_options: IndexOptions) -> None:
+    folder = collection(tmp_path / "photos")
+    local = index_folders(tmp_path / "local", [str(folder)], tiny_options)
+    folders = check_folders([folder])
+    report = index_with_ray(tmp_path / "ray", list(scan(folders)), folders, tiny_options,
+                            RayOptions(batch_size=4))  # fmt: skip
+    assert (report.added, report.embedded) == (local.added, local.added) == (17, 17)
+    assert sorted(f.path for f in report.failed) == sorted(f.path for f in local.failed)
+    assert {f.error for f in report.failed} == {f.error for f in local.failed}
+    ours, theirs = snapshot(tmp_path / "ray"), snapshot(tmp_path / "local")
+    assert ours.keys() == theirs.keys()
+    for path, (image_id, vector) in ours.items():
+        assert image_id == theirs[path][0]
+        np.testing.assert_allclose(vector, theirs[path][1], atol=1e-5)
+    assert not list(shard_folder(tmp_path / "ray").rglob("*.parquet"))  # ingested, removed
+    again = index_with_ray(tmp_path / "ray", list(scan(folders)), folders, tiny_options,
+                           RayOptions())  # fmt: skip
+    assert (again.embedded, again.unchanged) == (0, 17)
+
+
+def test_shards_of_a_killed_run_are_ingested_not_embedded_again(
+    tmp_path: Path, tiny_options: IndexOptions
+) -> None:
+    import torch
+
+    from indexer.backbones import load_backbone
+
+    folder = collection(tmp_path / "photos")
+    home = tmp_path / "home"
+    folders = check_folders([folder])
+    files = list(scan(folders))
+    prep = load_backbone(tiny_options.model, torch.device("cpu")).prep
+    job = Job(tiny_options.model, tiny_options.runtime, prep, RayOptions(batch_size=4),
+              shard_folder(home))  # fmt: skip
+    embed_to_shards(files[:8], job)  # ... and then the run was killed before ingesting
+    assert list(shard_folder(home).rglob("*.parquet"))
+    report = index_with_ray(home, files, folders, tiny_options, RayOptions())
+    # The first 8 files came from the shards: only the others went through the model.
+    assert report.embedded + len(report.failed) == len(files) - 8
+    with Store.open(home) as store:
+        assert store.count() == 17 and len(store.failures()) == 2
+
+
+def test_the_cli_engine_ray_and_from_list(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    folder = collection(tmp_path / "photos")
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(str(p) for p in sorted(folder.glob("more1*.png"))) + "\n")
+    result = CliRunner().invoke(cli, [
+        "--home", str(tmp_path / "home"), "index", "--engine", "ray", "--from-list", str(listing),
+        "--model", TINY_NETWORK, "--weights", str(tiny_checkpoint), "--json",
+    ], catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with Store.open(tmp_path / "home") as store:
+        assert {Path(p).name for p in store.file_states()} == {
+            f"more{i}.png" for i in range(10, 20)
+        }
+    local = CliRunner().invoke(cli, ["--home", str(tmp_path / "x"), "index", "--from-list",
+                                     str(listing)])  # fmt: skip
+    assert local.exit_code == 2 and "--engine ray" in local.output
+
+
+def test_the_local_engine_never_imports_ray(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    write_collection(tmp_path / "photos")
+    args = ["--home", str(tmp_path / "home"), "index", str(tmp_path / "photos"),
+            "--model", TINY_NETWORK, "--weights", str(tiny_checkpoint)]  # fmt: skip
+    code = (
+        f"import sys\nfrom search.cli import cli\ntry:\n    cli({args!r})\n"
+        "except SystemExit:\n    pass\nassert 'ray' not in sys.modules, 'ray imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env=os.environ | {"PYTHONPATH": str(REPO)}, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
