@@ -123,7 +123,8 @@ def decode_batch(batch: dict[str, np.ndarray], prep: Preprocess) -> dict[str, An
         out["content_hash"].append(item.file.content_hash if item.file else "")
         out["width"].append(item.width)
         out["height"].append(item.height)
-        out["error"].append(item.error if item.error or tensor is None else None)
+        # "" for no error: a column of only None would reach the next stage as NaN floats.
+        out["error"].append(item.error or ("" if tensor is not None else "unreadable"))
         if tensor is not None:
             pixels[i] = tensor.numpy()
     return {"order": batch["order"], "path": batch["path"], "size": batch["size"],
@@ -144,7 +145,7 @@ class EmbedActor:
         float32 per vector, not a Ray tensor extension) that any reader understands."""
         import pyarrow as pa
 
-        ok = np.array([e is None for e in batch["error"]], dtype=bool)
+        ok = np.array([e == "" for e in batch["error"]], dtype=bool)
         top = TOP_TAGS if self.embedder.tags else 0
         vectors, found = self.embedder.run(torch.from_numpy(batch["pixels"][ok]), top)
         out_vectors: list[Any] = [None] * len(ok)
@@ -162,7 +163,7 @@ class EmbedActor:
             "height": pa.array([int(h) for h in batch["height"]], pa.int32()),
             "vector": pa.array(out_vectors, pa.list_(pa.float32())),
             "tags": pa.array(out_tags, pa.string()),
-            "error": pa.array([None if e is None else str(e) for e in batch["error"]], pa.string()),
+            "error": pa.array([str(e) or None for e in batch["error"]], pa.string()),
         }
         return pa.table(columns)
 
