@@ -137,6 +137,8 @@ class EmbedActor:
 
     def __init__(self, model: ModelChoice, runtime: Runtime) -> None:
         device = resolve_device(runtime.device)
+        if device.type == "cpu":  # Ray sets OMP_NUM_THREADS=1 for a fractional-CPU actor
+            torch.set_num_threads(os.cpu_count() or 1)
         backbone = load_backbone(model, device, labels=True)
         self.embedder = Embedder(backbone, device, resolve_dtype(runtime.precision, device))
 
