@@ -29,8 +29,15 @@ from indexer.backbones import load_backbone
 from indexer.dataset import DecodeDataset
 from indexer.decode import Preprocess
 from indexer.embed import TOP_TAGS, Embedder, resolve_device, resolve_dtype
+from indexer.models import canonical_name
 from indexer.options import IndexOptions, ModelChoice, Runtime
-from indexer.pipeline import IndexReport
+from indexer.pipeline import (
+    IndexReport,
+    check_index_type,
+    new_index_settings,
+    recorded_meta,
+    with_recorded_size,
+)
 from indexer.plan import make_plan
 from indexer.shards import read_rows, shard_files, write_run
 from store import Embedded, Failure, FileStat, Store, exclusive_writer
@@ -204,10 +211,11 @@ def index_with_ray(home: Path, files: Sequence[FileStat], folders: Sequence[str]
     """Bring the index in `home` up to date with `files` (found under `folders`, or listed)."""
     started = time.perf_counter()
     with exclusive_writer(home):
-        device = torch.device("cpu")
-        backbone = load_backbone(options.model, device)  # name, dimension, input size
-        settings = {k: v for k, v in (("weights", str(options.model.weights.absolute())
-                    if options.model.weights else ""),) if v}  # fmt: skip
+        recorded = recorded_meta(home, canonical_name(options.model.name))
+        check_index_type(options, recorded)
+        model = with_recorded_size(options.model, recorded)
+        backbone = load_backbone(model, torch.device("cpu"))  # name, dimension, input size
+        settings = new_index_settings(model, options)
         store = Store.open_for_model(home, backbone.name, backbone.dim, settings)
         folder = shard_folder(home)
         with store:
@@ -218,7 +226,7 @@ def index_with_ray(home: Path, files: Sequence[FileStat], folders: Sequence[str]
                 failed: list[Failure] = []
                 if plan.todo:
                     write_run(folder, backbone.name, settings)
-                    job = Job(options.model, options.runtime, backbone.prep, ray_options, folder)
+                    job = Job(model, options.runtime, backbone.prep, ray_options, folder)
                     embed_to_shards(plan.todo, job)
                     done, failed = ingest(store, folder)
                 removed = store.remove_paths(plan.vanished) if options.prune else 0

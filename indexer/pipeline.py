@@ -98,13 +98,13 @@ def _index(
     device = resolve_device(options.runtime.device)
     dtype = resolve_dtype(options.runtime.precision, device)
     plan, recorded = _plan(home, folders, canonical_name(options.model.name))
-    _check_index_type(options, recorded)
-    model = _with_recorded_size(options.model, recorded)
+    check_index_type(options, recorded)
+    model = with_recorded_size(options.model, recorded)
     embedder: Embedder | None = None
     if plan.todo or recorded is None:  # nothing to embed: the model is not even loaded
         embedder = Embedder(load_backbone(model, device, labels=True), device, dtype)
         backbone = embedder.backbone
-        settings = _settings(model) | _index_settings(options)
+        settings = new_index_settings(model, options)
         store = Store.open_for_model(home, backbone.name, backbone.dim, settings)
         store.record_setting("precision", precision_name(dtype))
     else:
@@ -142,6 +142,17 @@ def _index(
     )
 
 
+def recorded_meta(home: Path, model: str) -> IndexMeta | None:
+    """What an existing index says of itself (None: no index yet); refuses another model."""
+    try:
+        store = Store.open(home)
+    except IndexNotFound:
+        return None
+    with store:
+        store.check_model(model)
+        return store.meta
+
+
 def _plan(home: Path, folders: list[str], model: str) -> tuple[Plan, IndexMeta | None]:
     """What to do, and what the existing index says of itself (None: no index yet)."""
     try:
@@ -154,7 +165,7 @@ def _plan(home: Path, folders: list[str], model: str) -> tuple[Plan, IndexMeta |
         return plan, store.meta
 
 
-def _with_recorded_size(model: ModelChoice, recorded: IndexMeta | None) -> ModelChoice:
+def with_recorded_size(model: ModelChoice, recorded: IndexMeta | None) -> ModelChoice:
     """An index keeps the input size it was made with; another one is refused."""
     if recorded is None:
         return model
@@ -166,7 +177,7 @@ def _with_recorded_size(model: ModelChoice, recorded: IndexMeta | None) -> Model
     return model
 
 
-def _check_index_type(options: IndexOptions, recorded: IndexMeta | None) -> None:
+def check_index_type(options: IndexOptions, recorded: IndexMeta | None) -> None:
     """The index type is chosen when an index is created; `reindex` changes it."""
     asked = options.index_type
     if recorded is not None and asked is not None and asked != recorded.index_choice:
@@ -176,16 +187,11 @@ def _check_index_type(options: IndexOptions, recorded: IndexMeta | None) -> None
         )
 
 
-def _index_settings(options: IndexOptions) -> dict[str, str]:
+def new_index_settings(model: ModelChoice, options: IndexOptions) -> dict[str, str]:
+    """What a new index records besides its model's name and dimension."""
     settings = {"index_choice": options.index_type or "auto"}
     if options.max_index_memory:
         settings["max_index_memory"] = str(options.max_index_memory)
-    return settings
-
-
-def _settings(model: ModelChoice) -> dict[str, str]:
-    """What a new index records about its model besides name and dimension."""
-    settings = {}
     if model.weights:
         settings["weights"] = str(model.weights.absolute())
     if model.size:

@@ -3,7 +3,7 @@
 Safety: files are only ever read, never written, and only files the catalog lists, by id;
 a file that is no longer the one indexed (size or mtime changed) or has become a symlink is
 refused, so neither `..` nor a swapped-in link can reach anything else. Uploads are size-capped
-and must decode as images; they are embedded in memory and never stored. Errors are JSON
+and must decode as images; they are decoded and embedded in memory, never written. Errors are JSON
 `{"detail": ...}` with a proper status code. The model is loaded once, on the first upload.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -188,18 +187,13 @@ def _only(store: Store, tag: str | None) -> frozenset[int] | None:
 
 
 def _embed_upload(state: ServerState, store: Store, data: bytes, name: str) -> Any:
-    """The upload's embedding: decoded from a private temporary file, then deleted."""
-    from indexer.pipeline import embed_images
+    """The upload's embedding, decoded from memory (nothing is written to disk)."""
+    from indexer.decode import decode
 
     if state.embedder is None:
         state.embedder = index_embedder(store, state.embedding)
-    with tempfile.NamedTemporaryFile(suffix=Path(name).suffix[:8]) as handle:
-        handle.write(data)
-        handle.flush()
-        try:
-            return embed_images([handle.name], state.embedder, 1)[0]
-        except UnreadableImage as exc:
-            raise UnreadableImage(name, exc.reason) from exc
+    pixels = decode(data, name, state.embedder.backbone.prep).pixels  # UnreadableImage: 415
+    return state.embedder(pixels.unsqueeze(0))[0]
 
 
 def _with_sizes(result: dict[str, Any], store: Store) -> dict[str, Any]:

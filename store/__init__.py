@@ -14,7 +14,7 @@ from store.errors import (
     ModelMismatch,
     StoreError,
 )
-from store.gpu import GpuUnavailable, faiss_has_gpu
+from store.gpu import faiss_has_gpu
 from store.home import HOME_ENV, catalog_path, resolve_home
 from store.lock import exclusive_writer
 from store.reader import StoredVector
@@ -38,7 +38,6 @@ __all__ = [
     "Failure",
     "FaissUnavailable",
     "FileStat",
-    "GpuUnavailable",
     "Hit",
     "ImageFile",
     "ImageRecord",

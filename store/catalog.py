@@ -141,15 +141,15 @@ class Store(CatalogReader):
         exclude: frozenset[int] = frozenset(),
         only: frozenset[int] | None = None,
     ) -> list[list[Hit]]:
-        """Exact top-k by cosine for each query row (n, d); `exclude` ids never appear, and
-        only `only` ids do when given."""
+        """Top-k by cosine for each query row (n, d): exact on a flat index, tuned to the
+        recall target on the others. `exclude` ids never appear; only `only` ids do if given."""
         if queries.ndim != 2 or queries.shape[1] != self.meta.dim:
             raise ValueError(f"queries must be (n, {self.meta.dim}), got {queries.shape}")
         return self._ann().search(queries, k, exclude, only, self._fetch)
 
     def use_device(self, device: str) -> None:
         """Search and join on a GPU for `device` (auto, cpu, cuda, cuda:N) when FAISS can.
-        Raises GpuUnavailable for cuda without a usable GPU."""
+        Without a usable GPU: the CPU (with a notice for cuda)."""
         self._gpu = gpu_for(device)
         if self._index is not None:
             self._index.use_gpu(self._gpu)

@@ -3,11 +3,13 @@
 Guarded as NOTES.md says: `index_cpu_to_all_gpus` with no GPU returns an empty index silently,
 so GPU use starts only after `hasattr(faiss, "StandardGpuResources") and
 faiss.get_num_gpus() > 0`. HNSW has no GPU version: it stays on the CPU. `--device auto` falls
-back to the CPU quietly; `--device cuda` without a usable GPU is an error.
+back to the CPU quietly; `--device cuda` (which may be meant for torch, with faiss-cpu
+installed) falls back with a one-line notice.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,14 +17,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from store.errors import StoreError
 from store.vectors import import_faiss
 
 Products = Callable[[NDArray[np.float32], NDArray[np.float32]], NDArray[np.float32]]
 
 
-class GpuUnavailable(StoreError):
-    """--device cuda was asked for, but FAISS cannot use a GPU here."""
+log = logging.getLogger("imgsearch.store")
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,10 @@ def gpu_for(device: str) -> Gpu | None:
         return None
     if not faiss_has_gpu():
         if device.startswith("cuda"):
-            raise GpuUnavailable(
-                f"--device {device}: FAISS cannot use a GPU here (no GPU, or faiss-cpu "
-                "installed: pip install 'imgsearch-engine[gpu]')"
+            log.warning(
+                "--device %s: FAISS cannot use a GPU here (no GPU, or faiss-cpu installed: "
+                "pip install 'imgsearch-engine[gpu]'); searching on the CPU",
+                device,
             )
         return None
     faiss = import_faiss()

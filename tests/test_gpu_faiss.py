@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from store import GpuUnavailable, faiss_has_gpu
+from store import faiss_has_gpu
 from store.gpu import gpu_for, products
 from store.pairs import similar_pairs
 from tests.helpers import clustered_with_duplicates
@@ -17,18 +18,20 @@ needs_gpu = pytest.mark.skipif(not faiss_has_gpu(), reason="needs faiss-gpu and 
 
 
 @pytest.mark.skipif(faiss_has_gpu(), reason="checks the fallback of a machine without a GPU")
-def test_without_a_gpu_auto_falls_back_and_cuda_is_a_clear_error(tmp_path: Path) -> None:
-    assert gpu_for("auto") is None and gpu_for("cpu") is None
-    with pytest.raises(GpuUnavailable, match="--device cuda: FAISS cannot use a GPU here"):
-        gpu_for("cuda")
+def test_without_a_gpu_search_falls_back_to_the_cpu_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert gpu_for("auto") is None and gpu_for("cpu") is None and not caplog.records
     data = clustered_with_duplicates(800, DIM, seed=8)
     store = fill(tmp_path / "home", data)
     queries = queries_near(data, 10)
     before = store.search(queries, 5)
     store.use_device("auto")
     assert store.search(queries, 5) == before
-    with pytest.raises(GpuUnavailable):
+    with caplog.at_level(logging.WARNING, logger="imgsearch.store"):
         store.use_device("cuda:0")
+    assert "--device cuda:0: FAISS cannot use a GPU here" in caplog.text
+    assert store.search(queries, 5) == before
     store.close()
 
 
