@@ -96,7 +96,7 @@ def info_json(home: str, meta: IndexMeta, count: int, failed: list[Failure]) -> 
 
 
 def info_text(info: dict[str, Any], failed: list[Failure]) -> str:
-    lines = [f"{key:<11} {value}" for key, value in info.items() if value is not None]
+    lines = [f"{key:<13} {value}" for key, value in info.items() if value is not None]
     lines += [f"  {f.path}: {f.error}" for f in failed]
     return "\n".join(lines)
 
