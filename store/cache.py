@@ -8,6 +8,7 @@ never an error and never a loss. A rebuild keeps the index's kind and tuned para
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +43,13 @@ def load_or_rebuild(
         return found, generation
     if found == "absent":  # no file yet is normal for an empty catalog
         found = "missing" if conn.execute(select(images.c.id).limit(1)).first() else "new"
-    ids, vectors = all_vectors(conn, dim)
-    if len(ids) < spec.min_vectors():  # cannot train: only after a damaged catalog
+    source = CatalogVectors(conn, dim)
+    count = source.count()
+    if count < spec.min_vectors():  # cannot train: only after a damaged catalog
         spec = IndexSpec()
-    index = tuning.build(dim, spec, ids, vectors)
+    index = tuning.build(dim, spec, source)
     if found != "new":
-        log.warning("FAISS file %s: rebuilt from the catalog (%d vectors)", found, len(ids))
+        log.warning("FAISS file %s: rebuilt from the catalog (%d vectors)", found, count)
     try:
         vecs.write_atomic(index, home, generation)
     except OSError as exc:  # a read-only home still answers queries from memory
@@ -55,18 +57,49 @@ def load_or_rebuild(
     return index, generation
 
 
+class CatalogVectors:
+    """The catalog's vectors as a tuning.VectorSource: streamed in chunks from one snapshot,
+    so building or tuning an index never holds all of them in memory at once."""
+
+    def __init__(self, conn: Connection, dim: int) -> None:
+        self.conn, self.dim = conn, dim
+
+    def count(self) -> int:
+        return int(self.conn.execute(select(func.count()).select_from(images)).scalar_one())
+
+    def chunks(self) -> Iterator[tuple[NDArray[np.int64], Vectors]]:
+        query = select(images.c.id, images.c.vector).order_by(images.c.id)
+        for chunk in self.conn.execution_options(yield_per=_CHUNK).execute(query).partitions():
+            ids = np.array([row[0] for row in chunk], dtype=np.int64)
+            yield ids, np.stack([unblob(row[1]) for row in chunk])
+
+    def sample(self, n: int, seed: int) -> tuple[NDArray[np.int64], Vectors]:
+        """`n` vectors picked at random (ids alone are read for the choice)."""
+        every = np.array(self.conn.execute(select(images.c.id)).scalars().all(), dtype=np.int64)
+        picked = np.sort(np.random.RandomState(seed).choice(every, n, replace=False))
+        return picked, self.fetch(picked)
+
+    def fetch(self, ids: NDArray[np.int64]) -> Vectors:
+        found: dict[int, Vectors] = {}
+        for start in range(0, len(ids), _CHUNK):
+            wanted = ids[start : start + _CHUNK].tolist()
+            query = select(images.c.id, images.c.vector).where(images.c.id.in_(wanted))
+            found.update((i, unblob(v)) for i, v in self.conn.execute(query))
+        if not found:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([found[int(i)] for i in ids])
+
+
 def all_vectors(conn: Connection, dim: int) -> tuple[NDArray[np.int64], Vectors]:
-    """Every (id, vector) in the catalog, in id order."""
-    result = conn.execution_options(yield_per=_CHUNK).execute(
-        select(images.c.id, images.c.vector).order_by(images.c.id)
-    )
-    ids: list[int] = []
+    """Every (id, vector) in the catalog, in id order (for the duplicate self-join)."""
+    ids: list[NDArray[np.int64]] = []
     chunks: list[Vectors] = []
-    for chunk in result.partitions():
-        ids.extend(row[0] for row in chunk)
-        chunks.append(np.stack([unblob(row[1]) for row in chunk]))
-    vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), dtype=np.float32)
-    return np.array(ids, dtype=np.int64), vectors
+    for chunk_ids, vectors in CatalogVectors(conn, dim).chunks():
+        ids.append(chunk_ids)
+        chunks.append(vectors)
+    if not chunks:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
+    return np.concatenate(ids), np.concatenate(chunks)
 
 
 def _read_file(

@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 from store import tags, tuning
 from store import vectors as vecs
 from store.ann import AnnIndex, IndexSpec
-from store.cache import all_vectors, load_or_rebuild
+from store.cache import CatalogVectors, all_vectors, load_or_rebuild
 from store.errors import IndexNotFound, ModelMismatch
 from store.gpu import Gpu, gpu_for
 from store.home import catalog_path
@@ -279,10 +279,10 @@ class Store(CatalogReader):
         choice = choice or self.meta.index_choice
         budget = max_memory or self.meta.max_index_memory or tuning.DEFAULT_MAX_INDEX_MEMORY
         with self._engine.begin() as conn:
-            ids, vectors = all_vectors(conn, self.meta.dim)
-            spec = tuning.choose(choice, len(ids), self.meta.dim, budget)
-            index = tuning.build(self.meta.dim, spec, ids, vectors)
-            spec = tuning.tune(index, ids, vectors)
+            source = CatalogVectors(conn, self.meta.dim)  # streamed: never all in memory
+            spec = tuning.choose(choice, source.count(), self.meta.dim, budget)
+            index = tuning.build(self.meta.dim, spec, source)
+            spec = tuning.tune(index, source)
             index.use_gpu(self._gpu)
             generation = self._bump_generation(conn)
             vecs.write_atomic(index, self.home, generation)

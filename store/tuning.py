@@ -12,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from store.ann import KINDS, PQ_CENTROIDS, AnnIndex, IndexSpec
+from store.ann import KINDS, PQ_CENTROIDS, AnnIndex, Fetch, IndexSpec
 from store.records import Vectors
 
 FLAT_LIMIT = 50_000  # below this, exact search answers a single query in a few ms
@@ -67,37 +68,43 @@ def pq_bytes(dim: int) -> int:
     return max(d for d in range(1, dim // 8 + 1) if dim % d == 0) if dim >= 8 else dim
 
 
-def build(dim: int, spec: IndexSpec, ids: NDArray[np.int64], vectors: Vectors) -> AnnIndex:
-    """A new index of `spec` over (ids, vectors): trained on a sample, filled in chunks."""
+class VectorSource(Protocol):
+    """Stored vectors, read a chunk at a time so that no process holds them all at once."""
+
+    def count(self) -> int: ...
+
+    def chunks(self) -> Iterator[tuple[NDArray[np.int64], Vectors]]: ...
+
+    def sample(self, n: int, seed: int) -> tuple[NDArray[np.int64], Vectors]: ...
+
+    def fetch(self, ids: NDArray[np.int64]) -> Vectors: ...
+
+
+def build(dim: int, spec: IndexSpec, source: VectorSource) -> AnnIndex:
+    """A new index of `spec` over `source`: trained on a sample, filled chunk by chunk."""
     train = None
+    count = source.count()
     if spec.kind in ("ivf", "ivfpq"):
-        wanted = min(len(vectors), max(spec.min_vectors(), 64 * max(spec.nlist, PQ_CENTROIDS)))
-        pick = np.random.RandomState(0).choice(len(vectors), wanted, replace=False)
-        train = vectors[np.sort(pick)]
+        wanted = min(count, max(spec.min_vectors(), 64 * max(spec.nlist, PQ_CENTROIDS)))
+        train = source.sample(wanted, seed=0)[1]
     index = AnnIndex.new(dim, spec, train)
-    for start in range(0, len(ids), _BUILD_CHUNK):
-        index.add(ids[start : start + _BUILD_CHUNK], vectors[start : start + _BUILD_CHUNK])
+    for ids, vectors in source.chunks():
+        index.add(ids, vectors)
     return index
 
 
-def tune(index: AnnIndex, ids: NDArray[np.int64], vectors: Vectors,
-         target: float = TARGET_RECALL) -> IndexSpec:  # fmt: skip
+def tune(index: AnnIndex, source: VectorSource, target: float = TARGET_RECALL) -> IndexSpec:
     """The cheapest search setting with recall@10 >= target + margin (or the best there is),
-    with its measured recall. `ids`, `vectors`: everything the index holds."""
-    if index.spec.kind == "flat" or len(ids) <= 10:
+    with its measured recall, on a sample of the stored vectors (`source`: all of them)."""
+    count = source.count()
+    if index.spec.kind == "flat" or count <= 10:
         return dataclasses.replace(index.spec, recall=1.0)
-    rows = np.random.RandomState(1).choice(len(ids), min(TUNING_QUERIES, len(ids)), replace=False)
-    queries, query_ids = vectors[rows], ids[rows]
-    truth = _exact_top10(queries, query_ids, ids, vectors)
-    position = {int(i): n for n, i in enumerate(ids)}
-
-    def fetch(wanted: NDArray[np.int64]) -> Vectors:
-        return vectors[[position[int(i)] for i in wanted]]
-
+    query_ids, queries = source.sample(min(TUNING_QUERIES, count), seed=1)
+    truth = _exact_top10(queries, query_ids, source)
     best = index.spec
     for candidate in _ladder(index.spec):
         index.spec = candidate
-        recall = _recall(index, queries, query_ids, truth, fetch)
+        recall = _recall(index, queries, query_ids, truth, source.fetch)
         best = dataclasses.replace(candidate, recall=recall)
         if recall >= target + TUNING_MARGIN:
             break
@@ -119,25 +126,25 @@ def _ladder(spec: IndexSpec) -> Iterator[IndexSpec]:
 
 
 def _recall(index: AnnIndex, queries: Vectors, query_ids: NDArray[np.int64],
-            truth: list[set[int]], fetch: object) -> float:  # fmt: skip
+            truth: list[set[int]], fetch: Fetch) -> float:  # fmt: skip
     found = 0
     for start in range(0, len(queries), 100):
         chunk = slice(start, start + 100)
         excluded = [frozenset({int(i)}) for i in query_ids[chunk]]
         for q, ex, expected in zip(queries[chunk], excluded, truth[chunk], strict=True):
-            hits = index.search(q[None, :], 10, ex, None, fetch)[0]  # type: ignore[arg-type]
+            hits = index.search(q[None, :], 10, ex, None, fetch)[0]
             found += len({h.id for h in hits} & expected)
     return found / max(1, sum(len(t) for t in truth))
 
 
-def _exact_top10(queries: Vectors, query_ids: NDArray[np.int64], ids: NDArray[np.int64],
-                 vectors: Vectors) -> list[set[int]]:  # fmt: skip
-    """Each query's 10 nearest stored ids by exact cosine, itself left out."""
+def _exact_top10(queries: Vectors, query_ids: NDArray[np.int64],
+                 source: VectorSource) -> list[set[int]]:  # fmt: skip
+    """Each query's 10 nearest stored ids by exact cosine, itself left out (streamed)."""
     best_scores = np.full((len(queries), 11), -np.inf, dtype=np.float32)
     best_ids = np.full((len(queries), 11), -1, dtype=np.int64)
-    for start in range(0, len(ids), _BUILD_CHUNK):
-        scores = queries @ vectors[start : start + _BUILD_CHUNK].T
-        chunk_ids = np.broadcast_to(ids[start : start + _BUILD_CHUNK], scores.shape)
+    for ids, vectors in source.chunks():
+        scores = queries @ vectors.T
+        chunk_ids = np.broadcast_to(ids, scores.shape)
         scores = np.where(chunk_ids == query_ids[:, None], -np.inf, scores)
         all_scores = np.concatenate([best_scores, scores], axis=1)
         all_ids = np.concatenate([best_ids, chunk_ids], axis=1)
