@@ -40,11 +40,14 @@ from indexer.pipeline import (
 )
 from indexer.plan import make_plan
 from indexer.shards import read_rows, shard_files, write_run
-from store import Embedded, Failure, FileStat, Store, exclusive_writer
+from store import Embedded, Failure, FileStat, IndexSpec, Store, exclusive_writer
+from store.ann import AnnIndex
 
 DECODE_CPUS = 0.25  # per decoding task (not the actors' 0.5: Ray would fuse the two stages)
 EMBED_CPUS = 0.5  # per embedding actor on a CPU-only cluster
 INGEST_CHUNK = 1000
+# A first load this large builds its IVF index in parallel from the shards (fill_in_parallel).
+PARALLEL_FILL_MIN = 200_000
 
 
 @dataclass(frozen=True)
@@ -177,9 +180,12 @@ class EmbedActor:
         return pa.table(columns)
 
 
-def ingest(store: Store, folder: Path) -> tuple[list[Embedded], list[Failure]]:
-    """Commit every shard row in plan order, then delete the shards. Idempotent: a shard
-    ingested twice (a run killed mid-ingest) rewrites the same rows under the same ids."""
+def ingest(
+    store: Store, folder: Path, update_index: bool = True
+) -> tuple[list[Embedded], list[Failure]]:
+    """Commit every shard row in plan order (into the catalog only, without `update_index`).
+    Idempotent: a shard ingested twice (a run killed mid-ingest) rewrites the same rows
+    under the same ids."""
     files = shard_files(folder)
     done: list[Embedded] = []
     failed: list[Failure] = []
@@ -191,19 +197,62 @@ def ingest(store: Store, folder: Path) -> tuple[list[Embedded], list[Failure]]:
         else:
             chunk_failed.append(row.item)
         if len(chunk_ok) + len(chunk_failed) >= INGEST_CHUNK:
-            store.commit_batch(chunk_ok, chunk_failed)
+            store.commit_batch(chunk_ok, chunk_failed, update_index)
             done += chunk_ok
             failed += chunk_failed
             chunk_ok, chunk_failed = [], []
-    store.commit_batch(chunk_ok, chunk_failed)
+    store.commit_batch(chunk_ok, chunk_failed, update_index)
     done += chunk_ok
     failed += chunk_failed
+    return done, failed
+
+
+def remove_shards(folder: Path) -> None:
+    """Once ingested (and indexed): the shards and their run folders go."""
+    files = shard_files(folder)
     for sub in sorted({f.parent for f in files}, reverse=True):
         if sub != folder:
             shutil.rmtree(sub, ignore_errors=True)
     for file in files:
         file.unlink(missing_ok=True)
-    return done, failed
+
+
+def fill_in_parallel(store: Store, folder: Path, choice: str | None = None) -> IndexSpec | None:
+    """A large first load: an IVF index trained on a sample of the catalog, cloned into Ray
+    tasks that each fill it from one shard, merged here, then installed (tuned, saved). No
+    process holds every vector but the final index itself (IVF-PQ: codes only). None when
+    the catalog's index kind is not an IVF one (the store then builds as usual)."""
+    import ray
+
+    empty = store.trained_index(choice)
+    if empty.spec.kind not in ("ivf", "ivfpq"):
+        return None
+    trained = ray.put(empty.to_bytes())
+    fill = ray.remote(num_cpus=DECODE_CPUS)(fill_part)
+    pending = [fill.remote(trained, empty.spec.to_json(), str(f), str(store.home))
+               for f in shard_files(folder)]  # fmt: skip
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+        empty.merge([AnnIndex.from_bytes(empty.spec, ray.get(r)) for r in ready])
+    return store.install(empty, choice)
+
+
+def fill_part(trained: bytes, spec_json: str, shard: str, home: str) -> bytes:
+    """One shard's vectors added to a copy of the trained index (a Ray task)."""
+    import pyarrow.parquet as pq
+
+    spec = IndexSpec.from_json(spec_json)
+    part = AnnIndex.from_bytes(spec, trained)
+    rows = [r for r in pq.read_table(shard, columns=["path", "vector", "error"]).to_pylist()
+            if r["error"] is None and r["vector"] is not None]  # fmt: skip
+    paths = [os.fsdecode(r["path"]) for r in rows]
+    with Store.open(Path(home)) as store:
+        ids = store.ids_of(paths)
+    known = [(ids[p], r["vector"]) for p, r in zip(paths, rows, strict=True) if p in ids]
+    if known:
+        part.add(np.array([i for i, _ in known], dtype=np.int64),
+                 np.array([v for _, v in known], dtype=np.float32))  # fmt: skip
+    return part.to_bytes()
 
 
 def index_with_ray(home: Path, files: Sequence[FileStat], folders: Sequence[str],
@@ -221,16 +270,22 @@ def index_with_ray(home: Path, files: Sequence[FileStat], folders: Sequence[str]
         with store:
             try:
                 ingest(store, folder)  # shards a killed run left: their files are done
+                remove_shards(folder)
                 plan = make_plan(files, store.file_states(), store.failures(), folders)
+                first_load = store.count() == 0 and len(plan.todo) >= PARALLEL_FILL_MIN
                 done: list[Embedded] = []
                 failed: list[Failure] = []
+                change = None
                 if plan.todo:
                     write_run(folder, backbone.name, settings)
                     job = Job(model, options.runtime, backbone.prep, ray_options, folder)
                     embed_to_shards(plan.todo, job)
-                    done, failed = ingest(store, folder)
+                    done, failed = ingest(store, folder, update_index=not first_load)
+                    if first_load:  # the catalog is filled: now its index, at once
+                        change = fill_in_parallel(store, folder) or store.reindex()
+                    remove_shards(folder)
                 removed = store.remove_paths(plan.vanished) if options.prune else 0
-                change = store.maintain()
+                change = store.maintain() or change
             finally:
                 store.flush()
     added = sum(1 for e in done if e.file.path not in plan.previous_hashes)

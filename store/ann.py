@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,6 +250,37 @@ class AnnIndex:
         ids = lib.vector_to_array(self.index.id_map).astype(np.int64)
         vectors = lib.downcast_index(self.index.index).reconstruct_n(0, self.index.ntotal)
         return ids, np.asarray(vectors, dtype=np.float32)
+
+    # -- moving between processes (parallel fills) ---------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The index serialised, to fill a copy elsewhere (an IVF kind) or send it back."""
+        lib = import_faiss()
+        return bytes(lib.serialize_index(self.index))
+
+    @classmethod
+    def from_bytes(cls, spec: IndexSpec, data: bytes) -> AnnIndex:
+        lib = import_faiss()
+        owner = lib.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        loaded = cls(spec, lib.downcast_index(owner))
+        loaded._owner = owner
+        return loaded
+
+    def merge(self, parts: Sequence[AnnIndex]) -> None:
+        """Move the parts' vectors into this index: all IVF, clones of one trained index.
+
+        FAISS merges only without direct maps: they are dropped for the merge, and this
+        index's hashtable is built again from its lists once all parts are in.
+        """
+        if self.spec.kind not in ("ivf", "ivfpq"):
+            raise ValueError(f"{self.spec.factory} cannot merge parts (IVF kinds only)")
+        lib = import_faiss()
+        self.index.set_direct_map_type(lib.DirectMap.NoMap)
+        for part in parts:
+            part.index.set_direct_map_type(lib.DirectMap.NoMap)
+            self.index.merge_from(part.index, 0)  # ids are kept (native ids)
+        self.index.set_direct_map_type(lib.DirectMap.Hashtable)
+        self._gpu_index = None
 
     # -- files -----------------------------------------------------------------------------
 

@@ -204,13 +204,17 @@ class Store(CatalogReader):
 
     # -- writing ---------------------------------------------------------------------------
 
-    def commit_batch(self, embedded: Sequence[Embedded], failed: Sequence[Failure]) -> None:
+    def commit_batch(
+        self, embedded: Sequence[Embedded], failed: Sequence[Failure], update_index: bool = True
+    ) -> None:
         """Write one batch in one transaction: new or changed images, and files that failed.
 
         A path already indexed keeps its id (its vector is replaced); a path that now fails
-        leaves the index, since its old vector no longer describes the file.
+        leaves the index, since its old vector no longer describes the file. Without
+        `update_index` the FAISS index is left behind (dropped from memory, its file stale):
+        for a bulk load that `install`s an index built elsewhere.
         """
-        index = self._ann()
+        index = self._ann() if update_index else None
         paths = [e.file.path for e in embedded] + [f.path for f in failed]
         with self._engine.begin() as conn:
             query = select(images.c.path, images.c.id, images.c.content_hash).where(
@@ -246,6 +250,9 @@ class Store(CatalogReader):
                 conn.execute(upsert, [f.__dict__ for f in failed])
             generation = self._bump_generation(conn)
         # SQLite has committed: only now does the in-memory FAISS index follow.
+        if index is None:
+            self._index = None  # reloaded (rebuilt) when next needed, unless installed
+            return
         replaced = np.array([i for i, _ in updated] + gone, dtype=np.int64)
         index.remove(replaced)
         ids = np.array([i for i, _ in updated] + new_ids, dtype=np.int64)
@@ -276,12 +283,33 @@ class Store(CatalogReader):
     def reindex(self, choice: str | None = None, max_memory: int | None = None) -> IndexSpec:
         """Rebuild the FAISS index from the stored vectors (no re-embedding) as `choice`
         (auto, flat, hnsw, ivf, ivfpq; default: as recorded), tune it, record it in `meta`."""
+        index = self.trained_index(choice, max_memory)
+        with self._engine.begin() as conn:
+            for ids, vectors in CatalogVectors(conn, self.meta.dim).chunks():  # streamed
+                index.add(ids, vectors)
+        return self.install(index, choice, max_memory)
+
+    def trained_index(self, choice: str | None = None, max_memory: int | None = None) -> AnnIndex:
+        """An empty index of the kind `choice` means for this catalog's size, trained on a
+        sample of its vectors. Fill it (or clones of it, in parallel, then merged) with every
+        stored vector, then `install` it."""
         choice = choice or self.meta.index_choice
         budget = max_memory or self.meta.max_index_memory or tuning.DEFAULT_MAX_INDEX_MEMORY
         with self._engine.begin() as conn:
-            source = CatalogVectors(conn, self.meta.dim)  # streamed: never all in memory
+            source = CatalogVectors(conn, self.meta.dim)
             spec = tuning.choose(choice, source.count(), self.meta.dim, budget)
-            index = tuning.build(self.meta.dim, spec, source)
+            return tuning.trained(self.meta.dim, spec, source)
+
+    def install(self, index: AnnIndex, choice: str | None = None,
+                max_memory: int | None = None) -> IndexSpec:  # fmt: skip
+        """Make `index`, which must hold every stored vector, the store's index: tune its
+        search parameters, save it as a new generation, record its kind in `meta`."""
+        choice = choice or self.meta.index_choice
+        budget = max_memory or self.meta.max_index_memory or tuning.DEFAULT_MAX_INDEX_MEMORY
+        with self._engine.begin() as conn:
+            source = CatalogVectors(conn, self.meta.dim)
+            if index.count != source.count():
+                raise ValueError(f"the index holds {index.count} vectors, the catalog more")
             spec = tuning.tune(index, source)
             index.use_gpu(self._gpu)
             generation = self._bump_generation(conn)

@@ -65,6 +65,16 @@ class CatalogReader:
             raise ItemNotFound(f"{path} is not in the index")
         return _record(row)
 
+    def ids_of(self, paths: Sequence[str]) -> dict[str, int]:
+        """The ids of those `paths` that are indexed."""
+        found: dict[str, int] = {}
+        with self._engine.connect() as conn:
+            for start in range(0, len(paths), 10_000):
+                chunk = list(paths[start : start + 10_000])
+                query = select(images.c.path, images.c.id).where(images.c.path.in_(chunk))
+                found.update((path, int(i)) for path, i in conn.execute(query))
+        return found
+
     def vector(self, image_id: int) -> Vector:
         with self._engine.connect() as conn:
             blob = conn.execute(select(images.c.vector).where(images.c.id == image_id)).scalar()

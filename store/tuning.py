@@ -80,14 +80,19 @@ class VectorSource(Protocol):
     def fetch(self, ids: NDArray[np.int64]) -> Vectors: ...
 
 
-def build(dim: int, spec: IndexSpec, source: VectorSource) -> AnnIndex:
-    """A new index of `spec` over `source`: trained on a sample, filled chunk by chunk."""
+def trained(dim: int, spec: IndexSpec, source: VectorSource) -> AnnIndex:
+    """A new, empty index of `spec`, trained on a sample of `source` when its kind trains."""
     train = None
-    count = source.count()
     if spec.kind in ("ivf", "ivfpq"):
+        count = source.count()
         wanted = min(count, max(spec.min_vectors(), 64 * max(spec.nlist, PQ_CENTROIDS)))
         train = source.sample(wanted, seed=0)[1]
-    index = AnnIndex.new(dim, spec, train)
+    return AnnIndex.new(dim, spec, train)
+
+
+def build(dim: int, spec: IndexSpec, source: VectorSource) -> AnnIndex:
+    """A new index of `spec` over `source`: trained on a sample, filled chunk by chunk."""
+    index = trained(dim, spec, source)
     for ids, vectors in source.chunks():
         index.add(ids, vectors)
     return index

@@ -119,3 +119,30 @@ def test_the_local_engine_never_imports_ray(tmp_path: Path, tiny_checkpoint: Pat
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           env=os.environ | {"PYTHONPATH": str(REPO)}, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_a_large_first_load_fills_an_ivf_index_in_parallel_from_the_shards(
+    tmp_path: Path, tiny_options: IndexOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from indexer import distributed
+
+    monkeypatch.setattr(distributed, "PARALLEL_FILL_MIN", 100)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for seed in range(240):
+        shapes(seed, (48, 32)).save(folder / f"s{seed:03}.png")
+    folders = check_folders([folder])
+    options = dataclasses.replace(tiny_options, index_type="ivf")
+    report = index_with_ray(tmp_path / "home", list(scan(folders)), folders, options,
+                            RayOptions(batch_size=16))  # fmt: skip
+    assert report.index_change is not None and report.index_change.kind == "ivf"
+    assert not list(shard_folder(tmp_path / "home").rglob("*.parquet"))
+    with Store.open(tmp_path / "home") as store:
+        assert store.faiss_count() == store.count() == 240
+        queries = np.stack([store.vector(i) for i in (1, 50, 200)])
+        parallel = [[h.id for h in row] for row in store.search(queries, 5)]
+    with Store.open(tmp_path / "home") as store:  # the same index built in one process
+        assert store.reindex("ivf").nlist == report.index_change.nlist
+        assert [[h.id for h in row] for row in store.search(queries, 5)] == parallel
