@@ -161,7 +161,8 @@ def _act(store: Store, groups: list[DuplicateGroup], action: ActionRequest) -> N
 @click.argument("journal", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @domain_errors
 def undo_command(journal: Path) -> None:
-    """Undo `dupes --yes` from its journal: move files back, remove links.
+    """Undo `dupes --yes` or `orient --fix --yes` from its journal: move files back, remove
+    links, restore the originals of fixed images.
 
     \b
     imgsearch undo ~/.local/share/imgsearch/journals/20261123-101500-move-4242.jsonl
