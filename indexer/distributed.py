@@ -233,7 +233,8 @@ def fill_in_parallel(store: Store, folder: Path, choice: str | None = None) -> I
                for f in shard_files(folder)]  # fmt: skip
     while pending:
         ready, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
-        empty.merge([AnnIndex.from_bytes(empty.spec, ray.get(r)) for r in ready])
+        if ready:  # each merge rebuilds the id hashtable: merge what is done, not nothing
+            empty.merge([AnnIndex.from_bytes(empty.spec, ray.get(r)) for r in ready])
     return store.install(empty, choice)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from indexer.errors import InvalidOption, UnreadableImage
 from indexer.models import canonical_name
 from indexer.options import EmbedOptions, ModelChoice
-from store import ImageRecord, ItemNotFound, Store, Vectors
+from store import ImageRecord, ItemNotFound, Store, Vector, Vectors
 
 if TYPE_CHECKING:
     from indexer.embed import Embedder
@@ -49,6 +49,11 @@ def by_path(store: Store, path: str, options: QueryOptions) -> QueryResult:
     record = store.record_by_path(os.path.abspath(path))
     vector = store.vector(record.id)
     return _search(store, vector[None, :], [path], options, frozenset({record.id}))[0]
+
+
+def by_vector(store: Store, vector: Vector, label: str, options: QueryOptions) -> QueryResult:
+    """Neighbours of a vector made elsewhere (an upload embedded by `imgsearch serve`)."""
+    return _search(store, vector[None, :], [label], options)[0]
 
 
 def by_images(

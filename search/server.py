@@ -26,7 +26,7 @@ from indexer.options import EmbedOptions
 from search import render
 from search.dupes import DupeOptions, find_duplicates
 from search.keep import KEEP_HELP, parse_keep
-from search.query import QueryOptions, by_id, by_path, index_embedder
+from search.query import QueryOptions, by_id, by_path, by_vector, index_embedder
 from search.thumbnails import jpeg_thumbnail
 from store import ImageRecord, IndexNotFound, ItemNotFound, Store, StoreError
 
@@ -112,16 +112,11 @@ def create_app(state: ServerState) -> FastAPI:
         data = file.file.read(state.max_upload + 1)
         if len(data) > state.max_upload:
             raise HTTPException(413, f"upload larger than {state.max_upload} bytes")
+        name = file.filename or "upload"
         with state.current() as store:
-            vector = _embed_upload(state, store, data, file.filename or "upload")
-            found = store.search(vector[None, :], k, only=_only(store, tag))[0]
-            records = store.records(h.id for h in found)
-            results = [
-                {"rank": rank, "id": h.id, "path": records[h.id].path, "score": round(h.score, 6)}
-                for rank, h in enumerate((h for h in found if h.id in records), start=1)
-                if min_score is None or h.score >= min_score
-            ]
-            return _with_sizes({"query": file.filename or "upload", "results": results}, store)
+            vector = _embed_upload(state, store, data, name)
+            found = by_vector(store, vector, name, QueryOptions(k, min_score, tag))
+            return _with_sizes(render.query_json(found), store)
 
     @app.get("/api/dupes")
     def dupes(
@@ -175,15 +170,6 @@ def _check_servable(record: ImageRecord) -> None:
         record.mtime_ns,
     ):
         raise HTTPException(409, f"{record.path}: changed since it was indexed; index it again")
-
-
-def _only(store: Store, tag: str | None) -> frozenset[int] | None:
-    if tag is None:
-        return None
-    ids = frozenset(store.ids_with_tag(tag))
-    if not ids:
-        raise ItemNotFound(f"no indexed image has a tag matching {tag!r}")
-    return ids
 
 
 def _embed_upload(state: ServerState, store: Store, data: bytes, name: str) -> Any:
