@@ -1,96 +1,109 @@
-"""Duplicate groups as CSV and as a self-contained HTML contact sheet (openable offline)."""
+"""`imgsearch export`: ids, paths, vectors and metadata, for numpy, pandas, polars or Spark.
+
+`.npz` holds arrays (ids, paths, vectors, size, mtime_ns, content_hash, width, height, tags as
+JSON) plus the index's model and dimension. `.parquet` holds one row per image with the vector
+as a fixed-size list, written chunk by chunk, so memory stays bounded; the model and dimension
+are in the file's key/value metadata; a path that is not valid UTF-8 is written there with
+backslash escapes for its odd bytes. Both are written to a temporary name and renamed.
+"""
 
 from __future__ import annotations
 
-import base64
-import csv
-import html
-from collections.abc import Sequence
+import json
+import os
 from pathlib import Path
+from typing import Any
 
-from search.dupes import DuplicateGroup
-from search.thumbnails import jpeg_thumbnail
-from store import ImageRecord
+import numpy as np
 
-THUMBNAIL_PX = 160
-CSV_COLUMNS = [
-    "group",
-    "kind",
-    "role",
-    "id",
-    "path",
-    "score",
-    "width",
-    "height",
-    "bytes",
-    "keep_policy",
-]
+from store import ImageRecord, Store, Vectors
+
+FORMATS = (".npz", ".parquet")
 
 
-def write_csv(groups: Sequence[DuplicateGroup], path: Path, keep_policy: str) -> None:
-    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
-        for number, group in enumerate(groups, start=1):
-            rows = [("keep", group.keep, 1.0)] + [
-                ("duplicate", m.record, m.score) for m in group.members
-            ]
-            for role, r, score in rows:
-                values = [r.id, r.path, f"{score:.6f}", r.width, r.height, r.size, keep_policy]
-                writer.writerow([number, group.kind, role, *values])
+class ExportError(Exception):
+    """An output file that cannot be written; the message names it and why."""
 
 
-def write_html(groups: Sequence[DuplicateGroup], path: Path, title: str, keep_policy: str) -> None:
-    sections = [_group_html(number, group) for number, group in enumerate(groups, start=1)]
-    page = _PAGE.format(
-        title=html.escape(title),
-        policy=html.escape(keep_policy),
-        groups="\n".join(sections) or "<p>No duplicates.</p>",
-    )
-    path.write_text(page, encoding="utf-8", errors="surrogateescape")
-
-
-def _group_html(number: int, group: DuplicateGroup) -> str:
-    cards = [_card(group.keep, "keep", None)]
-    cards += [_card(m.record, "duplicate", m.score) for m in group.members]
-    return (
-        f"<section><h2>Group {number} · {group.kind} · {len(group.members)} duplicate(s)</h2>"
-        f'<div class="cards">{"".join(cards)}</div></section>'
-    )
-
-
-def _card(record: ImageRecord, role: str, score: float | None) -> str:
-    label = "KEEP" if role == "keep" else f"cosine {score:.4f}"
-    path = html.escape(record.path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
-    return (
-        f'<figure class="{role}"><img alt="" src="{_thumbnail(record.path)}">'
-        f"<figcaption><b>{label}</b><br>#{record.id} · {record.width} &times; {record.height} · "
-        f"{record.size:,} B<br><span>{path}</span></figcaption></figure>"
-    )
-
-
-def _thumbnail(path: str) -> str:
-    """A data: URI of a small JPEG, or an empty image if the file is gone or unreadable."""
+def export(store: Store, out: Path) -> int:
+    """Write every indexed image to `out` (.npz or .parquet). Returns how many."""
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
+        raise ExportError(f"{out}: unknown format (use {' or '.join(FORMATS)})")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        data = jpeg_thumbnail(path, THUMBNAIL_PX)
-    except Exception:  # the sheet is still useful without this picture
-        return ""
-    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+        count = _npz(store, tmp) if suffix == ".npz" else _parquet(store, tmp)
+        tmp.replace(out)
+    except OSError as exc:
+        raise ExportError(f"{out}: {exc.strerror or exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
 
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5rem; background: #fafafa; }}
-section {{ margin-bottom: 2rem; }}
-.cards {{ display: flex; flex-wrap: wrap; gap: 0.75rem; }}
-figure {{ margin: 0; width: 180px; padding: 8px; background: white; border: 3px solid #ddd; }}
-figure.keep {{ border-color: #2e7d32; }}
-figure img {{ width: 160px; height: 160px; object-fit: contain; background: #eee; }}
-figcaption {{ font-size: 12px; word-break: break-all; }}
-</style></head>
-<body><h1>{title}</h1>
-<p>Keeper policy: <b>{policy}</b>. The kept copy has a green border.</p>
-{groups}
-</body></html>
-"""
+def _columns(store: Store, records: list[ImageRecord]) -> dict[str, Any]:
+    tags = store.tags_of(r.id for r in records)
+    return {
+        "id": [r.id for r in records],
+        "path": [r.path for r in records],
+        "size": [r.size for r in records],
+        "mtime_ns": [r.mtime_ns for r in records],
+        "content_hash": [r.content_hash for r in records],
+        "width": [r.width for r in records],
+        "height": [r.height for r in records],
+        "tags": [json.dumps(tags.get(r.id, [])) for r in records],
+    }
+
+
+def _npz(store: Store, out: Path) -> int:
+    columns: dict[str, list[Any]] = {}
+    vectors: list[Vectors] = []
+    for records, chunk in store.chunks():
+        for name, values in _columns(store, records).items():
+            columns.setdefault(name, []).extend(values)
+        vectors.append(chunk)
+    dim = store.meta.dim
+    with open(out, "wb") as handle:
+        np.savez(
+            handle,
+            ids=np.array(columns.get("id", []), dtype=np.int64),
+            paths=np.array(columns.get("path", []), dtype=str),
+            vectors=np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32),
+            size=np.array(columns.get("size", []), dtype=np.int64),
+            mtime_ns=np.array(columns.get("mtime_ns", []), dtype=np.int64),
+            content_hash=np.array(columns.get("content_hash", []), dtype=str),
+            width=np.array(columns.get("width", []), dtype=np.int32),
+            height=np.array(columns.get("height", []), dtype=np.int32),
+            tags=np.array(columns.get("tags", []), dtype=str),
+            model=np.array(store.meta.model),
+            dim=np.array(dim),
+        )
+    return len(columns.get("id", []))
+
+
+def _parquet(store: Store, out: Path) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dim = store.meta.dim
+    schema = pa.schema(
+        [("id", pa.int64()), ("path", pa.string()), ("size", pa.int64()),
+         ("mtime_ns", pa.int64()), ("content_hash", pa.string()), ("width", pa.int32()),
+         ("height", pa.int32()), ("tags", pa.string()),
+         ("vector", pa.list_(pa.float32(), dim))],
+        metadata={"model": store.meta.model, "dim": str(dim)},
+    )  # fmt: skip
+    count = 0
+    with pq.ParquetWriter(out, schema) as writer:
+        for records, chunk in store.chunks():
+            columns = _columns(store, records)
+            columns["path"] = [_utf8(p) for p in columns["path"]]
+            flat = pa.array(np.ascontiguousarray(chunk).reshape(-1), type=pa.float32())
+            columns["vector"] = pa.FixedSizeListArray.from_arrays(flat, dim)
+            writer.write_table(pa.table(columns, schema=schema))
+            count += len(records)
+    return count
+
+
+def _utf8(path: str) -> str:
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

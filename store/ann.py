@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from store.errors import InvalidOption
+from store.faiss_files import import_faiss, tombstone_file
 from store.gpu import Gpu, to_gpu
 from store.records import Hit, Vectors
-from store.vectors import import_faiss, tombstone_file
 
 KINDS = ("flat", "hnsw", "ivf", "ivfpq")
 MIN_TRAIN_PER_LIST = 39  # FAISS k-means wants >= 39 points per centroid
@@ -104,7 +105,8 @@ class AnnIndex:
             index = lib.IndexIDMap2(lib.IndexHNSWFlat(dim, spec.m, ip))
         elif spec.kind in ("ivf", "ivfpq"):
             if train is None or len(train) < spec.min_vectors():
-                raise ValueError(f"{spec.factory} needs at least {spec.min_vectors()} vectors")
+                raise InvalidOption(f"{spec.factory} needs at least {spec.min_vectors()} vectors",
+                                    field="index_type")  # fmt: skip
             quantizer = lib.IndexFlatIP(dim)
             if spec.kind == "ivf":
                 index = lib.IndexIVFFlat(quantizer, dim, spec.nlist, ip)
@@ -115,7 +117,7 @@ class AnnIndex:
             index.train(np.ascontiguousarray(train, dtype=np.float32))
             index.set_direct_map_type(lib.DirectMap.Hashtable)
         else:
-            raise ValueError(f"unknown index kind {spec.kind!r}")
+            raise InvalidOption(f"unknown index kind {spec.kind!r}", field="index_type")
         return cls(spec, index)
 
     # -- changing --------------------------------------------------------------------------
@@ -273,7 +275,8 @@ class AnnIndex:
         index's hashtable is built again from its lists once all parts are in.
         """
         if self.spec.kind not in ("ivf", "ivfpq"):
-            raise ValueError(f"{self.spec.factory} cannot merge parts (IVF kinds only)")
+            raise InvalidOption(f"{self.spec.factory} cannot merge parts (IVF kinds only)",
+                                field="index_type")  # fmt: skip
         lib = import_faiss()
         self.index.set_direct_map_type(lib.DirectMap.NoMap)
         for part in parts:
@@ -328,15 +331,15 @@ def _kind_of(index: Any, lib: Any) -> str:
 def _rescore(
     queries: Vectors, ids: NDArray[np.int64], fetch: Fetch
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Exact cosines for the candidate ids of each query, best first."""
+    """Exact cosines for the candidate ids of each query, best first (one fetch for all)."""
     flat = np.unique(ids[ids >= 0])
     vectors = fetch(flat) if len(flat) else np.zeros((0, queries.shape[1]), dtype=np.float32)
-    position = {int(i): n for n, i in enumerate(flat)}
     scores = np.full(ids.shape, -np.inf, dtype=np.float32)
-    for row in range(len(ids)):
-        for col, i in enumerate(ids[row]):
-            if i >= 0:
-                scores[row, col] = float(vectors[position[int(i)]] @ queries[row])
+    if len(flat):
+        valid = ids >= 0
+        positions = np.searchsorted(flat, np.where(valid, ids, flat[0]))
+        exact = np.einsum("qmd,qd->qm", vectors[positions], queries)
+        scores = np.where(valid, exact, -np.inf).astype(np.float32)
     order = np.argsort(-scores, axis=1, kind="stable")
     sorted_ids = np.take_along_axis(ids, order, axis=1)
     return np.take_along_axis(scores, order, axis=1), sorted_ids

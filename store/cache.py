@@ -1,60 +1,123 @@
-"""The FAISS file as a cache of the catalog: load it if it matches, else rebuild it from SQLite.
+"""The FAISS file as a cache of the catalog: load it if it is sound, else rebuild it from SQLite.
 
-The file is named after the catalog generation it reflects, so a file that is missing, stale
-(a killed run, an older generation) or damaged is detected here and rebuilt with a notice,
-never an error and never a loss. A rebuild keeps the index's kind and tuned parameters.
+The file is named after the catalog generation it reflects, and the catalog records what that
+file must be (its size, sha256, vector count and dimension: faiss_files.FileRecord). A file that
+is missing, stale (a killed run, an older generation), damaged or swapped is detected here and
+rebuilt with a notice, never an error and never a loss. A rebuild keeps the index's kind and
+tuned parameters.
+
+How much is checked: every open checks size, count and dimension against the record, and the
+sha256 too for files up to READER_HASH_LIMIT; `thorough` (index runs, `imgsearch check`) always
+hashes the whole file and counts the catalog.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import Connection, func, select
 
+from store import faiss_files as files
 from store import tuning
-from store import vectors as vecs
 from store.ann import AnnIndex, IndexSpec
+from store.faiss_files import FileRecord
 from store.records import Vectors
-from store.schema import generation_of, images, unblob
+from store.schema import generation_of, images, meta, unblob
 
 log = logging.getLogger("imgsearch.store")
 _CHUNK = 20_000
 
 
+@dataclass(frozen=True)
+class Loaded:
+    index: AnnIndex
+    generation: int
+    rebuilt: str | None  # why it was rebuilt from the catalog (None: the file was sound)
+    record: FileRecord | None  # the file now on disk for this generation, if it was saved
+
+
 def load_or_rebuild(
-    conn: Connection, home: Path, dim: int, spec: IndexSpec, mmap: bool
-) -> tuple[AnnIndex, int]:
+    conn: Connection,
+    home: Path,
+    dim: int,
+    spec: IndexSpec,
+    *,
+    mmap: bool,
+    thorough: bool,
+    save: bool,
+) -> Loaded:
     """The index and the generation it reflects, read in one snapshot of `conn`.
 
-    `mmap`: map IVF lists instead of reading them (read-only use).
+    `mmap`: map IVF lists instead of reading them (read-only use). `save`: write a rebuilt
+    index as this generation's file (the caller holds the writer lock, or no one does).
     """
     generation = generation_of(conn)
-    # Counting 1M rows costs ~50 ms of a cold query's 1 s: a reader (mmap) trusts the file
-    # named after the current generation; a writer checks it against the catalog.
-    count = (
-        None if mmap else int(conn.execute(select(func.count()).select_from(images)).scalar_one())
-    )
-    found = _read_file(home, generation, count, spec, mmap)
-    if not isinstance(found, str):
-        return found, generation
+    text = conn.execute(select(meta.c.value).where(meta.c.key == "faiss_file")).scalar()
+    record = FileRecord.from_json(text)
+    if record is not None and record.generation != generation:
+        record = None  # written for another generation: the file name tells it is stale
+    count = None
+    if thorough or record is None:
+        count = int(conn.execute(select(func.count()).select_from(images)).scalar_one())
+    found = _read_file(home, generation, spec, mmap, _Expected(record, count, dim, thorough))
+    if isinstance(found, AnnIndex):
+        return Loaded(found, generation, None, record)
     if found == "absent":  # no file yet is normal for an empty catalog
         found = "missing" if conn.execute(select(images.c.id).limit(1)).first() else "new"
     source = CatalogVectors(conn, dim)
-    count = source.count()
-    if count < spec.min_vectors():  # cannot train: only after a damaged catalog
+    if source.count() < spec.min_vectors():  # cannot train: only after a damaged catalog
         spec = IndexSpec()
     index = tuning.build(dim, spec, source)
-    if found != "new":
-        log.warning("FAISS file %s: rebuilt from the catalog (%d vectors)", found, count)
+    written = None
+    if save:
+        try:
+            written = files.write_atomic(index, home, generation)
+        except OSError as exc:  # a read-only home still answers queries from memory
+            log.info("could not save the rebuilt FAISS file in %s: %s", home, exc)
+    return Loaded(index, generation, None if found == "new" else found, written)
+
+
+@dataclass(frozen=True)
+class _Expected:
+    record: FileRecord | None
+    count: int | None  # the catalog's count, when it was counted
+    dim: int
+    thorough: bool
+
+
+def _read_file(
+    home: Path, generation: int, spec: IndexSpec, mmap: bool, expected: _Expected
+) -> AnnIndex | str:
+    """The FAISS file for `generation` if it is sound, else why it must be rebuilt."""
+    path = files.file_for(home, generation)
+    record = expected.record
+    if not path.is_file():
+        if any(home.glob(f"{files.FILE_PREFIX}*{files.FILE_SUFFIX}")):
+            return "stale (an earlier run did not finish)"
+        return "absent"
+    size = path.stat().st_size
+    if record is not None:
+        if size != record.bytes:
+            return f"damaged ({size} bytes, {record.bytes} were written)"
+        if (expected.thorough or size <= files.READER_HASH_LIMIT) and (
+            files.sha256_of(path) != record.sha256
+        ):
+            return "damaged (its checksum does not match the one recorded)"
     try:
-        vecs.write_atomic(index, home, generation)
-    except OSError as exc:  # a read-only home still answers queries from memory
-        log.warning("could not save the rebuilt FAISS file in %s: %s", home, exc)
-    return index, generation
+        index = AnnIndex.read(path, spec, mmap)
+    except (OSError, RuntimeError, ValueError):
+        return "unreadable"
+    if int(index.index.d) != expected.dim:
+        return f"damaged (dimension {index.index.d}, not {expected.dim})"
+    wanted = expected.count if expected.count is not None else record.count if record else None
+    if wanted is not None and index.count != wanted:
+        return f"out of date ({index.count} vectors, catalog {wanted})"
+    return index
 
 
 class CatalogVectors:
@@ -71,7 +134,7 @@ class CatalogVectors:
         query = select(images.c.id, images.c.vector).order_by(images.c.id)
         for chunk in self.conn.execution_options(yield_per=_CHUNK).execute(query).partitions():
             ids = np.array([row[0] for row in chunk], dtype=np.int64)
-            yield ids, np.stack([unblob(row[1]) for row in chunk])
+            yield ids, np.stack([unblob(row[1], self.dim) for row in chunk])
 
     def sample(self, n: int, seed: int) -> tuple[NDArray[np.int64], Vectors]:
         """`n` vectors picked at random (ids alone are read for the choice)."""
@@ -80,41 +143,27 @@ class CatalogVectors:
         return picked, self.fetch(picked)
 
     def fetch(self, ids: NDArray[np.int64]) -> Vectors:
-        found: dict[int, Vectors] = {}
-        for start in range(0, len(ids), _CHUNK):
-            wanted = ids[start : start + _CHUNK].tolist()
-            query = select(images.c.id, images.c.vector).where(images.c.id.in_(wanted))
-            found.update((i, unblob(v)) for i, v in self.conn.execute(query))
-        if not found:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([found[int(i)] for i in ids])
+        return fetch_vectors(self.conn, ids, self.dim)
+
+    def all(self) -> tuple[NDArray[np.int64], Vectors]:
+        """Every (id, vector) in the catalog, in id order (for the duplicate self-join)."""
+        ids: list[NDArray[np.int64]] = []
+        chunks: list[Vectors] = []
+        for chunk_ids, vectors in self.chunks():
+            ids.append(chunk_ids)
+            chunks.append(vectors)
+        if not chunks:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate(ids), np.concatenate(chunks)
 
 
-def all_vectors(conn: Connection, dim: int) -> tuple[NDArray[np.int64], Vectors]:
-    """Every (id, vector) in the catalog, in id order (for the duplicate self-join)."""
-    ids: list[NDArray[np.int64]] = []
-    chunks: list[Vectors] = []
-    for chunk_ids, vectors in CatalogVectors(conn, dim).chunks():
-        ids.append(chunk_ids)
-        chunks.append(vectors)
-    if not chunks:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
-    return np.concatenate(ids), np.concatenate(chunks)
-
-
-def _read_file(
-    home: Path, generation: int, count: int | None, spec: IndexSpec, mmap: bool
-) -> AnnIndex | str:
-    """The FAISS file for `generation` if it is sound, else why it must be rebuilt."""
-    path = vecs.file_for(home, generation)
-    if not path.is_file():
-        if any(home.glob(f"{vecs.FILE_PREFIX}*{vecs.FILE_SUFFIX}")):
-            return "stale (an earlier run did not finish)"
-        return "absent"
-    try:
-        index = AnnIndex.read(path, spec, mmap)
-    except (OSError, RuntimeError, ValueError):
-        return "unreadable"
-    if count is not None and index.count != count:
-        return f"out of date ({index.count} vectors, catalog {count})"
-    return index
+def fetch_vectors(conn: Connection, ids: NDArray[np.int64], dim: int) -> Vectors:
+    """The stored vectors of `ids` (which must all be stored), in that order."""
+    found: dict[int, Vectors] = {}
+    for start in range(0, len(ids), _CHUNK):
+        wanted = ids[start : start + _CHUNK].tolist()
+        query = select(images.c.id, images.c.vector).where(images.c.id.in_(wanted))
+        found.update((i, unblob(v, dim)) for i, v in conn.execute(query))
+    if not found:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.stack([found[int(i)] for i in ids])

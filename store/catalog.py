@@ -1,55 +1,70 @@
 """The store: one SQLite catalog (the truth, vectors included) and a FAISS index derived from it.
 
 Every write is one SQLite transaction that also bumps `meta.generation`. The FAISS file is named
-after the generation it reflects, so a file that is missing, stale (killed run, older generation)
-or damaged is detected on open and rebuilt from SQLite with a notice, never an error.
+after the generation it reflects and recorded in `meta` (size, sha256, count, dimension), so a
+file that is missing, stale, damaged or swapped is detected on open and rebuilt from SQLite with
+a notice, never an error (store/cache.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 
-from store import tags, tuning
-from store import vectors as vecs
+from store import faiss_files as files
+from store import tags
 from store.ann import AnnIndex, IndexSpec
-from store.cache import CatalogVectors, all_vectors, load_or_rebuild
-from store.errors import IndexNotFound, ModelMismatch
+from store.cache import CatalogVectors, fetch_vectors, load_or_rebuild
+from store.caches import ResultCaches
+from store.errors import HomeNotWritable, IndexNotFound, InvalidOption, ModelMismatch
 from store.gpu import Gpu, gpu_for
 from store.home import catalog_path
+from store.kinds import IndexKinds
+from store.lock import holds_writer, writer_active
 from store.pairs import DEFAULT_PROBES, Pair, cross_pairs, similar_pairs
 from store.reader import CatalogReader
 from store.records import Embedded, Failure, Hit, IndexMeta, Vectors
+from store.removed import forget_rows, restore_rows
 from store.schema import (
     SCHEMA_VERSION,
     blob,
+    bump_generation,
     failures,
     generation_of,
     images,
     make_engine,
     meta,
     metadata,
+    migrate,
+    set_meta,
+    views_blob,
+    writing,
 )
 
-MAX_TOMBSTONES = 0.2  # HNSW: rebuild once removed/replaced vectors exceed this share
+log = logging.getLogger("imgsearch.store")
 
 
-class Store(CatalogReader):
-    """An index home. Open with `Store.open` (read) or `Store.open_for_model` (index)."""
+class Store(CatalogReader, IndexKinds, ResultCaches):
+    """An index home. `Store.open(home)` reads; `writable=True` (or `Store.create`) writes, and
+    the caller holds the writer lock (store.lock.exclusive_writer)."""
 
-    def __init__(self, home: Path, engine: Engine, index_meta: IndexMeta) -> None:
+    def __init__(self, home: Path, engine: Engine, index_meta: IndexMeta, writer: bool) -> None:
         self.home = home
         self.meta = index_meta
         self._engine = engine
+        self._write = writing(engine)
         self._index: AnnIndex | None = None
-        self._writer = False  # opened by open_for_model: no memory-mapped index
+        self._writer = writer  # a writer checks the FAISS file thoroughly, and never mmaps it
         self._gpu: Gpu | None = None
         self._generation = -1  # generation the in-memory FAISS index reflects
         self._dirty = False
@@ -57,55 +72,54 @@ class Store(CatalogReader):
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, home: Path) -> Store:
+    def open(cls, home: str | os.PathLike[str], *, writable: bool = False) -> Store:
+        """Open the index in `home` (a path or a string). Raises IndexNotFound if there is none,
+        HomeNotWritable if `writable` and the home is read-only."""
+        home = Path(home).expanduser().absolute()
         path = catalog_path(home)
         if not path.is_file():
             raise IndexNotFound(f"no index in {home}: run `imgsearch index PATH` first")
-        engine = make_engine(path)
+        read_only = not os.access(home, os.W_OK) or not os.access(path, os.W_OK)
+        if writable and read_only:
+            raise HomeNotWritable(f"cannot write to {home}: the index home is read-only")
+        engine = make_engine(path, read_only=read_only)
         try:
             with engine.connect() as conn:
                 values = {k: v for k, v in conn.execute(select(meta.c.key, meta.c.value))}
+            if not read_only and values.get("schema_version") != str(SCHEMA_VERSION):
+                with writing(engine).begin() as conn:  # a catalog of an earlier version
+                    migrate(conn)
         except OperationalError:  # a file with no tables: creation was interrupted
             values = {}
+        except BaseException:
+            engine.dispose()
+            raise
         if "model" not in values:
             engine.dispose()
             raise IndexNotFound(f"{path} is not an imgsearch index (no model recorded)")
-        return cls(home, engine, IndexMeta.from_values(values))
+        return cls(home, engine, IndexMeta.from_values(values), writable)
 
     @classmethod
-    def open_for_model(
-        cls, home: Path, model: str, dim: int, settings: dict[str, str] | None = None
+    def create(
+        cls,
+        home: str | os.PathLike[str],
+        model: str,
+        dim: int,
+        settings: dict[str, str] | None = None,
     ) -> Store:
-        """Open the index for writing with `model`, creating it if the home has none.
-
-        `settings` (weights, input_size) are recorded when the index is created.
-        """
-        cls._create(home, model, dim, settings or {})
-        store = cls.open(home)
-        store._writer = True
-        try:
-            store.check_model(model, dim)
-        except ModelMismatch:
-            store.close()
-            raise
-        return store
-
-    def check_model(self, model: str, dim: int | None = None) -> None:
-        """Raise ModelMismatch unless this index was built with `model` (and `dim`)."""
-        if self.meta.model != model or dim not in (None, self.meta.dim):
-            raise ModelMismatch(
-                f"the index in {self.home} was built with {self.meta.model!r}, not {model!r}: "
-                f"use --model {self.meta.model} or another --home"
-            )
-
-    @staticmethod
-    def _create(home: Path, model: str, dim: int, settings: dict[str, str]) -> None:
-        """Create the schema and `meta` in one transaction; a no-op on an existing index.
+        """Open the index in `home` for writing, creating it for `model` (of dimension `dim`)
+        if the home has none. `settings` are recorded when it is created.
 
         A run killed while creating leaves either nothing or an empty file, never a catalog
         without `meta`, and the next run completes it.
         """
-        home.mkdir(parents=True, exist_ok=True)
+        home = Path(home).expanduser().absolute()
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HomeNotWritable(f"cannot create {home}: {exc.strerror or exc}") from exc
+        if not os.access(home, os.W_OK):
+            raise HomeNotWritable(f"cannot write to {home}: the index home is read-only")
         engine = make_engine(catalog_path(home))
         try:
             values = {
@@ -116,14 +130,23 @@ class Store(CatalogReader):
                 "index_spec": IndexSpec().to_json(),
                 "schema_version": str(SCHEMA_VERSION),
                 "generation": "0",
+                **(settings or {}),
             }
-            values.update(settings)
             rows = [{"key": k, "value": v} for k, v in values.items()]
-            with engine.begin() as conn:
+            with writing(engine).begin() as conn:
                 metadata.create_all(conn)
                 conn.execute(sqlite_insert(meta).on_conflict_do_nothing(), rows)
         finally:
             engine.dispose()
+        store = cls.open(home, writable=True)
+        if (store.meta.model, store.meta.dim) != (model, dim):  # the catalog is never mixed
+            store.close()
+            raise ModelMismatch(
+                f"the index in {home} holds {store.meta.dim}-d vectors of "
+                f"{store.meta.model!r}, not {dim}-d ones of {model!r}",
+                field="model",
+            )
+        return store
 
     def close(self) -> None:
         self._engine.dispose()
@@ -133,6 +156,8 @@ class Store(CatalogReader):
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+    # -- searching -------------------------------------------------------------------------
 
     def search(
         self,
@@ -144,7 +169,9 @@ class Store(CatalogReader):
         """Top-k by cosine for each query row (n, d): exact on a flat index, tuned to the
         recall target on the others. `exclude` ids never appear; only `only` ids do if given."""
         if queries.ndim != 2 or queries.shape[1] != self.meta.dim:
-            raise ValueError(f"queries must be (n, {self.meta.dim}), got {queries.shape}")
+            raise InvalidOption(
+                f"must be (n, {self.meta.dim}), got {queries.shape}", field="queries"
+            )
         return self._ann().search(queries, k, exclude, only, self._fetch)
 
     def use_device(self, device: str) -> None:
@@ -153,6 +180,11 @@ class Store(CatalogReader):
         self._gpu = gpu_for(device)
         if self._index is not None:
             self._index.use_gpu(self._gpu)
+
+    @property
+    def gpu(self) -> Gpu | None:
+        """The GPU joins and searches run on (None: the CPU); see `use_device`."""
+        return self._gpu
 
     def is_current(self) -> bool:
         """Whether the loaded FAISS index still reflects the catalog (True when none is loaded):
@@ -171,10 +203,10 @@ class Store(CatalogReader):
     ) -> list[Pair]:
         """Every pair (a, b, cosine), a < b, with cosine >= threshold; both among `ids` if given.
 
-        Exact up to 20,000 vectors; above, a k-means-celled join whose recall grows with
+        Exact up to 20,000 vectors; above, a k-means-celled BLAS join whose recall grows with
         `probes` (store/pairs.py). Every score returned is an exact cosine.
         """
-        stored_ids, vectors = self._vectors_of(ids)
+        stored_ids, vectors = self.vectors_of(ids)
         return similar_pairs(stored_ids, vectors, threshold, probes, self._gpu)
 
     def pairs_with(
@@ -184,23 +216,29 @@ class Store(CatalogReader):
 
         A query id is the image the query vector was made from; pairs with itself are left out.
         """
-        stored_ids, vectors = self._vectors_of(ids)
+        stored_ids, vectors = self.vectors_of(ids)
         query_array = np.asarray(query_ids, dtype=np.int64)
         found = cross_pairs(query_array, queries, stored_ids, vectors, threshold)
         return [(a, b, s) for a, b, s in found if a != b]
 
-    def _vectors_of(self, ids: Sequence[int] | None) -> tuple[NDArray[np.int64], Vectors]:
-        """(ids, vectors) of the stored images among `ids` (all if None): from a flat index's
-        storage, else from the catalog."""
+    def vectors_of(self, ids: Sequence[int] | None = None) -> tuple[NDArray[np.int64], Vectors]:
+        """(ids, vectors) of the stored images among `ids` (all if None), in id order: from a
+        flat index's storage, else from the catalog."""
         found = self._ann().all_vectors()
         if found is None:
             with self._engine.begin() as conn:
-                found = all_vectors(conn, self.meta.dim)
+                found = CatalogVectors(conn, self.meta.dim).all()
         stored_ids, vectors = found
+        order = np.argsort(stored_ids, kind="stable")
+        stored_ids, vectors = stored_ids[order], vectors[order]
         if ids is None:
             return stored_ids, vectors
         keep = np.isin(stored_ids, np.asarray(list(ids), dtype=np.int64))
         return stored_ids[keep], vectors[keep]
+
+    def _fetch(self, ids: NDArray[np.int64]) -> Vectors:
+        with self._engine.connect() as conn:
+            return fetch_vectors(conn, ids, self.meta.dim)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -216,7 +254,7 @@ class Store(CatalogReader):
         """
         index = self._ann() if update_index else None
         paths = [e.file.path for e in embedded] + [f.path for f in failed]
-        with self._engine.begin() as conn:
+        with self._write.begin() as conn:
             query = select(images.c.path, images.c.id, images.c.content_hash).where(
                 images.c.path.in_(paths)
             )
@@ -248,119 +286,64 @@ class Store(CatalogReader):
                     set_={c: failure_insert.excluded[c] for c in ("size", "mtime_ns", "error")},
                 )
                 conn.execute(upsert, [f.__dict__ for f in failed])
-            generation = self._bump_generation(conn)
+            generation = bump_generation(conn)
         # SQLite has committed: only now does the in-memory FAISS index follow.
         if index is None:
             self._index = None  # reloaded (rebuilt) when next needed, unless installed
             return
-        replaced = np.array([i for i, _ in updated] + gone, dtype=np.int64)
-        index.remove(replaced)
+        index.remove(np.array([i for i, _ in updated] + gone, dtype=np.int64))
         ids = np.array([i for i, _ in updated] + new_ids, dtype=np.int64)
         rows = [e.vector for _, e in updated] + [e.vector for e in new]
         if rows:
             index.add(ids, np.stack(rows))
         self._mark(generation)
 
-    def remove_paths(self, paths: Sequence[str]) -> int:
-        """Forget files that no longer exist. Returns how many indexed images were removed."""
+    def remove_paths(self, paths: Sequence[str], journal: str | None = None) -> int:
+        """Forget indexed files. With `journal` (an action moved or deleted them), their rows
+        are kept aside so that `restore_paths` can bring them back. Returns how many."""
         if not paths:
             return 0
         index = self._ann()
-        with self._engine.begin() as conn:
-            query = select(images.c.id, images.c.content_hash).where(images.c.path.in_(paths))
-            rows = conn.execute(query).all()
-            ids = [image_id for image_id, _ in rows]
-            conn.execute(delete(images).where(images.c.id.in_(ids)))
-            conn.execute(delete(failures).where(failures.c.path.in_(paths)))
-            tags.prune(conn, (content_hash for _, content_hash in rows))
-            generation = self._bump_generation(conn)
+        with self._write.begin() as conn:
+            ids = forget_rows(conn, paths, journal)
+            generation = bump_generation(conn)
         index.remove(np.array(ids, dtype=np.int64))
         self._mark(generation)
         return len(ids)
 
-    # -- the FAISS index's kind ----------------------------------------------------------
-
-    def reindex(self, choice: str | None = None, max_memory: int | None = None) -> IndexSpec:
-        """Rebuild the FAISS index from the stored vectors (no re-embedding) as `choice`
-        (auto, flat, hnsw, ivf, ivfpq; default: as recorded), tune it, record it in `meta`."""
-        index = self.trained_index(choice, max_memory)
-        with self._engine.begin() as conn:
-            for ids, vectors in CatalogVectors(conn, self.meta.dim).chunks():  # streamed
-                index.add(ids, vectors)
-        return self.install(index, choice, max_memory)
-
-    def trained_index(self, choice: str | None = None, max_memory: int | None = None) -> AnnIndex:
-        """An empty index of the kind `choice` means for this catalog's size, trained on a
-        sample of its vectors. Fill it (or clones of it, in parallel, then merged) with every
-        stored vector, then `install` it."""
-        choice = choice or self.meta.index_choice
-        budget = max_memory or self.meta.max_index_memory or tuning.DEFAULT_MAX_INDEX_MEMORY
-        with self._engine.begin() as conn:
-            source = CatalogVectors(conn, self.meta.dim)
-            spec = tuning.choose(choice, source.count(), self.meta.dim, budget)
-            return tuning.trained(self.meta.dim, spec, source)
-
-    def install(self, index: AnnIndex, choice: str | None = None,
-                max_memory: int | None = None) -> IndexSpec:  # fmt: skip
-        """Make `index`, which must hold every stored vector, the store's index: tune its
-        search parameters, save it as a new generation, record its kind in `meta`."""
-        choice = choice or self.meta.index_choice
-        budget = max_memory or self.meta.max_index_memory or tuning.DEFAULT_MAX_INDEX_MEMORY
-        with self._engine.begin() as conn:
-            source = CatalogVectors(conn, self.meta.dim)
-            if index.count != source.count():
-                raise ValueError(f"the index holds {index.count} vectors, the catalog more")
-            spec = tuning.tune(index, source)
-            index.use_gpu(self._gpu)
-            generation = self._bump_generation(conn)
-            vecs.write_atomic(index, self.home, generation)
-            settings = {"index_choice": choice, "max_index_memory": str(budget),
-                        "index_type": spec.factory, "index_spec": spec.to_json()}  # fmt: skip
-            for key, value in settings.items():
-                self._set_meta(conn, key, value)
-        self._index, self._generation, self._dirty = index, generation, False
-        self.meta = dataclasses.replace(
-            self.meta, index_choice=choice, max_index_memory=budget,
-            index_type=spec.factory, index_spec=spec.to_json(),
-        )  # fmt: skip
-        return spec
-
-    def maintain(self) -> IndexSpec | None:
-        """After a writing run: rebuild when the recorded choice now means another index (a
-        size boundary crossed) or HNSW tombstones pile up. Returns the new spec if rebuilt."""
+    def restore_paths(self, journal: str, paths: Sequence[str]) -> int:
+        """Put back the rows `remove_paths(paths, journal)` kept aside: same ids, same vectors,
+        for files that are back on disk unchanged. Returns how many."""
+        if not paths:
+            return 0
         index = self._ann()
-        budget = self.meta.max_index_memory or tuning.DEFAULT_MAX_INDEX_MEMORY
-        wanted = tuning.choose(self.meta.index_choice, index.count, self.meta.dim, budget)
-        same = (wanted.kind, wanted.nlist, wanted.pq) == (index.spec.kind, index.spec.nlist,
-                                                          index.spec.pq)  # fmt: skip
-        if same and index.tombstones <= MAX_TOMBSTONES * max(1, index.count):
-            return None
-        return self.reindex()
+        with self._write.begin() as conn:
+            restored = restore_rows(conn, journal, paths, self.meta.dim)
+            generation = bump_generation(conn)
+        if restored:
+            index.remove(np.array([i for i, _ in restored], dtype=np.int64))
+            index.add(
+                np.array([i for i, _ in restored], dtype=np.int64),
+                np.stack([v for _, v in restored]),
+            )
+        self._mark(generation)
+        return len(restored)
 
     def record_setting(self, key: str, value: str) -> None:
         """Record a setting of the last run in `meta` (e.g. the precision it used)."""
-        with self._engine.begin() as conn:
-            self._set_meta(conn, key, value)
-
-    @staticmethod
-    def _set_meta(conn: Connection, key: str, value: str) -> None:
-        upsert = sqlite_insert(meta).on_conflict_do_update(
-            index_elements=[meta.c.key], set_={"value": value}
-        )
-        conn.execute(upsert, {"key": key, "value": value})
+        with self._write.begin() as conn:
+            set_meta(conn, key, value)
+        self.meta = _with_meta(self.meta, key, value)
 
     def flush(self) -> None:
         """Write the FAISS file for the current generation, atomically, if anything changed."""
         if self._index is not None and self._dirty:
-            vecs.write_atomic(self._index, self.home, self._generation)
+            self._save(self._index, self._generation)
             self._dirty = False
 
-    def _bump_generation(self, conn: Connection) -> int:
-        current = int(
-            conn.execute(select(meta.c.value).where(meta.c.key == "generation")).scalar_one()
-        )
-        conn.execute(update(meta).where(meta.c.key == "generation").values(value=str(current + 1)))
-        return current + 1
+    def _save(self, index: AnnIndex, generation: int) -> None:
+        record = files.write_atomic(index, self.home, generation)
+        self.record_setting("faiss_file", record.to_json())
 
     def _mark(self, generation: int) -> None:
         self._generation = generation
@@ -368,15 +351,63 @@ class Store(CatalogReader):
 
     # -- the FAISS cache -------------------------------------------------------------------
 
+    def verify(self) -> str | None:
+        """Check the FAISS file thoroughly (sha256, count against the catalog) and rebuild it if
+        it is not sound. Returns why it was rebuilt, or None."""
+        self.flush()
+        self._index = None
+        return self._load(thorough=True)
+
     def _ann(self) -> AnnIndex:
         if self._index is None:
-            with self._engine.begin() as conn:  # one snapshot: generation, count, vectors
-                spec = IndexSpec.from_json(self.meta.index_spec)
-                mmap = not self._writer
-                loaded = load_or_rebuild(conn, self.home, self.meta.dim, spec, mmap)
-                self._index, self._generation = loaded
-                self._index.use_gpu(self._gpu)
+            self._load(thorough=self._writer)
+        assert self._index is not None
         return self._index
+
+    def _load(self, thorough: bool) -> str | None:
+        save = self._writer or (os.access(self.home, os.W_OK) and not writer_active(self.home))
+        with self._engine.begin() as conn:  # one snapshot: generation, count, vectors
+            spec = IndexSpec.from_json(self.meta.index_spec)
+            loaded = load_or_rebuild(
+                conn,
+                self.home,
+                self.meta.dim,
+                spec,
+                mmap=not self._writer,
+                thorough=thorough,
+                save=save,
+            )
+        self._index, self._generation = loaded.index, loaded.generation
+        self._index.use_gpu(self._gpu)
+        if loaded.record is not None and loaded.rebuilt is not None and save:
+            with contextlib.suppress(HomeNotWritable):
+                self.record_setting("faiss_file", loaded.record.to_json())
+        if loaded.rebuilt is not None:
+            if writer_active(self.home) and not holds_writer(self.home):
+                log.warning(
+                    "an index run is writing to %s: this answer covers the %d images "
+                    "committed so far",
+                    self.home,
+                    loaded.index.count,
+                )
+            else:
+                log.warning(
+                    "FAISS file %s: rebuilt from the catalog (%d vectors)",
+                    loaded.rebuilt,
+                    loaded.index.count,
+                )
+        return loaded.rebuilt
+
+
+def _with_meta(index_meta: IndexMeta, key: str, value: str) -> IndexMeta:
+    """`index_meta` as it reads after `set_meta(key, value)`."""
+    if key == "precision":
+        return dataclasses.replace(index_meta, precision=value)
+    if key == "runtime":
+        return dataclasses.replace(index_meta, runtime=value)
+    if key == "faiss_file":
+        return dataclasses.replace(index_meta, faiss_file=value)
+    return index_meta
 
 
 def _row(e: Embedded) -> dict[str, object]:
@@ -388,4 +419,5 @@ def _row(e: Embedded) -> dict[str, object]:
         "width": e.width,
         "height": e.height,
         "vector": blob(e.vector),
+        "views": views_blob(e.views),
     }

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from store.vectors import import_faiss
+from store.faiss_files import import_faiss
 
 Products = Callable[[NDArray[np.float32], NDArray[np.float32]], NDArray[np.float32]]
 

@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 from sqlalchemy import Engine, func, select
 
 from store import ignored, tags
 from store.errors import ItemNotFound
-from store.records import Failure, ImageRecord, Vector, Vectors
-from store.schema import failures, images, unblob
+from store.records import Failure, ImageRecord, IndexMeta, Vector, Vectors
+from store.schema import failures, has_views, images, unblob, views_unblob, writing
 
 _RECORD_COLUMNS = (
     images.c.id,
@@ -33,16 +32,21 @@ class StoredVector:
     vector: Vector
     width: int
     height: int
+    views: Vectors | None = None
 
 
 def _record(row: Any) -> ImageRecord:
     return ImageRecord(*row)
 
 
+MIN_ID, MAX_ID = 1, 2**63 - 1  # SQLite's integer keys: anything else is no image
+
+
 class CatalogReader:
     """The read side of a Store; `_engine` is the catalog's."""
 
     _engine: Engine
+    meta: IndexMeta
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -51,7 +55,7 @@ class CatalogReader:
             return int(conn.execute(select(func.count()).select_from(images)).scalar_one())
 
     def records(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
-        wanted = list(ids)
+        wanted = [i for i in ids if MIN_ID <= i <= MAX_ID]
         if not wanted:
             return {}
         with self._engine.connect() as conn:
@@ -76,11 +80,13 @@ class CatalogReader:
         return found
 
     def vector(self, image_id: int) -> Vector:
+        if not MIN_ID <= image_id <= MAX_ID:
+            raise ItemNotFound(f"no image with id {image_id} in the index")
         with self._engine.connect() as conn:
             blob = conn.execute(select(images.c.vector).where(images.c.id == image_id)).scalar()
         if blob is None:
             raise ItemNotFound(f"no image with id {image_id} in the index")
-        return unblob(blob)
+        return unblob(blob, self.meta.dim)
 
     def file_states(self) -> dict[str, ImageRecord]:
         """Every indexed file by path, to decide what a scan has to do."""
@@ -101,7 +107,7 @@ class CatalogReader:
                 rows = conn.execute(query).all()
                 if not rows:
                     return
-                vectors = np.stack([unblob(row.vector) for row in rows])
+                vectors = np.stack([unblob(row.vector, self.meta.dim) for row in rows])
                 yield [_record(row[:-1]) for row in rows], vectors
                 last = rows[-1].id
 
@@ -115,10 +121,31 @@ class CatalogReader:
         wanted = sorted(set(hashes))
         if not wanted:
             return {}
-        query = select(images.c.content_hash, images.c.vector, images.c.width, images.c.height)
+        query = select(images.c.content_hash, images.c.vector, images.c.width, images.c.height,
+                       images.c.views)  # fmt: skip
+        dim = self.meta.dim
         with self._engine.connect() as conn:
             rows = conn.execute(query.where(images.c.content_hash.in_(wanted)))
-            return {h: StoredVector(unblob(v), w, ht) for h, v, w, ht in rows}
+            return {h: StoredVector(unblob(v, dim), w, ht, views_unblob(r, dim))
+                    for h, v, w, ht, r in rows}  # fmt: skip
+
+    def views(self, ids: Iterable[int]) -> dict[int, Vectors]:
+        """The stored regional views (R, d) of those `ids` that have them."""
+        wanted = [i for i in ids if MIN_ID <= i <= MAX_ID]
+        found: dict[int, Vectors] = {}
+        with self._engine.connect() as conn:
+            if not wanted or not has_views(conn):
+                return found
+            for start in range(0, len(wanted), 10_000):
+                chunk = wanted[start : start + 10_000]
+                query = select(images.c.id, images.c.views).where(
+                    images.c.id.in_(chunk), images.c.views.is_not(None)
+                )
+                for image_id, data in conn.execute(query):
+                    views = views_unblob(data, self.meta.dim)
+                    if views is not None:
+                        found[int(image_id)] = views
+        return found
 
     def ignored_pairs(self) -> set[tuple[str, str]]:
         """Content-hash pairs (a < b) the user marked as not duplicates."""
@@ -126,7 +153,7 @@ class CatalogReader:
 
     def ignore_pairs(self, hashes: Sequence[str]) -> int:
         """Remember every pair among `hashes` as not duplicates. Returns how many were new."""
-        return ignored.remember(self._engine, hashes)
+        return ignored.remember(writing(self._engine), hashes)
 
     # -- tags ------------------------------------------------------------------------------
 
@@ -138,10 +165,3 @@ class CatalogReader:
 
     def tags_of(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float]]]:
         return tags.of_ids(self._engine, ids)
-
-    def _fetch(self, ids: NDArray[np.int64]) -> Vectors:
-        """Exact vectors of `ids`, in that order (re-scoring IVF-PQ candidates)."""
-        with self._engine.connect() as conn:
-            query = select(images.c.id, images.c.vector).where(images.c.id.in_(ids.tolist()))
-            found = {i: unblob(v) for i, v in conn.execute(query)}
-        return np.stack([found[int(i)] for i in ids])

@@ -53,14 +53,16 @@ class Tag:
 
 @dataclass(frozen=True)
 class Embedded:
-    """An image ready to be written: its file, pixel size, embedding (d,), and top classes
-    (empty: the model has no named head, or they are already stored for this content)."""
+    """An image ready to be written: its file, pixel size, embedding (d,), top classes (empty:
+    the model has no named head, or they are already stored for this content), and its
+    regional views' descriptors (R, d) when the model makes them."""
 
     file: ImageFile
     width: int
     height: int
     vector: Vector
     tags: tuple[Tag, ...] = ()
+    views: Vectors | None = None
 
 
 @dataclass(frozen=True)
@@ -88,14 +90,16 @@ class IndexMeta:
     model: str
     dim: int
     metric: str
-    index_type: str
+    index_factory: str  # the FAISS index as built now, e.g. "IVF4096,Flat" (`info`)
     schema_version: int
     weights: str | None = None
     input_size: int | None = None  # the model's input resolution, when not its own (--size)
     precision: str | None = None  # of the last run that embedded images
+    runtime: str | None = None  # torch or onnx, of the last run that embedded images
     index_spec: str | None = None  # the FAISS index's IndexSpec as JSON (None: flat)
-    index_choice: str = "auto"  # what the user asked for: auto, flat, hnsw, ivf, ivfpq
+    index_choice: str = "auto"  # what --index-type asked for: auto, flat, hnsw, ivf, ivfpq
     max_index_memory: int | None = None  # bytes; the budget `auto` chooses within
+    faiss_file: str | None = None  # JSON FileRecord of the FAISS file last written
 
     @classmethod
     def from_values(cls, values: dict[str, str]) -> IndexMeta:
@@ -104,14 +108,16 @@ class IndexMeta:
             model=values["model"],
             dim=int(values["dim"]),
             metric=values["metric"],
-            index_type=values["index_type"],
+            index_factory=values["index_type"],
             schema_version=int(values["schema_version"]),
             weights=values.get("weights"),
             input_size=int(values["input_size"]) if "input_size" in values else None,
             precision=values.get("precision"),
+            runtime=values.get("runtime"),
             index_spec=values.get("index_spec"),
             index_choice=values.get("index_choice", "auto"),
             max_index_memory=int(values["max_index_memory"])
             if "max_index_memory" in values
             else None,
+            faiss_file=values.get("faiss_file"),
         )

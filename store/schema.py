@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import (
     Column,
     Connection,
@@ -21,11 +22,16 @@ from sqlalchemy import (
     create_engine,
     event,
     select,
+    update,
 )
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from store.errors import CatalogDamaged, HomeNotWritable
 from store.records import Vector
 
-SCHEMA_VERSION = 1
+# 2: images.views; keepers, removed_images, results_cache and local_features (added to an
+# older catalog by the first process that can write it: `migrate`).
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -66,6 +72,8 @@ images = Table(
     Column("width", Integer, nullable=False),
     Column("height", Integer, nullable=False),
     Column("vector", LargeBinary, nullable=False),  # float32, little-endian, unit norm
+    # The regional views' unit descriptors (R, dim) as float16, little-endian; NULL: none.
+    Column("views", LargeBinary, nullable=True),
     sqlite_autoincrement=True,
 )
 
@@ -101,16 +109,75 @@ tags = Table(
 )
 
 
-def make_engine(path: Path) -> Engine:
-    """An engine in WAL mode: readers never block on a writer, a commit per batch is cheap."""
-    engine = create_engine(f"sqlite:///{path}")
+# What the user decided about duplicate groups, by content hash (survives renames and re-runs):
+# the copy to keep of the group holding this content (`imgsearch serve`'s review, `apply`).
+keepers = Table(
+    "keepers",
+    metadata,
+    Column("content_hash", String, primary_key=True),
+    Column("chosen_at", Float, nullable=False),
+)
+
+# Rows of files that an action moved or deleted, kept so that `undo` brings them back with
+# their ids and vectors (no re-embedding). `journal` names the action.
+removed_images = Table(
+    "removed_images",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("path", FsPath, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("mtime_ns", Integer, nullable=False),
+    Column("content_hash", String, nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+    Column("views", LargeBinary, nullable=True),
+    Column("journal", String, nullable=False, index=True),
+)
+
+# Results that take long to compute, reusable while the catalog generation and the options
+# that produced them are the same: near-duplicate pairs (rotated ones included) and each
+# content's local features for verification (by content hash, valid across generations).
+results_cache = Table(
+    "results_cache",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("generation", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+local_features = Table(
+    "local_features",
+    metadata,
+    Column("content_hash", String, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+_DAMAGED = ("malformed", "not a database", "file is encrypted", "disk i/o error")
+_READ_ONLY = ("readonly database", "read-only", "unable to open database")
+
+
+def make_engine(path: Path, read_only: bool = False) -> Engine:
+    """An engine in WAL mode: readers never block on a writer, a commit per batch is cheap.
+
+    `read_only`: the home cannot be written (a read-only mount, no permission): SQLite opens
+    the catalog immutable, since WAL readers otherwise need to write the -shm file.
+    Write transactions (`writing(engine)`) begin IMMEDIATE, so that they wait for the write
+    lock (busy timeout) instead of failing with "database is locked" when a read snapshot
+    would have to be upgraded.
+    """
+    url = (
+        f"sqlite:///file:{path}?mode=ro&immutable=1&uri=true" if read_only else f"sqlite:///{path}"
+    )
+    engine = create_engine(url)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not pysqlite, start transactions (see _begin below).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        if not read_only:
+            cursor.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL survives a killed process (only power loss can drop the last commits).
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
@@ -120,19 +187,84 @@ def make_engine(path: Path) -> Engine:
     def _begin(connection: Any) -> None:
         # pysqlite only opens a transaction before DML, so two SELECTs could see two different
         # snapshots. An explicit BEGIN makes every read (count + vectors) one consistent snapshot.
-        connection.exec_driver_sql("BEGIN")
+        write = connection.get_execution_options().get("imgsearch_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    @event.listens_for(engine, "handle_error")
+    def _translate(context: Any) -> None:
+        text = str(context.original_exception).lower()
+        if any(word in text for word in _DAMAGED):
+            raise CatalogDamaged(
+                f"{path} is damaged ({context.original_exception}): run `imgsearch check`, then "
+                "restore a backup of it or index into a new home"
+            ) from context.original_exception
+        if any(word in text for word in _READ_ONLY):
+            raise HomeNotWritable(
+                f"cannot write {path} ({context.original_exception}): the index home is "
+                "read-only here"
+            ) from context.original_exception
 
     return engine
+
+
+def migrate(conn: Connection) -> None:
+    """Bring a catalog of an earlier schema up to this one (inside a write transaction)."""
+    metadata.create_all(conn)
+    columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(images)")}
+    if "views" not in columns:
+        conn.exec_driver_sql("ALTER TABLE images ADD COLUMN views BLOB")
+    set_meta(conn, "schema_version", str(SCHEMA_VERSION))
+
+
+def has_views(conn: Connection) -> bool:
+    return any(row[1] == "views" for row in conn.exec_driver_sql("PRAGMA table_info(images)"))
+
+
+def views_blob(views: NDArray[np.float32] | None) -> bytes | None:
+    return None if views is None else np.ascontiguousarray(views, dtype="<f2").tobytes()
+
+
+def views_unblob(data: bytes | None, dim: int) -> NDArray[np.float32] | None:
+    if data is None:
+        return None
+    if len(data) % (2 * dim):
+        raise CatalogDamaged(f"stored views of {len(data)} bytes are not float16 rows of {dim}")
+    return np.frombuffer(data, dtype="<f2").astype(np.float32).reshape(-1, dim)
+
+
+def writing(engine: Engine) -> Engine:
+    """The engine whose transactions are write transactions (BEGIN IMMEDIATE)."""
+    return engine.execution_options(imgsearch_write=True)
 
 
 def blob(vector: Vector) -> bytes:
     return np.ascontiguousarray(vector, dtype="<f4").tobytes()
 
 
-def unblob(data: bytes) -> Vector:
+def unblob(data: bytes, dim: int | None = None) -> Vector:
+    """A stored vector; CatalogDamaged if the blob is not `dim` float32 values."""
+    if dim is not None and len(data) != 4 * dim:
+        raise CatalogDamaged(
+            f"a stored vector has {len(data)} bytes, not {4 * dim} ({dim} float32): the catalog "
+            "is damaged; run `imgsearch check`"
+        )
     return np.frombuffer(data, dtype="<f4").astype(np.float32)
 
 
 def generation_of(conn: Connection) -> int:
     """The catalog generation: bumped by every write that changes vectors."""
     return int(conn.execute(select(meta.c.value).where(meta.c.key == "generation")).scalar_one())
+
+
+def bump_generation(conn: Connection) -> int:
+    """Raise the generation by one inside a write transaction; the new value."""
+    generation = generation_of(conn) + 1
+    conn.execute(update(meta).where(meta.c.key == "generation").values(value=str(generation)))
+    return generation
+
+
+def set_meta(conn: Connection, key: str, value: str) -> None:
+    upsert = sqlite_insert(meta).on_conflict_do_update(
+        index_elements=[meta.c.key], set_={"value": value}
+    )
+    conn.execute(upsert, {"key": key, "value": value})

@@ -10,7 +10,6 @@ import re
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Connection, Engine, delete, distinct, func, insert, select
-from sqlalchemy.exc import OperationalError
 
 from store.records import Embedded
 from store.schema import images, tags
@@ -48,11 +47,8 @@ def counts(engine: Engine, min_score: float = 0.0) -> list[tuple[str, int]]:
         .group_by(tags.c.label)
         .order_by(func.count(distinct(images.c.id)).desc(), tags.c.label)
     )
-    try:
-        with engine.connect() as conn:
-            return [(label, int(n)) for label, n in conn.execute(query)]
-    except OperationalError:  # an index made before tags existed has no table
-        return []
+    with engine.connect() as conn:
+        return [(label, int(n)) for label, n in conn.execute(query)]
 
 
 def matching_labels(labels: Iterable[str], word: str) -> set[str]:
@@ -68,20 +64,17 @@ def matching_labels(labels: Iterable[str], word: str) -> set[str]:
 
 def ids_with_tag(engine: Engine, word: str, min_score: float = 0.0) -> set[int]:
     """Ids of the indexed images with a tag that matches `word`."""
-    try:
-        with engine.connect() as conn:
-            labels = conn.execute(select(tags.c.label).distinct()).scalars().all()
-            wanted = matching_labels(labels, word)
-            if not wanted:
-                return set()
-            query = (
-                select(images.c.id)
-                .join(tags, images.c.content_hash == tags.c.content_hash)
-                .where(tags.c.label.in_(wanted), tags.c.score >= min_score)
-            )
-            return set(conn.execute(query).scalars())
-    except OperationalError:
-        return set()
+    with engine.connect() as conn:
+        labels = conn.execute(select(tags.c.label).distinct()).scalars().all()
+        wanted = matching_labels(labels, word)
+        if not wanted:
+            return set()
+        query = (
+            select(images.c.id)
+            .join(tags, images.c.content_hash == tags.c.content_hash)
+            .where(tags.c.label.in_(wanted), tags.c.score >= min_score)
+        )
+        return set(conn.execute(query).scalars())
 
 
 def of_ids(engine: Engine, ids: Iterable[int]) -> dict[int, list[tuple[str, float]]]:
@@ -96,10 +89,7 @@ def of_ids(engine: Engine, ids: Iterable[int]) -> dict[int, list[tuple[str, floa
         .order_by(images.c.id, tags.c.rank)
     )
     found: dict[int, list[tuple[str, float]]] = {}
-    try:
-        with engine.connect() as conn:
-            for image_id, label, score in conn.execute(query):
-                found.setdefault(int(image_id), []).append((label, float(score)))
-    except OperationalError:
-        return {}
+    with engine.connect() as conn:
+        for image_id, label, score in conn.execute(query):
+            found.setdefault(int(image_id), []).append((label, float(score)))
     return found

@@ -1,0 +1,104 @@
+"""Derived results kept in the catalog: duplicate pairs per generation, local features per
+content. Written only when this process holds the writer lock or can take it at once (a cache
+write never waits for, or races, a command that changes the catalog)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from store.errors import HomeNotWritable, IndexBusy
+from store.lock import exclusive_writer, holds_writer
+from store.schema import generation_of, local_features, results_cache
+
+FEATURES_ROWS_VERSION = 1
+_KEEP_RESULTS = 8  # cached results kept per catalog (the newest)
+
+
+class ResultCaches:
+    """The part of Store that reads and writes caches (mixed into store.catalog.Store)."""
+
+    home: Path
+    _engine: Engine
+    _write: Engine
+
+    def cached(self, key: str) -> bytes | None:
+        """A result stored under `key` for the catalog's current generation."""
+        with self._engine.begin() as conn:
+            row = conn.execute(
+                select(results_cache.c.data, results_cache.c.generation).where(
+                    results_cache.c.key == key
+                )
+            ).first()
+            if row is None or row.generation != generation_of(conn):
+                return None
+            return bytes(row.data)
+
+    def cache(self, key: str, data: bytes) -> bool:
+        """Keep `data` under `key` for the current generation. False if not written."""
+        with self._may_write() as allowed:
+            if not allowed:
+                return False
+            with self._write.begin() as conn:
+                generation = generation_of(conn)
+                upsert = sqlite_insert(results_cache).on_conflict_do_update(
+                    index_elements=[results_cache.c.key],
+                    set_={"generation": generation, "data": data},
+                )
+                conn.execute(upsert, {"key": key, "generation": generation, "data": data})
+                conn.execute(
+                    delete(results_cache).where(
+                        results_cache.c.generation < generation - _KEEP_RESULTS
+                    )
+                )
+        return True
+
+    def local_features(self, hashes: list[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        with self._engine.connect() as conn:
+            for start in range(0, len(hashes), 10_000):
+                query = select(local_features.c.content_hash, local_features.c.data).where(
+                    local_features.c.content_hash.in_(hashes[start : start + 10_000]),
+                    local_features.c.version == FEATURES_ROWS_VERSION,
+                )
+                found.update((h, bytes(d)) for h, d in conn.execute(query))
+        return found
+
+    def save_local_features(self, features: dict[str, bytes]) -> bool:
+        with self._may_write() as allowed:
+            if not allowed or not features:
+                return False
+            rows = [
+                {"content_hash": h, "version": FEATURES_ROWS_VERSION, "data": d}
+                for h, d in features.items()
+            ]
+            with self._write.begin() as conn:
+                upsert = sqlite_insert(local_features)
+                conn.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=[local_features.c.content_hash],
+                        set_={"version": upsert.excluded.version, "data": upsert.excluded.data},
+                    ),
+                    rows,
+                )
+        return True
+
+    @contextmanager
+    def _may_write(self) -> Iterator[bool]:
+        if holds_writer(self.home):
+            yield True
+            return
+        lock = exclusive_writer(self.home)
+        try:
+            lock.__enter__()
+        except (IndexBusy, HomeNotWritable):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.__exit__(None, None, None)
