@@ -20,8 +20,9 @@ import torch
 
 from indexer.decode import Preprocess
 from indexer.errors import InvalidOption, UnknownModel
-from indexer.models import ModelCard, check_given, find_card
-from indexer.options import DEFAULT_MODEL, ModelChoice
+from indexer.models import ModelCard, check_given
+from indexer.options import DEFAULT_MODEL
+from indexer.spec import ModelSpec
 from indexer.weights import download, import_birder_quietly
 
 # TF-Lite normalisation (x - 127) / 128, written as Birder rgb_stats on [0, 1] pixels.
@@ -41,28 +42,64 @@ class Backbone:
     classify: Callable[[torch.Tensor], torch.Tensor] | None = None
     labels: tuple[str, ...] = ()  # class index -> name
 
+    def exportable(self) -> torch.nn.Module:
+        """A module whose forward gives (embedding,) or (embedding, logits): what an ONNX
+        export runs, with exactly the computation of `embed` and `classify`."""
+        return _Descriptors(self)
 
-def load_backbone(choice: ModelChoice, device: torch.device, labels: bool = False) -> Backbone:
-    """The backbone `choice` names. `labels`: also the ImageNet class names of the default
+
+class _Descriptors(torch.nn.Module):
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__()
+        self.net = backbone.module  # registered: its weights become the graph's initializers
+        self._embed = backbone.embed
+        self._classify = backbone.classify if backbone.labels else None
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        embedding = self._embed(pixels)
+        if self._classify is None:
+            return (embedding,)
+        return embedding, self._classify(embedding)
+
+
+def load_backbone(spec: ModelSpec, device: torch.device, labels: bool = False) -> Backbone:
+    """The backbone `spec` names. `labels`: also the ImageNet class names of the default
     model's head (torchvision's, a few seconds of import that queries do without)."""
-    if choice.name == DEFAULT_MODEL:
-        if choice.size not in (None, 224):
-            raise InvalidOption(f"--size: {DEFAULT_MODEL} runs at 224 only")
-        backbone = _load_effnet_lite0(choice.weights, device)
+    if spec.name == DEFAULT_MODEL:
+        if spec.size not in (None, 224):
+            raise InvalidOption(f"{spec.size}: {DEFAULT_MODEL} runs at 224 only", field="size")
+        backbone = _load_effnet_lite0(spec.weights, device)
         if labels:
             backbone = dataclasses.replace(backbone, labels=imagenet_labels())
         return backbone
-    card = find_card(choice.name)
+    card = spec.card
     if card is not None and card.network is not None:  # a model card: short or weights name
-        backbone = _load_card(card, choice, device)
+        backbone = _load_card(card, spec, device)
+        if card.descriptor == "logits":  # the head is the descriptor (SSCD): no class names
+            net = backbone.module
+            embed = _head_of(backbone.embed, cast(Callable[[torch.Tensor], torch.Tensor],
+                                                  net.classify))  # fmt: skip
+            dim = int(getattr(net, "num_classes", backbone.dim))
+            backbone = dataclasses.replace(backbone, dim=dim, embed=embed, classify=None,
+                                           labels=())  # fmt: skip
+        if card.views:
+            height, width = backbone.prep.size
+            view = dataclasses.replace(backbone.prep, view_size=(height // 2, width // 2))
+            backbone = dataclasses.replace(backbone, prep=view)
         return dataclasses.replace(backbone, name=card.name)
-    if choice.weights is not None:
-        resize = _Resize(choice.size, None) if choice.size else None
-        return _load_birder_checkpoint(choice.name, check_given(choice.weights), device, resize)
+    if spec.weights is not None:
+        resize = _Resize(spec.size, None) if spec.size else None
+        return _load_birder_checkpoint(spec.name, check_given(spec.weights), device, resize)
     raise UnknownModel(
-        f"unknown model {choice.name!r}: see `imgsearch models`, or give a Birder network "
-        "name with --weights FILE (a Birder checkpoint)"
+        f"unknown model {spec.name!r}: see `imgsearch models`, or give a Birder network "
+        "name with its weights (a Birder checkpoint file)"
     )
+
+
+def _head_of(
+    embed: Callable[[torch.Tensor], torch.Tensor], head: Callable[[torch.Tensor], torch.Tensor]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda pixels: head(embed(pixels))
 
 
 @dataclass(frozen=True)
@@ -71,21 +108,22 @@ class _Resize:
     pt_grid: int | None  # the RoPE grid the weights were trained at (native size // patch)
 
 
-def _load_card(card: ModelCard, choice: ModelChoice, device: torch.device) -> Backbone:
-    """A card's model: from --weights FILE, else from the cache dir, downloaded if missing."""
+def _load_card(card: ModelCard, spec: ModelSpec, device: torch.device) -> Backbone:
+    """A card's model: from the given weights file, else from the cache dir (downloaded if
+    missing)."""
     assert card.network is not None and card.weights is not None
     resize = None
-    if choice.size is not None and choice.size != card.size:
-        if choice.size % card.patch:
+    if spec.size is not None and spec.size != card.size:
+        if card.patch and spec.size % card.patch:
             raise InvalidOption(
-                f"--size {choice.size}: {card.name} needs a multiple of its patch size {card.patch}"
+                f"{spec.size}: {card.name} needs a multiple of its patch size {card.patch}",
+                field="size",
             )
-        resize = _Resize(choice.size, card.size // card.patch)
-    if choice.weights is not None:
-        return _load_birder_checkpoint(card.network, check_given(choice.weights), device, resize)
-    return _load_birder_checkpoint(
-        card.network, download(card, choice.show_download), device, resize
-    )
+        resize = _Resize(spec.size, card.size // card.patch if card.patch else None)
+    if spec.weights is not None:
+        return _load_birder_checkpoint(card.network, check_given(spec.weights), device, resize)
+    return _load_birder_checkpoint(card.network, download(card, spec.show_download), device,
+                                   resize)  # fmt: skip
 
 
 def effnet_lite0_weights() -> Path:
@@ -100,8 +138,13 @@ def _load_effnet_lite0(weights: Path | None, device: torch.device) -> Backbone:
 
     # from_pretrained() prints to stdout, which would corrupt --json: build, then load quietly.
     net = EfficientNet.from_name("efficientnet-lite0")
-    state = torch.load(weights or effnet_lite0_weights(), map_location="cpu", weights_only=True)
-    net.load_state_dict(state)
+    path = check_given(weights) if weights else effnet_lite0_weights()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, TypeError) as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise UnknownModel(f"{path}: not EfficientNet-Lite0 weights ({reason})") from exc
     net.eval().requires_grad_(False).to(device)
 
     def embed(pixels: torch.Tensor) -> torch.Tensor:
@@ -115,7 +158,7 @@ def _load_effnet_lite0(weights: Path | None, device: torch.device) -> Backbone:
         return logits
 
     mean, std = _TFLITE_STATS
-    prep = Preprocess((224, 224), mean, std)
+    prep = Preprocess((224, 224), mean, std, (112, 112))  # views: indexer.decode.VIEW_BOXES
     return Backbone(DEFAULT_MODEL, 1280, prep, net, embed, classify)
 
 
@@ -147,8 +190,9 @@ def _load_birder_checkpoint(
         loaded, info = fs_ops.load_model(
             device, network, path=path, inference=True, config=config, new_size=new_size
         )
-    except (KeyError, RuntimeError, pickle.UnpicklingError, EOFError) as exc:
-        raise UnknownModel(f"{path}: not a Birder checkpoint of {network} ({exc})") from exc
+    except (KeyError, RuntimeError, pickle.UnpicklingError, EOFError, TypeError) as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise UnknownModel(f"{path}: not a Birder checkpoint of {network} ({reason})") from exc
     net = cast(BaseNet, loaded)  # not a TorchScript module: no pts=True was asked
     size = new_size or lib.get_size_from_signature(info.signature)
     mean, std = info.rgb_stats["mean"], info.rgb_stats["std"]

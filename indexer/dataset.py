@@ -1,14 +1,18 @@
-"""The decode stage: a torch Dataset whose items are read, hashed and decoded in workers."""
+"""The decode stage: items read, hashed and decoded in DataLoader workers (or inline).
+
+Pixels travel as numpy arrays, so the same stage feeds torch and ONNX Runtime; on CUDA the
+DataLoader's pin-memory thread calls `Batch.pin_memory` for page-locked, non-blocking copies.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Container, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
-import torch
-from torch.utils.data import Dataset
+import numpy as np
 
-from indexer.decode import Preprocess, decode, read_file
+from indexer.decode import Pixels, Preprocess, decode, read_file
 from indexer.errors import UnreadableImage
 from indexer.scan import content_hash
 from store import FileStat, ImageFile
@@ -29,20 +33,36 @@ class Item:
 @dataclass(frozen=True)
 class Batch:
     items: list[Item]
-    pixels: torch.Tensor  # (m, 3, H, W): one row per item with neither error nor reuse, in order
+    pixels: Any  # (m, 3, H, W) float32 numpy (a pinned torch tensor once pinned): one row per
+    # item with neither error nor reuse, in order
+    views: Pixels | None = None  # (m, R, 3, h, w): their views, when the backbone takes them
+
+    def pin_memory(self) -> Batch:
+        import torch
+
+        return replace(self, pixels=torch.from_numpy(self.pixels).pin_memory())
 
 
-Sample = tuple[Item, torch.Tensor | None]
+@dataclass(frozen=True)
+class Decoded:
+    pixels: Pixels
+    views: Pixels | None
 
 
-class DecodeDataset(Dataset[Sample]):
-    """Reads each file once: the bytes are hashed, then decoded unless the hash is known."""
+Sample = tuple[Item, Decoded | None]
+
+
+class DecodeDataset:
+    """Reads each file once: the bytes are hashed, then decoded unless the hash is known.
+
+    A map-style dataset (len and getitem) for torch's DataLoader, usable without torch too.
+    """
 
     def __init__(
         self,
         stats: Sequence[FileStat],
         prep: Preprocess,
-        known_hashes: frozenset[str],
+        known_hashes: Container[str],
         max_pixels: int,
     ) -> None:
         self.stats = stats
@@ -67,11 +87,20 @@ class DecodeDataset(Dataset[Sample]):
             decoded = decode(read.data, stat.path, self.prep, self.max_pixels)
         except UnreadableImage as exc:
             return Item(stat, file, error=exc.reason), None
-        return Item(stat, file, decoded.width, decoded.height), decoded.pixels
+        return Item(stat, file, decoded.width, decoded.height), Decoded(
+            decoded.pixels, decoded.views
+        )
 
 
 def collate(samples: list[Sample]) -> Batch:
-    """Stack in the worker, so one tensor per batch crosses the process boundary."""
-    tensors = [pixels for _, pixels in samples if pixels is not None]
-    pixels = torch.stack(tensors) if tensors else torch.empty((0, 3, 1, 1))
-    return Batch([item for item, _ in samples], pixels)
+    """Stack in the worker, so one array per batch crosses the process boundary."""
+    decoded = [d for _, d in samples if d is not None]
+    pixels = (
+        np.stack([d.pixels for d in decoded])
+        if decoded
+        else np.zeros((0, 3, 1, 1), dtype=np.float32)
+    )
+    views = None
+    if decoded and decoded[0].views is not None:
+        views = np.stack([d.views for d in decoded if d.views is not None])
+    return Batch([item for item, _ in samples], pixels, views)

@@ -1,4 +1,5 @@
-"""Turn image bytes into the backbone's input tensor.
+"""Turn image bytes into the backbone's input array. Torch-free (numpy and Pillow only), so a
+query can embed an image with ONNX Runtime without importing torch.
 
 The pixel path reproduces Birder's `classification_transform(size, rgb_stats)` (bicubic squash
 to `size`, scale to [0, 1], normalise) without importing birder, which costs ~8 s at start-up;
@@ -15,7 +16,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from indexer.errors import UnreadableImage
@@ -33,6 +34,9 @@ except ImportError:  # pragma: no cover - pillow-heif is a dependency, but optio
 Image.MAX_IMAGE_PIXELS = None
 
 
+Pixels = NDArray[np.float32]  # (3, H, W), or (B, 3, H, W) for a batch: normalised RGB
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How a backbone wants its pixels. Picklable: it travels to DataLoader workers."""
@@ -40,15 +44,26 @@ class Preprocess:
     size: tuple[int, int]  # (height, width)
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # Regional views (see VIEW_BOXES) are made at this (height, width); None: none.
+    view_size: tuple[int, int] | None = None
+
+
+# The regions of an image embedded as its views, as fractions (left, top, right, bottom): the
+# four quadrants and the central 60 %. A crop or corner of a photo matches one of its views,
+# and a photo pasted small onto a canvas matches one of the canvas's views (bench/RESULTS.md).
+VIEW_BOXES = ((0.0, 0.0, 0.5, 0.5), (0.5, 0.0, 1.0, 0.5), (0.0, 0.5, 0.5, 1.0),
+              (0.5, 0.5, 1.0, 1.0), (0.2, 0.2, 0.8, 0.8))  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Decoded:
-    """An image ready for the backbone: (3, H, W) float32, and its size before resizing."""
+    """An image ready for the backbone: (3, H, W) float32, its size before resizing, and its
+    views (R, 3, h, w) when the backbone takes them."""
 
-    pixels: torch.Tensor
+    pixels: Pixels
     width: int
     height: int
+    views: Pixels | None = None
 
 
 @dataclass(frozen=True)
@@ -141,14 +156,14 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(scaled, "L").convert("RGB")
 
 
-def to_pixels(image: Image.Image, prep: Preprocess) -> torch.Tensor:
+def to_pixels(image: Image.Image, prep: Preprocess) -> Pixels:
     """(3, H, W) float32, normalised as the backbone was trained."""
     height, width = prep.size
     resized = image.resize((width, height), Image.Resampling.BICUBIC)
-    array = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
-    mean = torch.tensor(prep.mean).view(3, 1, 1)
-    std = torch.tensor(prep.std).view(3, 1, 1)
-    return (array.to(torch.float32) / 255.0 - mean) / std
+    array = np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32)
+    mean = np.asarray(prep.mean, dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(prep.std, dtype=np.float32).reshape(3, 1, 1)
+    return np.ascontiguousarray((array / np.float32(255.0) - mean) / std, dtype=np.float32)
 
 
 def read_file(path: str) -> FileData:
@@ -167,7 +182,27 @@ def decode(
     data: bytes, path: str, prep: Preprocess, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Decoded:
     image, width, height = open_rgb(data, path, prep.size, max_pixels)
-    return Decoded(to_pixels(image, prep), width, height)
+    return Decoded(to_pixels(image, prep), width, height, views_of(image, prep))
+
+
+def views_of(image: Image.Image, prep: Preprocess) -> Pixels | None:
+    """The image's regional views (R, 3, h, w), or None when the backbone takes none."""
+    if prep.view_size is None:
+        return None
+    w, h = image.size
+    view_prep = Preprocess(prep.view_size, prep.mean, prep.std)
+    crops = [
+        image.crop(
+            (
+                round(a * w),
+                round(b * h),
+                max(round(a * w) + 1, round(c * w)),
+                max(round(b * h) + 1, round(d * h)),
+            )
+        )
+        for a, b, c, d in VIEW_BOXES
+    ]
+    return np.stack([to_pixels(crop, view_prep) for crop in crops])  # fmt: skip
 
 
 def decode_file(path: str, prep: Preprocess, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
@@ -176,8 +211,6 @@ def decode_file(path: str, prep: Preprocess, max_pixels: int = DEFAULT_MAX_PIXEL
 
 def _reason(exc: Exception) -> str:
     """A short, stable reason; PIL's own texts can embed object reprs."""
-    if isinstance(exc, Image.DecompressionBombError):
-        return f"more pixels than the limit of {Image.MAX_IMAGE_PIXELS}"
     if isinstance(exc, UnidentifiedImageError):
         return "unknown format or not an image"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,7 +1,18 @@
-"""Typed errors raised by the indexer; the CLI maps them to messages and exit codes."""
+"""Typed errors raised by the indexer, under the library's one root (store.errors)."""
+
+from store.errors import ImgsearchError, InvalidOption
+
+__all__ = [
+    "FolderNotFound",
+    "IndexerError",
+    "InvalidOption",
+    "UnknownModel",
+    "UnreadableImage",
+    "WeightsUnavailable",
+]
 
 
-class IndexerError(Exception):
+class IndexerError(ImgsearchError):
     """Base class for every error the indexer raises."""
 
 
@@ -18,13 +29,15 @@ class UnreadableImage(IndexerError):
         self.reason = reason
 
 
-class InvalidOption(IndexerError):
-    """An option value the indexer cannot use; the message names the flag."""
-
-
 class UnknownModel(IndexerError):
     """A model name that is neither a short name nor loadable from the given weights."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="model")
 
 
 class WeightsUnavailable(IndexerError):
     """A model's weights are neither here nor downloadable; the message says what to do."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="weights")

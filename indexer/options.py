@@ -9,42 +9,40 @@ DEFAULT_MODEL = "effnet-lite0"
 # A 200 MP photo (the largest phone sensors) fits; a PNG that declares 100,000 x 100,000 does not.
 DEFAULT_MAX_PIXELS = 250_000_000
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+RUNTIMES = ("auto", "torch", "onnx")
 
 
 @dataclass(frozen=True)
-class ModelChoice:
-    """Which backbone to run: a short name or a Birder network name, and optional weights."""
+class Compute:
+    """Where and how to run the backbone, as asked.
 
-    name: str = DEFAULT_MODEL
-    weights: Path | None = None
-    size: int | None = None  # input resolution; None: the model's own
+    device: auto|cpu|cuda[:N]|mps; precision: auto|fp32|bf16|fp16; runtime: auto|torch|onnx.
+    """
+
+    device: str = "auto"
+    precision: str = "auto"
+    runtime: str = "auto"
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The model options every embedding command shares, as given.
+
+    None means "as the index recorded" (or the default for a new index).
+    """
+
+    model: str | None = None  # a short name, a Birder weights name or a Birder network name
+    weights: Path | None = None  # a local checkpoint; None: packaged, cached or recorded
+    size: int | None = None  # input resolution; None: as recorded, else the model's own
+    compute: Compute = field(default_factory=Compute)
+    batch_size: int | None = None  # None: chosen to fill the device
     show_download: bool = True  # a progress bar if weights must be downloaded
 
 
 @dataclass(frozen=True)
-class Runtime:
-    """Where and how to run the backbone, as asked: device auto|cpu|cuda[:N]|mps."""
-
-    device: str = "auto"
-    precision: str = "auto"
-
-
-@dataclass(frozen=True)
-class EmbedOptions:
-    """The model options every embedding command shares, as given on the command line."""
-
-    model: str | None = None  # None: the index's own model (or the default for a new index)
-    weights: Path | None = None  # None: the packaged weights, or those the index recorded
-    runtime: Runtime = field(default_factory=Runtime)
-    batch_size: int | None = None  # None: chosen to fill the device
-
-
-@dataclass(frozen=True)
 class IndexOptions:
-    model: ModelChoice = field(default_factory=ModelChoice)
-    runtime: Runtime = field(default_factory=Runtime)
-    batch_size: int | None = None  # None: chosen to fill the device
-    workers: int | None = None  # None: one per core, at most 4
+    model: ModelOptions = field(default_factory=ModelOptions)
+    workers: int | None = None  # decoding processes; None: sized from the cores
     prune: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused unread (bombs)
     index_type: str | None = None  # auto|flat|hnsw|ivf|ivfpq; None: as recorded (auto if new)

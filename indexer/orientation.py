@@ -12,11 +12,11 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from indexer.decode import decode_file
-from indexer.embed import Embedder
 from indexer.errors import InvalidOption, UnreadableImage
+from indexer.runtime import Embedder
 from indexer.scan import scan
 from store import FileStat
 
@@ -35,7 +35,8 @@ def class_angles(labels: Sequence[str]) -> tuple[int, ...]:
     """The angle of each class index, from the class names when they are angles."""
     if len(labels) != len(ANGLES):
         raise InvalidOption(
-            f"not a rotation model: its head has {len(labels)} classes, not 4 (0/90/180/270)"
+            f"not a rotation model: its head has {len(labels)} classes, not 4 (0/90/180/270)",
+            field="model",
         )
     try:
         angles = tuple(int(str(label).strip().rstrip("°")) % 360 for label in labels)
@@ -62,10 +63,11 @@ def predict(
     files: Sequence[FileStat], embedder: Embedder, batch_size: int
 ) -> Iterator[Orientation | UnreadableImage]:
     """Each file's orientation, in order; a file that cannot be decoded yields its error."""
-    if not embedder.tags:
-        raise InvalidOption(f"{embedder.backbone.name} has no classification head to predict with")
-    angles = class_angles(embedder.backbone.labels)
-    prep = embedder.backbone.prep
+    if not embedder.labels:
+        raise InvalidOption(f"{embedder.name} has no classification head to predict with",
+                            field="model")  # fmt: skip
+    angles = class_angles(embedder.labels)
+    prep = embedder.prep
     for start in range(0, len(files), batch_size):
         pixels, paths = [], []
         for stat in files[start : start + batch_size]:
@@ -76,10 +78,10 @@ def predict(
                 yield exc
         if not pixels:
             continue
-        _, found = embedder.run(torch.stack(pixels), top=len(angles))
+        found = embedder.run(np.stack(pixels), top=len(angles)).tags
         for path, tags in zip(paths, found, strict=True):
             by_label = {t.label: t.score for t in tags}
-            scores = {a: by_label[label] for a, label in zip(angles, embedder.backbone.labels,
+            scores = {a: by_label[label] for a, label in zip(angles, embedder.labels,
                                                             strict=True)}  # fmt: skip
             best = max(scores, key=lambda a: scores[a])
             yield Orientation(path, best, scores[best], scores)

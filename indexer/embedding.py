@@ -1,0 +1,55 @@
+"""Embedding a few image files in this process, for queries and for `dupes --rotations`.
+
+Torch-free: with the ONNX runtime a query decodes with Pillow and numpy and embeds without
+importing torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from indexer.decode import Pixels, decode_file, open_rgb, read_file, to_pixels
+from indexer.errors import UnreadableImage
+from indexer.runtime import Embedder
+from store import Vectors
+
+ROTATIONS = (90, 180, 270)  # degrees, counter-clockwise
+
+
+def embed_files(paths: Sequence[str], embedder: Embedder, batch_size: int | None = None) -> Vectors:
+    """(n, d) unit descriptors of image files. Raises UnreadableImage for the first bad one."""
+    size = batch_size or max(1, min(len(paths), embedder.default_batch))
+    chunks = [np.zeros((0, embedder.dim), dtype=np.float32)]
+    for start in range(0, len(paths), size):
+        pixels = [decode_file(path, embedder.prep).pixels for path in paths[start : start + size]]
+        chunks.append(embedder.run(np.stack(pixels)).vectors)
+    return np.concatenate(chunks)
+
+
+def embed_rotations(
+    paths: Sequence[str], embedder: Embedder, batch_size: int | None = None
+) -> tuple[list[int], Vectors]:
+    """Descriptors of each file turned by 90, 180 and 270 degrees: (3 per readable file, d).
+
+    Returns the position in `paths` of each row, so that unreadable files can be skipped.
+    """
+    size = batch_size or embedder.default_batch
+    rows: list[int] = []
+    chunks = [np.zeros((0, embedder.dim), dtype=np.float32)]
+    pending: list[Pixels] = []
+    for position, path in enumerate(paths):
+        try:
+            image, _, _ = open_rgb(read_file(path).data, path, embedder.prep.size)
+        except UnreadableImage:
+            continue
+        for angle in ROTATIONS:
+            pending.append(to_pixels(image.rotate(angle, expand=True), embedder.prep))
+            rows.append(position)
+        if len(pending) >= size:
+            chunks.append(embedder.run(np.stack(pending)).vectors)
+            pending = []
+    if pending:
+        chunks.append(embedder.run(np.stack(pending)).vectors)
+    return rows, np.concatenate(chunks)
