@@ -1,9 +1,13 @@
-"""Acting on duplicates: plan (a dry run shows exactly this), apply with a journal, undo.
+"""Acting on duplicates: one planner and one journal for the CLI, plan files and the web page.
 
-Only non-keepers of reported groups are ever touched, and only if the file on disk is still
-the one that was indexed (same size and mtime). Nothing is overwritten. Each applied action is
-appended to the journal and fsynced before the next one starts, so a crash leaves a journal
-that describes exactly what happened.
+A plan (a dry run shows exactly it) lists what happens to the non-keepers of groups; a file
+shown as kept is never in it, and a file is only touched while it is still the one that was
+indexed (same size and mtime). Nothing is overwritten. Removal goes to the platform trash by
+default (send2trash; the freedesktop trash on Linux, from where `undo` puts files back);
+`delete` is permanent. Each step is appended to a journal and fsynced before the next starts,
+so a crash leaves a journal that says exactly what happened. Moved, trashed or deleted files
+leave the catalog with their rows kept aside, and `undo` brings the rows back with the files
+(same ids, no re-embedding). The caller holds the home's writer lock.
 """
 
 from __future__ import annotations
@@ -14,23 +18,31 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, TextIO
 
-from search.dupes import DuplicateGroup
-from store import ImageRecord, Store
+from search.copies.groups import DuplicateGroup
+from search.trash import restore_from_trash, send_to_trash
+from store import ImageRecord, ImgsearchError, Store
 
-ActionKind = Literal["move", "symlink", "delete"]
-JOURNAL_VERSION = 1
+ActionKind = Literal["move", "symlink", "trash", "delete"]
+KINDS: tuple[ActionKind, ...] = ("move", "symlink", "trash", "delete")
+JOURNAL_VERSION = 2
+
+
+class ActionError(ImgsearchError):
+    """A plan or journal that cannot be read, or refers to what is not there."""
 
 
 @dataclass(frozen=True)
 class Action:
     kind: ActionKind
     source: str
-    target: str | None  # None for delete
+    target: str | None  # move: the new path; symlink: the link; trash, delete: None
     record_id: int
+    size: int  # the file as indexed: it must still be this when acted on
+    mtime_ns: int
 
 
 @dataclass(frozen=True)
@@ -38,93 +50,193 @@ class ActionPlan:
     actions: list[Action]
     skipped: list[tuple[str, str]]  # (path, why it is left alone)
 
+    @property
+    def freed_bytes(self) -> int:
+        """Space the plan frees where the files are (a move to another disk frees it there)."""
+        return sum(a.size for a in self.actions if a.kind != "symlink")
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    done: list[Action]
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+
 
 @dataclass(frozen=True)
 class UndoReport:
     restored: list[str]
     not_restored: list[tuple[str, str]]  # (path, why)
+    unlinked: int = 0  # symlinks removed
+    torn: int = 0  # journal lines that were cut short (a kill mid-append): skipped
+    already: bool = False  # the journal had been undone before
+    reindexed: int = 0  # restored files whose catalog rows came back
 
 
-class ActionError(Exception):
-    """A journal that cannot be read or undone."""
-
-
-def plan_actions(
-    groups: Sequence[DuplicateGroup], kind: ActionKind, dest: Path | None
-) -> ActionPlan:
+def plan_actions(groups: Sequence[DuplicateGroup], kind: ActionKind, dest: Path | None
+                 ) -> ActionPlan:  # fmt: skip
     """What acting on the non-keepers would do; changes nothing."""
-    records = [m.record for g in groups for m in g.members]
+    keepers = {g.keep.id for g in groups}
+    records, seen = [], set()
+    for group in groups:
+        for member in group.members:
+            record = member.record
+            if record.id in keepers or record.id in seen:  # shown as kept, or twice
+                continue
+            seen.add(record.id)
+            records.append(record)
     root = _common_root([r.path for r in records])
     actions: list[Action] = []
     skipped: list[tuple[str, str]] = []
     for record in records:
         why = _why_not(record)
         target = None
-        if why is None and dest is not None:
+        if why is None and dest is not None and kind in ("move", "symlink"):
             target = str(dest.absolute() / os.path.relpath(record.path, root))
             if os.path.lexists(target):
                 why = f"{target} exists (never overwritten)"
         if why is None:
-            actions.append(Action(kind, record.path, target, record.id))
+            actions.append(
+                Action(kind, record.path, target, record.id, record.size, record.mtime_ns)
+            )
         else:
             skipped.append((record.path, why))
     return ActionPlan(actions, skipped)
 
 
-def apply_actions(plan: ActionPlan, store: Store, journal: Path) -> list[tuple[str, str]]:
-    """Carry out the plan, journal each step, update the index. Returns the failures."""
+def groups_from_plan(store: Store, path: Path) -> list[DuplicateGroup]:
+    """The groups of a plan file (`dupes --json`, keepers possibly edited): each group's
+    `keep` id and `members` ids must be indexed images, each in one group only."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        listed = [
+            (int(g["keep"]["id"]), [int(m["id"]) for m in g["members"]]) for g in data["groups"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ActionError(f"{path}: not a plan (`imgsearch dupes --json` output): {exc}") from exc
+    everyone = [i for keep, members in listed for i in (keep, *members)]
+    if len(everyone) != len(set(everyone)):
+        twice = next(i for i in everyone if everyone.count(i) > 1)
+        raise ActionError(f"{path}: image {twice} is in more than one group, or kept and not")
+    records = store.records(everyone)
+    missing = sorted(set(everyone) - set(records))
+    if missing:
+        raise ActionError(
+            f"{path}: no image with id {missing[0]} in the index (indexed again "
+            "since the plan was made?)"
+        )
+    from search.copies.groups import Member
+
+    return [
+        DuplicateGroup(
+            "near",
+            records[keep],
+            [Member(records[i], 0.0, 0.0, "plan") for i in members],
+            "from the plan",
+        )
+        for keep, members in listed
+    ]
+
+
+def apply_plan(plan: ActionPlan, store: Store, journal: Path) -> ApplyReport:
+    """Carry out the plan, journal each step, update the catalog. Hold the writer lock."""
     journal.parent.mkdir(parents=True, exist_ok=True)
     failures: list[tuple[str, str]] = []
-    gone: list[str] = []
+    done: list[Action] = []
     with open(journal, "x", encoding="utf-8") as log:
-        append_entry(log, {"version": JOURNAL_VERSION, "created": time.time()})
+        kind = plan.actions[0].kind if plan.actions else "none"
+        header = {
+            "version": JOURNAL_VERSION,
+            "created": time.time(),
+            "home": str(store.home),
+            "kind": kind,
+        }
+        append_entry(log, header)
         for action in plan.actions:
+            if _why_not_path(action) is not None:
+                failures.append((action.source, "changed since the plan was made"))
+                continue
             try:
-                _do(action)
+                extra = _do(action, log)
             except OSError as exc:
                 failures.append((action.source, exc.strerror or str(exc)))
                 continue
-            append_entry(log, asdict(action))
-            if action.kind != "symlink":
-                gone.append(action.source)
-    store.remove_paths(gone)
+            append_entry(log, {**asdict(action), **extra})
+            done.append(action)
+    gone = [a.source for a in done if a.kind != "symlink"]
+    store.remove_paths(gone, journal=str(journal))
     store.flush()
-    return failures
+    return ApplyReport(done, failures)
 
 
 def undo(journal: Path) -> UndoReport:
-    """Put moved files back, remove created links, restore originals of fixed files.
-    Deleted files cannot come back."""
-    try:
-        lines = journal.read_text(encoding="utf-8").splitlines()
-        header, entries = json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
-    except (OSError, ValueError, IndexError) as exc:
-        raise ActionError(f"{journal}: not a readable imgsearch journal ({exc})") from exc
-    if header.get("version") != JOURNAL_VERSION:
-        raise ActionError(f"{journal}: unknown journal version {header.get('version')!r}")
+    """Put moved and trashed files back (and their catalog rows), remove created links and the
+    folders the action created, restore originals of `orient --fix`. Deleted files cannot come
+    back. Undoing twice restores nothing and says so."""
+    header, entries, torn, undone = read_journal(journal)
+    if undone:
+        return UndoReport([], [], already=True, torn=torn)
     restored: list[str] = []
     not_restored: list[tuple[str, str]] = []
+    unlinked = 0
     for entry in reversed(entries):
-        source, target = entry["source"], entry["target"]
+        kind, source, target = entry.get("kind"), entry.get("source"), entry.get("target")
         try:
-            if entry["kind"] == "move":
-                _move_no_overwrite(target, source)
-                restored.append(source)
-            elif entry["kind"] == "symlink":
-                os.unlink(target)
-                restored.append(source)
-            elif entry["kind"] == "replace":  # `orient --fix`: the original was kept aside
-                st = os.stat(source)
+            if kind == "mkdir":
+                _remove_empty(str(source))
+            elif kind == "move":
+                _move_no_overwrite(str(target), str(source))
+                restored.append(str(source))
+            elif kind == "trash":
+                restore_from_trash(entry, str(source))
+                restored.append(str(source))
+            elif kind == "symlink":
+                if os.path.islink(str(target)):
+                    os.unlink(str(target))
+                    unlinked += 1
+            elif kind == "replace":  # `orient --fix`: the original was kept aside
+                st = os.stat(str(source))
                 if (st.st_size, st.st_mtime_ns) != (entry["size"], entry["mtime_ns"]):
-                    not_restored.append((source, "changed since it was fixed"))
+                    not_restored.append((str(source), "changed since it was fixed"))
                     continue
-                os.replace(target, source)
-                restored.append(source)
-            else:
-                not_restored.append((source, "it was deleted"))
+                os.replace(str(target), str(source))
+                restored.append(str(source))
+            elif kind == "delete":
+                not_restored.append((str(source), "it was deleted"))
         except OSError as exc:
-            not_restored.append((source, exc.strerror or str(exc)))
-    return UndoReport(restored, not_restored)
+            not_restored.append((str(source), exc.strerror or str(exc)))
+    reindexed = 0
+    home = header.get("home")
+    if home and restored and Path(str(home), "catalog.sqlite").is_file():
+        with Store.open(str(home), writable=True) as store:
+            reindexed = store.restore_paths(str(journal), restored)
+            store.flush()
+    with open(journal, "a", encoding="utf-8") as log:
+        append_entry(log, {"undone": time.time()})
+    return UndoReport(restored, not_restored, unlinked, torn, False, reindexed)
+
+
+def read_journal(journal: Path) -> tuple[dict[str, object], list[dict[str, object]], int, bool]:
+    """(header, complete entries, torn lines, undone). A line cut short by a kill is skipped."""
+    try:
+        lines = journal.read_text(encoding="utf-8").splitlines()
+        header = json.loads(lines[0])
+    except (OSError, ValueError, IndexError) as exc:
+        raise ActionError(f"{journal}: not a readable imgsearch journal ({exc})") from exc
+    if not isinstance(header, dict) or header.get("version") not in (1, JOURNAL_VERSION):
+        raise ActionError(f"{journal}: not an imgsearch journal of a known version")
+    entries: list[dict[str, object]] = []
+    torn, undone = 0, False
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            torn += 1
+            continue
+        if "undone" in entry:
+            undone = True
+        else:
+            entries.append(entry)
+    return header, entries, torn, undone
 
 
 def journal_path(home: Path, kind: str) -> Path:
@@ -134,12 +246,20 @@ def journal_path(home: Path, kind: str) -> Path:
 
 def _why_not(record: ImageRecord) -> str | None:
     try:
-        st = os.stat(record.path)
+        st = os.lstat(record.path)
     except OSError:
         return "missing on disk"
     if (st.st_size, st.st_mtime_ns) != (record.size, record.mtime_ns):
         return "changed since it was indexed"
     return None
+
+
+def _why_not_path(action: Action) -> str | None:
+    try:
+        st = os.lstat(action.source)
+    except OSError:
+        return "missing on disk"
+    return None if (st.st_size, st.st_mtime_ns) == (action.size, action.mtime_ns) else "changed"
 
 
 def _common_root(paths: Sequence[str]) -> str:
@@ -148,16 +268,41 @@ def _common_root(paths: Sequence[str]) -> str:
     return os.path.commonpath([os.path.dirname(p) for p in paths])
 
 
-def _do(action: Action) -> None:
+def _do(action: Action, log: TextIO) -> dict[str, object]:
+    """Carry out one action; what the journal must add to remember it."""
     if action.kind == "delete":
         os.unlink(action.source)
-        return
+        return {}
+    if action.kind == "trash":
+        return send_to_trash(action.source)
     assert action.target is not None
-    os.makedirs(os.path.dirname(action.target), exist_ok=True)
+    for folder in _missing_folders(os.path.dirname(action.target)):
+        os.mkdir(folder)
+        append_entry(log, {"kind": "mkdir", "source": folder, "target": None})
     if action.kind == "symlink":
         os.symlink(action.source, action.target)  # fails if the target exists
     else:
         _move_no_overwrite(action.source, action.target)
+    return {}
+
+
+def _missing_folders(folder: str) -> list[str]:
+    missing = []
+    while folder and not os.path.exists(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return list(reversed(missing))
+
+
+def _remove_empty(folder: str) -> None:
+    try:
+        os.rmdir(folder)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+            raise
 
 
 def _move_no_overwrite(source: str, target: str) -> None:

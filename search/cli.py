@@ -1,8 +1,8 @@
 """The `imgsearch` command line: parse options, call the library, render, map errors to exits.
 
-Only the CLI modules (this one, cli_dupes.py, cli_common.py) print or exit. stdout carries
-results; progress, notices and errors go to stderr. Exit codes: 0 success, 1 a domain error,
-2 a usage error (click's own).
+Only the CLI modules (search/cli*.py) print or exit. stdout carries results; progress, notices
+and errors go to stderr. Exit codes: 0 success, 1 a domain error, 2 a usage error or a value
+a command cannot use.
 """
 
 from __future__ import annotations
@@ -10,41 +10,38 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from indexer.options import (
-    DEFAULT_MAX_PIXELS,
-    DEFAULT_MODEL,
-    EmbedOptions,
-    IndexOptions,
-    ModelChoice,
-)
+from indexer.options import DEFAULT_MAX_PIXELS, IndexOptions, ModelOptions
 from search import query as queries
 from search import render
-from search.cli_catalog import export, tags
-from search.cli_common import ByteSize, domain_errors, model_options, option_group
-from search.cli_dupes import dupes, undo_command
+from search.cli_catalog import check, export, tags
+from search.cli_common import (
+    HOME_HELP,
+    IMAGE_ID,
+    ByteSize,
+    FiniteFloat,
+    add_home_option,
+    domain_errors,
+    model_options,
+    option_group,
+)
+from search.cli_dupes import apply_command, dupes, undo_command
 from search.cli_models import models
 from search.cli_orient import orient
 from search.cli_serve import serve
+from store import INDEX_KINDS, Store, exclusive_writer, resolve_home
 
 if TYPE_CHECKING:
-    from indexer.pipeline import IndexReport
-
-from store import INDEX_KINDS, Store, exclusive_writer, resolve_home
+    from indexer.session import IndexReport
 
 
 @click.group()
-@click.option(
-    "--home",
-    envvar="IMGSEARCH_HOME",
-    type=click.Path(file_okay=False),
-    help="Index directory (default: $IMGSEARCH_HOME, else the user data dir).",
-)
+@click.option("--home", envvar="IMGSEARCH_HOME", type=click.Path(file_okay=False), help=HOME_HELP)
 @click.option("-v", "--verbose", is_flag=True, help="More detail on stderr.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
 @click.version_option(package_name="imgsearch-engine")
@@ -55,10 +52,13 @@ def cli(ctx: click.Context, home: str | None, verbose: bool, quiet: bool) -> Non
     \b
     imgsearch index ~/Pictures
     imgsearch query photo.jpg -k 5
+    imgsearch dupes
     """
     level = logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(stream=sys.stderr, level=level, format="imgsearch: %(message)s")
-    logging.getLogger("birder").setLevel(max(level, logging.WARNING))
+    logging.basicConfig(stream=sys.stderr, level=level, format="imgsearch: %(message)s", force=True)
+    for noisy in ("birder", "faiss", "faiss.loader", "httpx", "PIL"):
+        # Their INFO lines (FAISS's "could not load swigfaiss_avx512" probing) are not ours.
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     ctx.obj = resolve_home(home)
     ctx.meta["quiet"] = quiet
 
@@ -84,7 +84,7 @@ class _Engine:
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
-@model_options(default_model=DEFAULT_MODEL)
+@model_options
 @option_group(
     "run",
     _IndexRun,
@@ -117,7 +117,7 @@ class _Engine:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 @domain_errors
-def index(ctx: click.Context, paths: tuple[str, ...], embedding: EmbedOptions, run: _IndexRun,
+def index(ctx: click.Context, paths: tuple[str, ...], embedding: ModelOptions, run: _IndexRun,
           engine: _Engine, as_json: bool) -> None:  # fmt: skip
     """Index the images under PATHS (recursive); re-runs only do what changed.
 
@@ -126,20 +126,16 @@ def index(ctx: click.Context, paths: tuple[str, ...], embedding: EmbedOptions, r
     imgsearch index ./dataset --json
     imgsearch index /shared/photos --engine ray --ray-address auto
     """
-    from indexer.pipeline import index_folders  # imports torch: only for commands that embed
+    from indexer.pipeline import index_folders
     from search.progress import TqdmProgress
 
     if not paths and engine.from_list is None:
         raise click.UsageError("give PATHS to index (or --from-list FILE with --engine ray)")
     if engine.from_list is not None and engine.engine != "ray":
         raise click.UsageError("--from-list needs --engine ray")
-
+    quiet = bool(ctx.meta["quiet"])
     options = IndexOptions(
-        model=ModelChoice(
-            embedding.model or DEFAULT_MODEL, embedding.weights, run.size, not ctx.meta["quiet"]
-        ),
-        runtime=embedding.runtime,
-        batch_size=embedding.batch_size,
+        model=replace(embedding, size=run.size),
         workers=run.workers,
         prune=not run.no_prune,
         max_pixels=run.max_pixels,
@@ -149,18 +145,22 @@ def index(ctx: click.Context, paths: tuple[str, ...], embedding: EmbedOptions, r
     if engine.engine == "ray":
         report = _index_with_ray(ctx.obj, paths, options, engine)
     else:
-        with TqdmProgress(disable=ctx.meta["quiet"]) as progress:
+        with TqdmProgress(disable=quiet) as progress:
             report = index_folders(ctx.obj, paths, options, progress)
     for failure in report.failed:
         click.echo(f"imgsearch: skipped {failure.path}: {failure.error}", err=True)
-    if report.index_change:
-        click.echo(f"imgsearch: {render.index_change(report.index_change)}", err=True)
-    if report.not_retried:
-        click.echo(
-            f"imgsearch: {len(report.not_retried)} files that failed before are unchanged and "
-            "were not retried (`imgsearch info` lists them)",
-            err=True,
-        )
+    if not quiet:
+        if report.repaired:
+            click.echo(f"imgsearch: the FAISS file was {report.repaired}: rebuilt from the "
+                       "catalog", err=True)  # fmt: skip
+        if report.index_change:
+            click.echo(f"imgsearch: {render.index_change(report.index_change)}", err=True)
+        if report.not_retried:
+            click.echo(
+                f"imgsearch: {len(report.not_retried)} files that failed before are "
+                "unchanged and were not retried (`imgsearch info` lists them)",
+                err=True,
+            )
     click.echo(json.dumps(render.index_json(report)) if as_json else render.index_text(report))
 
 
@@ -168,31 +168,43 @@ def _index_with_ray(
     home: Path, paths: tuple[str, ...], options: IndexOptions, engine: _Engine
 ) -> IndexReport:
     from indexer.distributed import RayOptions, index_with_ray, read_list
-    from indexer.scan import check_folders, scan
+    from indexer.scan import Skipped, check_folders, scan
 
     folders = check_folders(paths)
-    files = read_list(engine.from_list) if engine.from_list else list(scan(folders))
-    return index_with_ray(home, files, folders, options, RayOptions(engine.ray_address))
+    skipped: list[Skipped] = []
+    if engine.from_list:
+        files, skipped = read_list(engine.from_list)
+    else:
+        files = list(scan(folders, skipped))
+    return index_with_ray(home, files, folders, options, RayOptions(engine.ray_address), skipped)
+
+
+def _query_options(k: int, min_score: float | None, tag: str | None,
+                   no_verify: bool) -> queries.QueryOptions:  # fmt: skip
+    return queries.QueryOptions(k, min_score, tag, not no_verify)
 
 
 @cli.command()
 @click.argument("images", nargs=-1, type=click.Path())
-@click.option("--id", "image_id", type=int, help="Query by the id of an indexed image.")
+@click.option("--id", "image_id", type=IMAGE_ID, help="Query by the id of an indexed image.")
 @click.option("--path", "indexed_path", help="Query by the path of an indexed image.")
 @option_group(
     "options",
-    queries.QueryOptions,
+    _query_options,
     click.option("-k", type=click.IntRange(min=1), default=10, show_default=True,
                  help="How many neighbours."),
-    click.option("--min-score", type=float, help="Only neighbours with cosine >= this."),
+    click.option("--min-score", type=FiniteFloat(-1, 1), help="Only neighbours with cosine >= "
+                 "this."),
     click.option("--tag", help="Only images tagged WORD (see `imgsearch tags`)."),
+    click.option("--no-verify", is_flag=True, help="Query images: rank by cosine alone (no "
+                 "local-feature check of the top candidates for copies)."),
 )  # fmt: skip
-@model_options(default_model=None)
+@model_options
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @click.pass_context
 @domain_errors
 def query(ctx: click.Context, images: tuple[str, ...], image_id: int | None,
-          indexed_path: str | None, options: queries.QueryOptions, embedding: EmbedOptions,
+          indexed_path: str | None, options: queries.QueryOptions, embedding: ModelOptions,
           as_json: bool) -> None:  # fmt: skip
     """Find the nearest neighbours of IMAGES, or of an indexed image (--id / --path).
 
@@ -203,14 +215,15 @@ def query(ctx: click.Context, images: tuple[str, ...], image_id: int | None,
     chosen = sum([bool(images), image_id is not None, indexed_path is not None])
     if chosen != 1:
         raise click.UsageError("give IMAGES, or --id ID, or --path INDEXED_PATH (exactly one)")
+    options = replace(options, embedding=embedding)
     with Store.open(ctx.obj) as store:
-        store.use_device(embedding.runtime.device)  # FAISS search on a GPU when there is one
+        store.use_device(embedding.compute.device)  # FAISS search on a GPU when there is one
         if image_id is not None:
             results = [queries.by_id(store, image_id, options)]
         elif indexed_path is not None:
             results = [queries.by_path(store, indexed_path, options)]
         else:
-            results = queries.by_images(store, images, options, embedding)
+            results = queries.by_images(store, images, options)
     if as_json:
         shaped = [render.query_json(r) for r in results]
         click.echo(json.dumps(shaped[0] if len(shaped) == 1 else shaped))
@@ -258,7 +271,7 @@ def reindex(ctx: click.Context, index_type: str | None, max_index_memory: int | 
     imgsearch reindex --index-type hnsw
     imgsearch reindex --index-type auto --max-index-memory 2G
     """
-    with exclusive_writer(ctx.obj), Store.open(ctx.obj) as store:
+    with exclusive_writer(ctx.obj), Store.open(ctx.obj, writable=True) as store:
         spec = store.reindex(index_type, max_index_memory)
         count = store.count()
     if as_json:
@@ -278,10 +291,7 @@ def path(ctx: click.Context) -> None:
     click.echo(str(ctx.obj))
 
 
-cli.add_command(dupes)
-cli.add_command(models)
-cli.add_command(orient)
-cli.add_command(tags)
-cli.add_command(export)
-cli.add_command(serve)
-cli.add_command(undo_command)
+for _command in (dupes, apply_command, undo_command, models, orient, tags, export, check, serve):
+    cli.add_command(_command)
+for _command in cli.commands.values():
+    add_home_option(_command)

@@ -47,14 +47,37 @@ def export(ctx: click.Context, out: Path) -> None:
 
     \b
     imgsearch export embeddings.parquet
-    python -c "import numpy as np; d = np.load('embeddings.npz'); print(d['vectors'].shape)"
+    python -c "import numpy as np; d = np.load('embeddings.npz'); print(d['vector'].shape)"
     """
-    from search.export_vectors import ExportError
-    from search.export_vectors import export as write
+    from search.export import export as write
 
     with Store.open(ctx.obj) as store:
-        try:
-            count = write(store, out)
-        except ExportError as exc:
-            raise DomainError(str(exc)) from exc
+        count = write(store, out)
     click.echo(f"exported {count} images to {out}", err=True)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.pass_context
+@domain_errors
+def check(ctx: click.Context, as_json: bool) -> None:
+    """Check the catalog (SQLite's integrity check, every stored vector) and the FAISS file
+    (checksum, count, dimension); rebuild the FAISS file from the catalog if it is not sound.
+    Exit 1 if the catalog itself is damaged (then: restore it, or index into a new home).
+
+    \b
+    imgsearch check
+    """
+    from store.check import check_home
+
+    report = check_home(ctx.obj)
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+    else:
+        for line in report.lines():
+            click.echo(line)
+    if not report.catalog_ok:
+        raise DomainError(
+            "the catalog is damaged: restore a backup of catalog.sqlite, or "
+            "index the folders again into a new home"
+        )

@@ -1,23 +1,54 @@
-"""`imgsearch dupes` and `imgsearch undo`: find duplicates, choose keepers, act safely."""
+"""`imgsearch dupes`, `apply` and `undo`: find duplicates, choose keepers, act safely."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
-from indexer.models import canonical_name
-from indexer.options import EmbedOptions
+from indexer.options import ModelOptions
 from search import render
-from search.actions import ActionKind, apply_actions, journal_path, plan_actions, undo
-from search.cli_common import DomainError, domain_errors, model_options, option_group
-from search.dupes import DupeOptions, DuplicateGroup, find_duplicates
-from search.export import write_csv, write_html
-from search.keep import KEEP_HELP, parse_keep
-from store import Store
+from search.actions import (
+    ActionKind,
+    ActionPlan,
+    apply_plan,
+    groups_from_plan,
+    journal_path,
+    plan_actions,
+    read_journal,
+    undo,
+)
+from search.cli_common import (
+    IMAGE_ID,
+    DomainError,
+    FiniteFloat,
+    domain_errors,
+    model_options,
+    option_group,
+)
+from search.dupes import DupeOptions, find_duplicates
+from search.keep import DEFAULT_KEEP, KEEP_HELP, KeepPolicy, parse_keep
+from search.report import write_csv, write_html
+from store import ImgsearchError, Store, exclusive_writer
+from store.lock import DEFAULT_WAIT
+
+
+class Keep(click.ParamType[KeepPolicy]):
+    name = "POLICY"
+
+    def convert(self, value: Any, param: Any, ctx: click.Context | None) -> KeepPolicy:
+        if isinstance(value, KeepPolicy):
+            return value
+        try:
+            return parse_keep(str(value))
+        except ImgsearchError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 @dataclass(frozen=True)
@@ -30,43 +61,53 @@ class Outputs:
 @dataclass(frozen=True)
 class ActionRequest:
     kind: ActionKind
-    dest: Path | None  # None for delete
+    dest: Path | None  # move and symlink only
     yes: bool
 
 
-def _finding(threshold: float | None, exact_only: bool, keep_spec: str,
-             rotations: bool) -> DupeOptions:  # fmt: skip
-    return DupeOptions(threshold, exact_only, parse_keep(keep_spec), rotations)
+def _finding(threshold: float | None, copy_threshold: float | None, exact_only: bool,
+             keep: KeepPolicy, rotations: bool, no_verify: bool) -> DupeOptions:  # fmt: skip
+    return DupeOptions(threshold, copy_threshold, exact_only, keep, rotations, not no_verify)
 
 
-def _action(move_to: Path | None, symlink_to: Path | None, delete: bool,
+def _action(move_to: Path | None, symlink_to: Path | None, trash: bool, delete: bool,
             yes: bool) -> ActionRequest | None:  # fmt: skip
     chosen: list[tuple[ActionKind, Path | None]] = []
     if move_to:
         chosen.append(("move", move_to))
     if symlink_to:
         chosen.append(("symlink", symlink_to))
+    if trash:
+        chosen.append(("trash", None))
     if delete:
         chosen.append(("delete", None))
     if len(chosen) > 1:
-        raise click.UsageError("choose one of --move-to, --symlink-to, --delete")
+        raise click.UsageError("choose one of --move-to, --symlink-to, --trash, --delete")
     return ActionRequest(chosen[0][0], chosen[0][1], yes) if chosen else None
 
 
 finding_options = option_group(
     "finding",
     _finding,
-    click.option("--threshold", type=click.FloatRange(-1, 1),
-                 help="Cosine for near duplicates (default: the model's calibrated value)."),
+    click.option("--threshold", type=FiniteFloat(-1, 1),
+                 help="Plain mode: a pair is a duplicate when its cosine is at least this (no "
+                      "copy scores, no verification)."),
+    click.option("--copy-threshold", type=FiniteFloat(-2, 2),
+                 help="Copy mode (the default): the copy score that makes a pair a copy "
+                      "without verification (default: the model's calibrated value)."),
     click.option("--exact-only", is_flag=True, help="Only byte-identical copies."),
-    click.option("--keep", "keep_spec", default="largest", show_default=True, help=KEEP_HELP),
+    click.option("--keep", type=Keep(), default=DEFAULT_KEEP, show_default=True,
+                 help=KEEP_HELP),
     click.option("--rotations", is_flag=True,
                  help="Also find copies turned by 90/180/270 degrees (runs the model)."),
+    click.option("--no-verify", is_flag=True,
+                 help="Copy mode: skip the local-feature check of uncertain pairs (faster)."),
 )  # fmt: skip
 output_options = option_group(
     "outputs",
     Outputs,
-    click.option("--json", "as_json", is_flag=True, help="Print groups as JSON."),
+    click.option("--json", "as_json", is_flag=True, help="Print groups as JSON (a plan that "
+                 "`imgsearch apply` takes, keepers editable)."),
     click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path),
                  help="Also write the groups to a CSV file."),
     click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -79,55 +120,68 @@ action_options = option_group(
                  help="Move the duplicates (not the keepers) under DIR, keeping relative paths."),
     click.option("--symlink-to", type=click.Path(file_okay=False, path_type=Path),
                  help="Make symlinks to the duplicates under DIR, for review."),
+    click.option("--trash", is_flag=True, help="Send the duplicates to the platform trash."),
     click.option("--delete", is_flag=True, help="Delete the duplicates (cannot be undone)."),
     click.option("--yes", is_flag=True, help="Really act; without it every action is a dry run."),
 )  # fmt: skip
 
 
+@contextlib.contextmanager
+def writing(home: Path, needed: bool) -> Iterator[None]:
+    """The writer lock when `needed` (waiting for it, with a notice), else nothing."""
+    if not needed:
+        yield
+        return
+    with exclusive_writer(home, wait=DEFAULT_WAIT):
+        yield
+
+
 @click.command()
-@click.argument("ids", nargs=-1, type=int)
+@click.argument("ids", nargs=-1, type=IMAGE_ID)
 @click.option("--ignore", is_flag=True, help="Remember IDS as not duplicates of each other.")
 @finding_options
 @output_options
 @action_options
-@model_options(default_model=None)
+@model_options
 @click.pass_context
 @domain_errors
 def dupes(ctx: click.Context, ids: tuple[int, ...], ignore: bool, finding: DupeOptions,
           outputs: Outputs, action: ActionRequest | None,
-          embedding: EmbedOptions) -> None:  # fmt: skip
+          embedding: ModelOptions) -> None:  # fmt: skip
     """Find exact and near duplicates, pick a keeper in each group, and optionally act.
 
     \b
     imgsearch dupes
-    imgsearch dupes --threshold 0.9 --keep oldest --html dupes.html
-    imgsearch dupes --move-to ~/dupes            (a dry run: shows what it would do)
+    imgsearch dupes --keep oldest --html dupes.html
+    imgsearch dupes --trash                      (a dry run: shows what it would do)
     imgsearch dupes --move-to ~/dupes --yes      (does it, writes a journal for undo)
+    imgsearch dupes --json > plan.json           (edit keepers, then: imgsearch apply plan.json)
     imgsearch dupes --ignore 12 57               (12 and 57 are not duplicates)
     """
     if ids and not ignore:
         raise click.UsageError("IDS are only taken with --ignore")
-    with Store.open(ctx.obj) as store:
+    home = ctx.find_root().obj
+    changes = ignore or bool(action and action.yes)
+    with writing(home, changes), Store.open(home, writable=changes) as store:
         if ignore:
             _ignore(store, ids)
             return
-        if embedding.model is not None:
-            store.check_model(canonical_name(embedding.model))
-        store.use_device(embedding.runtime.device)  # the self-join on a GPU when there is one
+        store.use_device(embedding.compute.device)
         options = dataclasses.replace(finding, embedding=embedding)
-        used, groups = find_duplicates(store, options)
+        found = find_duplicates(store, options)
         keep = options.keep.name
         if outputs.csv_file:
-            write_csv(groups, outputs.csv_file, keep)
+            write_csv(found, outputs.csv_file, keep)
         if outputs.html_file:
-            title = f"imgsearch dupes: {len(groups)} groups"
-            write_html(groups, outputs.html_file, title, keep)
+            write_html(found, outputs.html_file, f"imgsearch dupes: {len(found.groups)} "
+                           "groups", keep)  # fmt: skip
         if outputs.as_json:
-            click.echo(json.dumps(render.dupes_json(used, keep, groups)))
+            click.echo(json.dumps(render.dupes_json(found, keep)))
         else:
-            click.echo(render.dupes_text(used, keep, groups))
+            click.echo(render.dupes_text(found, keep))
         if action:
-            _act(store, groups, action)
+            plan = plan_actions(found.groups, action.kind, action.dest)
+            _act(store, plan, action)
 
 
 def _ignore(store: Store, ids: tuple[int, ...]) -> None:
@@ -141,36 +195,77 @@ def _ignore(store: Store, ids: tuple[int, ...]) -> None:
     click.echo(f"{added} pair(s) remembered as not duplicates")
 
 
-def _act(store: Store, groups: list[DuplicateGroup], action: ActionRequest) -> None:
-    plan = plan_actions(groups, action.kind, action.dest)
+def _act(store: Store, plan: ActionPlan, action: ActionRequest) -> None:
     if not action.yes:
         if plan.actions or plan.skipped:
             click.echo(render.plan_text(plan, dry_run=True))
-        click.echo(f"dry run: {len(plan.actions)} file(s) would be affected; add --yes to do it",
-                   err=True)  # fmt: skip
+        click.echo(
+            f"dry run: {len(plan.actions)} file(s) would be affected, freeing "
+            f"{render.size_text(plan.freed_bytes)}; add --yes to do it",
+            err=True,
+        )
         return
     journal = journal_path(store.home, action.kind)
-    failures = apply_actions(plan, store, journal)
-    click.echo(render.plan_text(plan, dry_run=False))
-    for path, why in failures:
+    report = apply_plan(plan, store, journal)
+    click.echo(render.plan_text(ActionPlan(report.done, plan.skipped), dry_run=False))
+    for path, why in report.failures:
         click.echo(f"imgsearch: could not act on {path}: {why}", err=True)
-    click.echo(f"journal: {journal} (imgsearch undo {journal})", err=True)
+    freed = sum(a.size for a in report.done if a.kind != "symlink")
+    click.echo(
+        f"freed {render.size_text(freed)}; journal: {journal} (imgsearch undo {journal})", err=True
+    )
+
+
+@click.command("apply")
+@click.argument("plan_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@action_options
+@click.pass_context
+@domain_errors
+def apply_command(ctx: click.Context, plan_file: Path, action: ActionRequest | None) -> None:
+    """Act on the groups of a plan file: `dupes --json` output, keepers possibly edited (put
+    another member's id as `keep`). A dry run unless --yes.
+
+    \b
+    imgsearch dupes --json > plan.json
+    imgsearch apply plan.json --trash              (dry run)
+    imgsearch apply plan.json --move-to ~/dupes --yes
+    """
+    if action is None:
+        raise click.UsageError("choose one of --move-to, --symlink-to, --trash, --delete")
+    home = ctx.find_root().obj
+    with writing(home, action.yes), Store.open(home, writable=action.yes) as store:
+        groups = groups_from_plan(store, plan_file)
+        _act(store, plan_actions(groups, action.kind, action.dest), action)
 
 
 @click.command("undo")
 @click.argument("journal", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @domain_errors
 def undo_command(journal: Path) -> None:
-    """Undo `dupes --yes` or `orient --fix --yes` from its journal: move files back, remove
-    links, restore the originals of fixed images.
+    """Undo `dupes --yes`, `apply --yes` or `orient --fix --yes` from its journal: move files
+    back (and into the index), take them out of the trash, remove links and the folders the
+    action made, restore the originals of fixed images.
 
     \b
     imgsearch undo ~/.local/share/imgsearch/journals/20261123-101500-move-4242.jsonl
     """
-    report = undo(journal)
+    header, _, _, _ = read_journal(journal)
+    home = Path(str(header.get("home") or journal.parent.parent))
+    with writing(home, home.is_dir()):
+        report = undo(journal)
+    if report.already:
+        click.echo(f"{journal} was undone already: nothing to restore")
+        return
     for path in report.restored:
         click.echo(f"restored {path}")
+    if report.unlinked:
+        click.echo(f"removed {report.unlinked} link(s); no file had moved")
     for path, why in report.not_restored:
         click.echo(f"imgsearch: not restored {path}: {why}", err=True)
-    if report.restored:
-        click.echo("run `imgsearch index` on their folders to index them again", err=True)
+    if report.torn:
+        click.echo(f"imgsearch: {report.torn} journal line(s) were cut short (a killed run) "
+                   "and skipped", err=True)  # fmt: skip
+    missing = len(report.restored) - report.reindexed
+    if header.get("kind") in ("move", "trash") and missing > 0:
+        click.echo(f"imgsearch: {missing} restored file(s) are not in the index: run "
+                   "`imgsearch index` on their folders", err=True)  # fmt: skip

@@ -8,9 +8,11 @@ from dataclasses import asdict, dataclass
 import click
 
 from indexer.errors import UnreadableImage
-from indexer.options import EmbedOptions, ModelChoice
+from indexer.options import ModelOptions
 from search.actions import journal_path
-from search.cli_common import domain_errors, model_options, option_group
+from search.cli_common import FiniteFloat, domain_errors, model_options, option_group
+from store import exclusive_writer
+from store.lock import DEFAULT_WAIT
 
 ROTATION_MODEL = "rotnet"
 
@@ -26,7 +28,7 @@ report_options = option_group(
     "report",
     Report,
     click.option("--all", "show_all", is_flag=True, help="Also list upright images."),
-    click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.5,
+    click.option("--min-confidence", type=FiniteFloat(0, 1), default=0.5,
                  show_default=True, help="Only report (and fix) predictions at least this sure."),
     click.option("--json", "as_json", is_flag=True, help="Print as JSON."),
 )  # fmt: skip
@@ -34,34 +36,36 @@ report_options = option_group(
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@model_options(default_model=ROTATION_MODEL)
+@model_options
 @report_options
 @click.option("--fix", is_flag=True, help="Turn the reported images upright (a dry run unless "
               "--yes; JPEGs by their EXIF orientation, without re-encoding).")  # fmt: skip
 @click.option("--yes", is_flag=True, help="With --fix: really change the files (journalled).")
 @click.pass_context
 @domain_errors
-def orient(ctx: click.Context, paths: tuple[str, ...], embedding: EmbedOptions, report: Report,
+def orient(ctx: click.Context, paths: tuple[str, ...], embedding: ModelOptions, report: Report,
            fix: bool, yes: bool) -> None:  # fmt: skip
     """Find images that are turned 90, 180 or 270 degrees, with the rotation model.
 
-    Angles are the content's counter-clockwise turn; a fix turns it back.
+    Angles are the content's counter-clockwise turn; a fix turns it back. The model is the
+    `rotnet` card unless --model names another 4-way rotation head.
 
     \b
     imgsearch orient ~/Pictures/scans
     imgsearch orient ./dataset --min-confidence 0.9 --fix          # dry run
     imgsearch orient ./dataset --min-confidence 0.9 --fix --yes    # journalled: imgsearch undo
     """
-    from indexer.embed import auto_batch_size
+    from dataclasses import replace
+
     from indexer.orientation import Orientation, image_files, predict
-    from indexer.pipeline import load_embedder
+    from indexer.runtime import load_embedder
+    from indexer.spec import resolve_model
     from search.orient_fix import apply_fixes, plan_fixes
 
-    quiet = bool(ctx.find_root().meta.get("quiet"))
-    model = ModelChoice(embedding.model or ROTATION_MODEL, embedding.weights, None, not quiet)
-    embedder = load_embedder(model, embedding.runtime)
+    spec = resolve_model(replace(embedding, model=embedding.model or ROTATION_MODEL), None)
+    embedder = load_embedder(spec)
     files = list(image_files(paths))
-    batch = embedding.batch_size or auto_batch_size(embedder)
+    batch = spec.batch_size or embedder.default_batch
     shown: list[Orientation] = []
     for found in predict(files, embedder, batch):
         if isinstance(found, UnreadableImage):
@@ -83,9 +87,11 @@ def orient(ctx: click.Context, paths: tuple[str, ...], embedding: EmbedOptions, 
             click.echo(f"would turn {f.path} {f.angle}° clockwise ({f.method})", err=True)
         click.echo(f"dry run: {len(fixes)} files would change; add --yes to do it", err=True)
         return
-    journal = journal_path(ctx.find_root().obj, "orient")
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    failures = apply_fixes(fixes, journal)
+    home = ctx.find_root().obj
+    journal = journal_path(home, "orient")
+    with exclusive_writer(home, wait=DEFAULT_WAIT):
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        failures = apply_fixes(fixes, journal, home)
     for path, why in failures:
         click.echo(f"imgsearch: not fixed {path}: {why}", err=True)
     click.echo(f"fixed {len(fixes) - len(failures)} files", err=True)

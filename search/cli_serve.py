@@ -6,7 +6,7 @@ import ipaddress
 
 import click
 
-from indexer.options import EmbedOptions
+from indexer.options import ModelOptions
 from search.cli_common import ByteSize, domain_errors, model_options
 
 
@@ -26,11 +26,11 @@ def is_loopback(host: str) -> bool:
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--max-upload", type=ByteSize(), default="20M", show_default=True,
               help="Largest image a search may upload.")  # fmt: skip
-@model_options(default_model=None)
+@model_options
 @click.pass_context
 @domain_errors
 def serve(ctx: click.Context, host: str, port: int, max_upload: int,
-          embedding: EmbedOptions) -> None:  # fmt: skip
+          embedding: ModelOptions) -> None:  # fmt: skip
     """Serve the index: a web page to search by image and review duplicates, and a JSON API
     (OpenAPI docs at /docs).
 

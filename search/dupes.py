@@ -1,147 +1,162 @@
-"""Exact and near duplicates among indexed images, grouped around the copy to keep.
+"""Exact and near duplicates among indexed images, in disjoint groups around the copy to keep.
 
-Exact duplicates share a content hash. Near duplicates have cosine >= threshold, found by FAISS
-range search over one representative per content. Pairs are merged with union-find, then each
-connected component is split around keepers so that chains cannot glue far images together:
-the best record of the component (by the keep policy) becomes a keeper, the records that match
-*the keeper itself* join its group, and the rest of the component is grouped again the same way.
-A≈B≈C with A far from C therefore gives {A, B} and leaves C out (or in a group of its own).
+Two modes. By default, copy detection (search/copies): candidates from the stored vectors with
+normalised copy scores and regional views, local-feature verification of the uncertain ones,
+thresholds from the model card. With `threshold`, the plain mode: a pair is a duplicate when
+the cosine of its stored vectors reaches it (a BLAS range join; no verification). Either way,
+exact copies (same bytes) are one node, ignored pairs are left out, and groups are built by
+search/copies/groups.py. Results are cached in the catalog for the generation and options that
+produced them, so asking again with other outputs is instant.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Literal
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
 
-from indexer.options import EmbedOptions
-from search.keep import LARGEST, KeepPolicy
-from search.query import index_embedder
+import numpy as np
+
+from indexer.options import ModelOptions
+from indexer.spec import resolve_model
+from search.copies.candidates import Descriptors, find_candidates
+from search.copies.decide import Decided, Edge, FeatureCache, Thresholds, decide
+from search.copies.groups import DuplicateGroup, Member, build_groups
+from search.copies.verify import FEATURES_VERSION, Verification
+from search.keep import DEFAULT_KEEP, KeepPolicy, parse_keep
 from store import ImageRecord, Store
 
-# Calibrated with bench/calibrate_dupes.py (bench/RESULTS.md): the best recall of edited copies
-# at a pair precision >= 0.99. A model without an entry needs --threshold.
-DEFAULT_THRESHOLDS = {"effnet-lite0": 0.94}
-FALLBACK_THRESHOLD = 0.90
-
-
-@dataclass(frozen=True)
-class Member:
-    record: ImageRecord
-    score: float  # cosine similarity to the keeper (1.0 for exact copies)
-
-
-@dataclass(frozen=True)
-class DuplicateGroup:
-    kind: Literal["exact", "near"]
-    keep: ImageRecord
-    members: list[Member]  # the others, best match first; never includes the keeper
+__all__ = ["DupeOptions", "DuplicateGroup", "Found", "Member", "find_duplicates"]
+log = logging.getLogger("imgsearch.search")
+CACHE_VERSION = 1
 
 
 @dataclass(frozen=True)
 class DupeOptions:
-    threshold: float | None = None  # None: the model's calibrated default
+    threshold: float | None = None  # plain mode: cosine at least this (None: copy detection)
+    copy_threshold: float | None = None  # copy mode: accept at this copy score (None: the card)
     exact_only: bool = False
-    keep: KeepPolicy = LARGEST
-    rotations: bool = False  # also find copies turned by 90/180/270 degrees (runs the model)
-    embedding: EmbedOptions = field(default_factory=EmbedOptions)
+    keep: KeepPolicy = field(default_factory=lambda: parse_keep(DEFAULT_KEEP))
+    rotations: bool = False  # also copies turned by 90/180/270 degrees (runs the model)
+    verify: bool = True  # copy mode: verify the uncertain band with local features
+    embedding: ModelOptions = field(default_factory=ModelOptions)
 
 
-def default_threshold(model: str) -> float:
-    return DEFAULT_THRESHOLDS.get(model, FALLBACK_THRESHOLD)
+@dataclass(frozen=True)
+class Found:
+    """What `find_duplicates` found, and how."""
+
+    mode: str  # "copies", "cosine" or "exact"
+    threshold: float  # copy score (copies) or cosine (cosine) a pair needed; 1.0 for exact
+    groups: list[DuplicateGroup]
+    calibrated: bool  # the threshold is the model card's calibrated value
+    checked: int = 0  # pairs verified with local features
+    cached: bool = False  # the pairs came from the catalog's cache
 
 
-def find_duplicates(store: Store, options: DupeOptions) -> tuple[float, list[DuplicateGroup]]:
-    """The threshold used and the groups: exact ones first, then near ones, largest first."""
-    threshold = (
-        options.threshold if options.threshold is not None else default_threshold(store.meta.model)
-    )
-    records = {r.id: r for r in store.file_states().values()}
-    by_hash: dict[str, list[ImageRecord]] = defaultdict(list)
-    for record in records.values():
-        by_hash[record.content_hash].append(record)
-    groups = [
-        DuplicateGroup("exact", keep, [Member(r, 1.0) for r in same if r is not keep])
-        for same in by_hash.values()
-        if len(same) > 1
-        for keep in [options.keep.choose(same)]
-    ]
+def find_duplicates(store: Store, options: DupeOptions) -> Found:
+    """Groups: exact ones first, then near ones, largest first; every file in one at most."""
+    records = list(store.file_states().values())
+    by_hash: dict[str, list[ImageRecord]] = {}
+    for record in records:
+        by_hash.setdefault(record.content_hash, []).append(record)
+    representatives = {h: min(files, key=lambda r: r.id) for h, files in by_hash.items()}
+    edges: list[Edge] = []
+    mode, threshold, calibrated, checked, cached = "exact", 1.0, True, 0, False
     if not options.exact_only:
-        # One representative per content: exact copies are already grouped above.
-        representatives = {h: options.keep.choose(same) for h, same in by_hash.items()}
-        ids = [r.id for r in representatives.values()]
-        found = store.similar_pairs(threshold, ids)
-        if options.rotations:
-            found += rotated_pairs(store, list(representatives.values()), threshold, options)
-        ignored = store.ignored_pairs()
-        pairs = [
-            (a, b, score)
-            for a, b, score in found
-            if _hash_pair(records[a], records[b]) not in ignored
-        ]
-        groups += near_groups(pairs, records, options.keep)
-    groups.sort(key=lambda g: (g.kind != "exact", -len(g.members), g.keep.path))
-    return threshold, groups
+        ids = sorted(r.id for r in representatives.values())
+        key = _cache_key(store, options)
+        stored = store.cached(key)
+        if stored is not None:
+            mode, threshold, calibrated, checked, edges = _from_cache(stored)
+            cached = True
+        else:
+            mode, threshold, calibrated, decided = _pairs(store, ids, options)
+            edges, checked = decided.edges, decided.checked
+            store.cache(key, _to_cache(mode, threshold, calibrated, decided))
+    groups = build_groups(records, edges, store.ignored_pairs(), options.keep.chooser())
+    return Found(mode, threshold, groups, calibrated, checked, cached)
 
 
-def near_groups(
-    pairs: Iterable[tuple[int, int, float]], records: dict[int, ImageRecord], keep: KeepPolicy
-) -> list[DuplicateGroup]:
-    """Groups from scored pairs: components split around keepers (see the module docstring)."""
-    score: dict[tuple[int, int], float] = {}
-    parent: dict[int, int] = {}
-
-    def find(x: int) -> int:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b, s in pairs:
-        best = max(s, score.get((a, b), s))  # a pair may come both upright and rotated
-        score[(a, b)] = score[(b, a)] = best
-        parent[find(a)] = find(b)
-    components: dict[int, list[int]] = defaultdict(list)
-    for node in parent:
-        components[find(node)].append(node)
-
-    groups = []
-    for nodes in components.values():
-        remaining = {records[n].id: records[n] for n in nodes}
-        while len(remaining) > 1:
-            keeper = keep.choose(list(remaining.values()))
-            members = [
-                Member(r, score[(keeper.id, r.id)])
-                for r in remaining.values()
-                if (keeper.id, r.id) in score
-            ]
-            del remaining[keeper.id]
-            if not members:
-                continue  # matches nothing left: it stays alone
-            members.sort(key=lambda m: (-m.score, m.record.path))
-            groups.append(DuplicateGroup("near", keeper, members))
-            for m in members:
-                del remaining[m.record.id]
-    return groups
+def _pairs(store: Store, ids: list[int], options: DupeOptions) -> tuple[str, float, bool, Decided]:
+    if options.threshold is not None:
+        found = store.similar_pairs(options.threshold, ids)
+        edges = [Edge(a, b, s, s, 0, None) for a, b, s in found]
+        return "cosine", options.threshold, False, Decided(edges, 0, [], 0.0, 0.0)
+    spec = resolve_model(options.embedding, store.meta)
+    accept, reject, calibrated = spec.copy_thresholds
+    if options.copy_threshold is not None:
+        accept, calibrated = options.copy_threshold, False
+    elif not calibrated:
+        log.warning(
+            "%s has no calibrated copy thresholds: using copy score %.2f (see "
+            "bench/copydetect.py to calibrate it)",
+            spec.name,
+            accept,
+        )
+    stored_ids, vectors = store.vectors_of(ids)
+    views = store.views(stored_ids.tolist())
+    view_array = None
+    if views and len(views) == len(stored_ids):
+        view_array = np.stack([views[int(i)] for i in stored_ids])
+    descriptors = Descriptors(stored_ids, vectors, view_array)
+    if options.rotations:
+        descriptors = _with_rotations(store, descriptors, options)
+    candidates = find_candidates(descriptors, store.gpu)
+    records = store.records(stored_ids.tolist())
+    cache = FeatureCache(store.local_features, store.save_local_features)
+    decided = decide(candidates, records, Thresholds(accept, reject, options.verify), cache)
+    return "copies", accept, calibrated, decided
 
 
-def rotated_pairs(
-    store: Store, images: list[ImageRecord], threshold: float, options: DupeOptions
-) -> list[tuple[int, int, float]]:
-    """Pairs where one image, turned by 90/180/270 degrees, matches the other upright."""
-    from indexer.pipeline import embed_rotations
+def _with_rotations(store: Store, found: Descriptors, options: DupeOptions) -> Descriptors:
+    """The descriptors of every image turned by 90, 180 and 270 degrees (runs the model)."""
+    from indexer.embedding import ROTATIONS, embed_rotations
+    from indexer.runtime import load_embedder
 
-    embedder = index_embedder(store, options.embedding)
-    rows, vectors = embed_rotations(
-        [r.path for r in images], embedder, options.embedding.batch_size
-    )
-    query_ids = [images[row].id for row in rows]
-    found = store.pairs_with(query_ids, vectors, threshold, [r.id for r in images])
-    return [(min(a, b), max(a, b), s) for a, b, s in found]
+    spec = resolve_model(options.embedding, store.meta)
+    records = store.records(found.ids.tolist())
+    paths = [records[int(i)].path for i in found.ids]
+    rows, vectors = embed_rotations(paths, load_embedder(spec), spec.batch_size)
+    positions = np.asarray(rows, dtype=np.int64)
+    angles = np.tile(np.asarray(ROTATIONS, dtype=np.int64), len(positions) // len(ROTATIONS))
+    return Descriptors(found.ids, found.vectors, found.views, vectors, positions, angles)
 
 
-def _hash_pair(a: ImageRecord, b: ImageRecord) -> tuple[str, str]:
-    return (a.content_hash, b.content_hash) if a.content_hash < b.content_hash else (
-        b.content_hash, a.content_hash)  # fmt: skip
+def _cache_key(store: Store, options: DupeOptions) -> str:
+    asked = {
+        "v": CACHE_VERSION,
+        "features": FEATURES_VERSION,
+        "model": store.meta.model,
+        "threshold": options.threshold,
+        "copy_threshold": options.copy_threshold,
+        "rotations": options.rotations,
+        "verify": options.verify,
+    }
+    return "dupes:" + hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _to_cache(mode: str, threshold: float, calibrated: bool, decided: Decided) -> bytes:
+    edges = [
+        [e.a, e.b, e.score, e.cosine, e.angle, asdict(e.check) if e.check else None]
+        for e in decided.edges
+    ]
+    return json.dumps(
+        {
+            "mode": mode,
+            "threshold": threshold,
+            "calibrated": calibrated,
+            "checked": decided.checked,
+            "edges": edges,
+        }
+    ).encode()
+
+
+def _from_cache(data: bytes) -> tuple[str, float, bool, int, list[Edge]]:
+    stored = json.loads(data)
+    edges = [
+        Edge(a, b, s, c, angle, Verification(**check) if check else None)
+        for a, b, s, c, angle, check in stored["edges"]
+    ]
+    return stored["mode"], stored["threshold"], stored["calibrated"], stored["checked"], edges

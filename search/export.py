@@ -1,8 +1,9 @@
 """`imgsearch export`: ids, paths, vectors and metadata, for numpy, pandas, polars or Spark.
 
-`.npz` holds arrays (ids, paths, vectors, size, mtime_ns, content_hash, width, height, tags as
-JSON) plus the index's model and dimension. `.parquet` holds one row per image with the vector
-as a fixed-size list, written chunk by chunk, so memory stays bounded; the model and dimension
+Both name the columns alike: `id`, `path`, `vector`, `size`, `mtime_ns`, `content_hash`,
+`width`, `height`, `tags` (JSON). `.npz` holds them as arrays plus the index's `model` and
+`dim`. `.parquet` holds one row per image with the vector as a fixed-size list, written chunk
+by chunk, so memory stays bounded; the model and dimension
 are in the file's key/value metadata; a path that is not valid UTF-8 is written there with
 backslash escapes for its odd bytes. Both are written to a temporary name and renamed.
 """
@@ -16,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from store import ImageRecord, Store, Vectors
+from store import ImageRecord, ImgsearchError, Store, Vectors
 
 FORMATS = (".npz", ".parquet")
 
 
-class ExportError(Exception):
+class ExportError(ImgsearchError):
     """An output file that cannot be written; the message names it and why."""
 
 
@@ -66,9 +67,9 @@ def _npz(store: Store, out: Path) -> int:
     with open(out, "wb") as handle:
         np.savez(
             handle,
-            ids=np.array(columns.get("id", []), dtype=np.int64),
-            paths=np.array(columns.get("path", []), dtype=str),
-            vectors=np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32),
+            id=np.array(columns.get("id", []), dtype=np.int64),
+            path=np.array(columns.get("path", []), dtype=str),
+            vector=np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32),
             size=np.array(columns.get("size", []), dtype=np.int64),
             mtime_ns=np.array(columns.get("mtime_ns", []), dtype=np.int64),
             content_hash=np.array(columns.get("content_hash", []), dtype=str),

@@ -1,4 +1,8 @@
-"""Which copy of a duplicate group to keep. Policies are total orders: the first record wins."""
+"""Which copy of a duplicate group to keep.
+
+The simple policies are total orders of files (the first one wins). `best` (the default) looks
+at the files themselves and at how the copies relate (search/quality.py).
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,40 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from indexer.errors import InvalidOption
-from store import ImageRecord
+from search.copies.decide import Edge
+from search.copies.groups import Chooser
+from store import ImageRecord, InvalidOption
 
-KEEP_HELP = "largest | oldest | newest | path-priority:DIR[,DIR...]"
+KEEP_HELP = "best | largest | oldest | newest | path-priority:DIR[,DIR...]"
+DEFAULT_KEEP = "best"
 
 
 @dataclass(frozen=True)
 class KeepPolicy:
-    """A named ordering of records; `choose` returns the one to keep."""
+    """A named way to choose the keeper of a group."""
 
     name: str
-    key: Callable[[ImageRecord], tuple[object, ...]]
+    key: Callable[[ImageRecord], tuple[object, ...]] | None = None  # simple: a total order
+    describe: Callable[[ImageRecord, Sequence[ImageRecord]], str] | None = None
 
     def choose(self, records: Sequence[ImageRecord]) -> ImageRecord:
-        return min(records, key=self.key)
+        """The file to keep by this policy's order (by `largest` for `best` without pairs)."""
+        return min(records, key=self.key or _largest)
+
+    def chooser(self) -> Chooser:
+        if self.key is None:
+            from search.quality import choose_best
+
+            return choose_best
+
+        def simple(
+            records: Sequence[ImageRecord], _edges: Sequence[Edge]
+        ) -> tuple[ImageRecord, str]:
+            keep = self.choose(records)
+            why = self.describe(keep, records) if self.describe else self.name
+            return keep, why
+
+        return simple
 
 
 def _largest(r: ImageRecord) -> tuple[object, ...]:
@@ -36,14 +59,30 @@ def _newest(r: ImageRecord) -> tuple[object, ...]:
     return (-r.mtime_ns, *_largest(r))
 
 
-LARGEST = KeepPolicy("largest", _largest)
+def _why_largest(keep: ImageRecord, records: Sequence[ImageRecord]) -> str:
+    return f"largest: {keep.width} x {keep.height}, {keep.size:,} bytes"
+
+
+def _why_oldest(keep: ImageRecord, records: Sequence[ImageRecord]) -> str:
+    return "oldest: modified first"
+
+
+def _why_newest(keep: ImageRecord, records: Sequence[ImageRecord]) -> str:
+    return "newest: modified last"
 
 
 def parse_keep(spec: str) -> KeepPolicy:
-    """`largest` (the default), `oldest`, `newest`, or `path-priority:DIR,DIR,...`."""
-    simple = {"largest": _largest, "oldest": _oldest, "newest": _newest}  # LARGEST is the default
+    """`best` (the default), `largest`, `oldest`, `newest`, or `path-priority:DIR,DIR,...`."""
+    if spec == "best":
+        return KeepPolicy("best")
+    simple = {
+        "largest": (_largest, _why_largest),
+        "oldest": (_oldest, _why_oldest),
+        "newest": (_newest, _why_newest),
+    }
     if spec in simple:
-        return KeepPolicy(spec, simple[spec])
+        key, why = simple[spec]
+        return KeepPolicy(spec, key, why)
     if spec.startswith("path-priority:"):
         folders = [
             os.path.abspath(d).rstrip(os.sep) + os.sep
@@ -51,11 +90,15 @@ def parse_keep(spec: str) -> KeepPolicy:
             if d
         ]
         if not folders:
-            raise InvalidOption("--keep path-priority: needs at least one folder")
+            raise InvalidOption("path-priority: needs at least one folder", field="keep")
 
         def rank(r: ImageRecord) -> tuple[object, ...]:
             first = next((i for i, d in enumerate(folders) if r.path.startswith(d)), len(folders))
             return (first, *_largest(r))
 
-        return KeepPolicy(spec, rank)
-    raise InvalidOption(f"--keep must be {KEEP_HELP}, got {spec!r}")
+        def why(keep: ImageRecord, records: Sequence[ImageRecord]) -> str:
+            folder = next((d for d in folders if keep.path.startswith(d)), None)
+            return f"in {folder}" if folder else "no copy in the folders given: the largest"
+
+        return KeepPolicy(spec, rank, why)
+    raise InvalidOption(f"{spec!r} is not one of {KEEP_HELP}", field="keep")

@@ -74,13 +74,21 @@ def combined_orientation(current: int, angle: int) -> int:
     raise AssertionError(f"no EXIF orientation for {current} turned by {angle}")
 
 
-def apply_fixes(fixes: Sequence[Fix], journal: Path) -> list[tuple[str, str]]:
+def apply_fixes(fixes: Sequence[Fix], journal: Path, home: Path) -> list[tuple[str, str]]:
     """Fix each file, backing up the original and journalling it. Returns the failures."""
     backups = journal.with_suffix(".originals")
     backups.mkdir(parents=True, exist_ok=True)
     failures: list[tuple[str, str]] = []
     with open(journal, "x", encoding="utf-8") as log:
-        append_entry(log, {"version": JOURNAL_VERSION, "created": time.time()})
+        append_entry(
+            log,
+            {
+                "version": JOURNAL_VERSION,
+                "created": time.time(),
+                "home": str(home),
+                "kind": "orient",
+            },
+        )
         for number, fix in enumerate(fixes):
             try:
                 st = os.stat(fix.path)

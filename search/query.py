@@ -1,34 +1,32 @@
-"""Nearest-neighbour queries: by stored id, by indexed path, or by image files."""
+"""Nearest-neighbour queries: by stored id, by indexed path, by vector, or by image files."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from indexer.errors import InvalidOption, UnreadableImage
-from indexer.models import canonical_name
-from indexer.options import EmbedOptions, ModelChoice
-from store import ImageRecord, ItemNotFound, Store, Vector, Vectors
-
-if TYPE_CHECKING:
-    from indexer.embed import Embedder
+from indexer.errors import UnreadableImage
+from indexer.options import ModelOptions
+from indexer.runtime import Embedder
+from indexer.spec import resolve_model
+from store import ImageRecord, InvalidOption, ItemNotFound, Store, Vector, Vectors
 
 
 @dataclass(frozen=True)
 class Match:
     record: ImageRecord
     score: float  # cosine similarity to the query
+    verified: int | None = None  # local features matched geometrically (None: not checked)
 
 
 @dataclass(frozen=True)
 class QueryResult:
-    query: str  # the query image's path, or the id queried
+    query: str  # what was asked: an image's path, an id, or a label
     matches: list[Match]
+    record: ImageRecord | None = None  # the queried image, when it is an indexed one
 
 
 @dataclass(frozen=True)
@@ -36,53 +34,63 @@ class QueryOptions:
     k: int = 10
     min_score: float | None = None
     tag: str | None = None  # only images with a matching tag (models with a named head)
+    verify: bool = True  # query images: check the top candidates with local features
+    embedding: ModelOptions = field(default_factory=ModelOptions)
 
 
 def by_id(store: Store, image_id: int, options: QueryOptions) -> QueryResult:
     """Neighbours of a stored image, itself excluded. Needs neither torch nor the model."""
     vector = store.vector(image_id)
-    return _search(store, vector[None, :], [str(image_id)], options, frozenset({image_id}))[0]
+    record = store.records([image_id])[image_id]
+    found = _search(store, vector[None, :], options, frozenset({image_id}))[0]
+    return QueryResult(str(image_id), found, record)
 
 
 def by_path(store: Store, path: str, options: QueryOptions) -> QueryResult:
     """Neighbours of an indexed file, itself excluded."""
     record = store.record_by_path(os.path.abspath(path))
     vector = store.vector(record.id)
-    return _search(store, vector[None, :], [path], options, frozenset({record.id}))[0]
+    found = _search(store, vector[None, :], options, frozenset({record.id}))[0]
+    return QueryResult(path, found, record)
 
 
 def by_vector(store: Store, vector: Vector, label: str, options: QueryOptions) -> QueryResult:
-    """Neighbours of a vector made elsewhere (an upload embedded by `imgsearch serve`)."""
-    return _search(store, vector[None, :], [label], options)[0]
+    """Neighbours of a vector made elsewhere (an upload, or a script's own embedding). It is
+    L2-normalised here, so scores are cosines; a zero or non-finite vector is refused."""
+    row = np.asarray(vector, dtype=np.float32).reshape(-1)
+    norm = float(np.linalg.norm(row)) if np.all(np.isfinite(row)) else 0.0
+    if row.shape != (store.meta.dim,) or norm == 0.0:
+        raise InvalidOption(
+            f"must be a finite, non-zero vector of {store.meta.dim} values", field="vector"
+        )
+    return QueryResult(label, _search(store, (row / norm)[None, :], options)[0])
 
 
-def by_images(
-    store: Store,
-    paths: Sequence[str],
-    options: QueryOptions,
-    embedding: EmbedOptions | None = None,
-) -> list[QueryResult]:
+def by_images(store: Store, paths: Sequence[str], options: QueryOptions) -> list[QueryResult]:
     """Neighbours of image files, embedded with the index's own model.
 
-    A file that is indexed and unchanged on disk uses its stored vector, so it costs no model
-    load; it then finds itself at rank 1.
+    A file that is indexed and unchanged on disk uses its stored vector (and finds itself at
+    rank 1), so it costs no model load.
     """
-    embedding = embedding or EmbedOptions()
-    if embedding.model is not None:
-        store.check_model(canonical_name(embedding.model))
+    spec = resolve_model(options.embedding, store.meta)  # refuses another model, once
     for path in paths:
         if not os.path.isfile(path):
             raise UnreadableImage(path, "no such file")
     vectors = [_stored_vector(store, path) for path in paths]
     missing = [i for i, v in enumerate(vectors) if v is None]
     if missing:
-        fresh = _embed(store, [paths[i] for i in missing], embedding)
+        from indexer.embedding import embed_files
+        from indexer.runtime import load_embedder
+
+        embedder: Embedder = load_embedder(spec)
+        fresh = embed_files([paths[i] for i in missing], embedder, spec.batch_size)
         for i, vector in zip(missing, fresh, strict=True):
             vectors[i] = vector
-    return _search(store, np.stack([v for v in vectors if v is not None]), paths, options)
+    found = _search(store, np.stack([v for v in vectors if v is not None]), options)
+    return [QueryResult(path, matches) for path, matches in zip(paths, found, strict=True)]
 
 
-def _stored_vector(store: Store, path: str) -> np.ndarray | None:
+def _stored_vector(store: Store, path: str) -> Vector | None:
     try:
         record = store.record_by_path(os.path.abspath(path))
     except ItemNotFound:
@@ -93,31 +101,11 @@ def _stored_vector(store: Store, path: str) -> np.ndarray | None:
     return store.vector(record.id)
 
 
-def index_embedder(store: Store, embedding: EmbedOptions) -> Embedder:
-    """The index's own model, ready to embed more images. Imports torch: only when needed."""
-    from indexer.pipeline import load_embedder
-
-    recorded = Path(store.meta.weights) if store.meta.weights else None
-    size = store.meta.input_size
-    model = ModelChoice(store.meta.model, embedding.weights or recorded, size)
-    return load_embedder(model, embedding.runtime)
-
-
-def _embed(store: Store, paths: Sequence[str], embedding: EmbedOptions) -> Vectors:
-    from indexer.pipeline import embed_images
-
-    return embed_images(paths, index_embedder(store, embedding), embedding.batch_size)
-
-
 def _search(
-    store: Store,
-    queries: Vectors,
-    labels: Sequence[str],
-    options: QueryOptions,
-    exclude: frozenset[int] = frozenset(),
-) -> list[QueryResult]:
+    store: Store, queries: Vectors, options: QueryOptions, exclude: frozenset[int] = frozenset()
+) -> list[list[Match]]:
     if options.k < 1:
-        raise InvalidOption(f"-k must be >= 1, got {options.k}")
+        raise InvalidOption(f"must be >= 1, got {options.k}", field="k")
     only = None
     if options.tag is not None:
         only = frozenset(store.ids_with_tag(options.tag))
@@ -127,13 +115,12 @@ def _search(
             )
     hits = store.search(queries, options.k, exclude, only)
     records = store.records({hit.id for row in hits for hit in row})
-    results = []
-    for label, row in zip(labels, hits, strict=True):
-        matches = [
+    return [
+        [
             Match(records[hit.id], hit.score)
             for hit in row
             # A record removed by a concurrent index run since the search is left out.
             if hit.id in records and (options.min_score is None or hit.score >= options.min_score)
         ]
-        results.append(QueryResult(label, matches))
-    return results
+        for row in hits
+    ]

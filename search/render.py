@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 from indexer.models import ModelCard
 from indexer.options import DEFAULT_MODEL
 from search.actions import ActionPlan
-from search.dupes import DuplicateGroup
+from search.dupes import Found
+from search.quality import format_of
 from search.query import QueryResult
-from store import Failure, IndexMeta, IndexSpec
+from store import Failure, ImageRecord, IndexMeta, IndexSpec
 
 if TYPE_CHECKING:
-    from indexer.pipeline import IndexReport
+    from indexer.session import IndexReport
 
 
 def index_json(report: IndexReport) -> dict[str, Any]:
@@ -31,6 +32,8 @@ def index_json(report: IndexReport) -> dict[str, Any]:
         "model": report.model,
         "device": report.device,
         "precision": report.precision,
+        "runtime": report.runtime,
+        "repaired": report.repaired,
         "seconds": round(report.seconds, 3),
         "images_per_second": round(report.images_per_second, 2),
     }
@@ -42,27 +45,40 @@ def index_text(report: IndexReport) -> str:
         f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
         f"removed {report.removed}, failed {failed} "
         f"({report.embedded} embedded, {report.reused} reused; {report.model} on "
-        f"{report.device} {report.precision}; {report.seconds:.1f} s, "
+        f"{report.device} {report.precision} {report.runtime}; {report.seconds:.1f} s, "
         f"{report.images_per_second:.1f} images/s)"
     )
 
 
 def query_json(result: QueryResult) -> dict[str, Any]:
-    return {
-        "query": result.query,
-        "results": [
-            {"rank": rank, "id": m.record.id, "path": m.record.path, "score": round(m.score, 6)}
-            for rank, m in enumerate(result.matches, start=1)
-        ],
-    }
+    found: dict[str, Any] = {"query": result.query}
+    if result.record is not None:
+        found["query_id"], found["query_path"] = result.record.id, result.record.path
+    found["results"] = [
+        {
+            "rank": rank,
+            "id": m.record.id,
+            "path": m.record.path,
+            "score": round(m.score, 6),
+            **({"verified": m.verified} if m.verified is not None else {}),
+        }
+        for rank, m in enumerate(result.matches, start=1)
+    ]
+    return found
 
 
 def query_text(result: QueryResult) -> str:
-    lines = [f"query: {result.query}"]
+    asked = result.query
+    if result.record is not None and result.record.path != asked:
+        asked = f"id {asked} ({result.record.path})"
+    lines = [f"query: {asked}"]
     if not result.matches:
         lines.append("  (no results)")
+        return "\n".join(lines)
+    lines.append(f"{'rank':>4}  {'score':>6}  {'id':>6}  path")
     for rank, m in enumerate(result.matches, start=1):
-        lines.append(f"{rank:>4}  {m.score:.4f}  {m.record.id:>6}  {m.record.path}")
+        mark = "  (copy: verified)" if m.verified else ""
+        lines.append(f"{rank:>4}  {m.score:.4f}  {m.record.id:>6}  {m.record.path}{mark}")
     return "\n".join(lines)
 
 
@@ -85,12 +101,13 @@ def info_json(home: str, meta: IndexMeta, count: int, failed: list[Failure]) -> 
         "model": meta.model,
         "dim": meta.dim,
         "count": count,
-        "index_type": meta.index_type,
+        "index_type": meta.index_factory,
         "index_choice": meta.index_choice,
         # recall@10 against exact search, measured when the index was built (flat: exact)
         "index_recall": 1.0 if spec.kind == "flat" else spec.recall,
         "input_size": meta.input_size,  # None: the model's own
         "precision": meta.precision,  # of the last run that embedded images
+        "runtime": meta.runtime,
         "failed": len(failed),
     }
 
@@ -101,52 +118,91 @@ def info_text(info: dict[str, Any], failed: list[Failure]) -> str:
     return "\n".join(lines)
 
 
-def dupes_json(threshold: float, keep: str, groups: list[DuplicateGroup]) -> dict[str, Any]:
+def file_json(record: ImageRecord) -> dict[str, Any]:
     return {
-        "threshold": threshold,
+        "id": record.id,
+        "path": record.path,
+        "width": record.width,
+        "height": record.height,
+        "bytes": record.size,
+        "format": format_of(record),
+    }
+
+
+def dupes_json(found: Found, keep: str) -> dict[str, Any]:
+    return {
+        "threshold": found.threshold,
+        "mode": found.mode,
         "keep_policy": keep,
         "groups": [
             {
                 "kind": g.kind,
-                "keep": {"id": g.keep.id, "path": g.keep.path},
+                "keep": file_json(g.keep),
+                "reason": g.reason,
                 "members": [
-                    {"id": m.record.id, "path": m.record.path, "score": round(m.score, 6)}
+                    {
+                        **file_json(m.record),
+                        "score": round(m.score, 6),
+                        "cosine": round(m.cosine, 6),
+                        "how": m.how,
+                        **({"inliers": m.inliers} if m.inliers is not None else {}),
+                    }
                     for m in g.members
                 ],
             }
-            for g in groups
+            for g in found.groups
         ],
     }
 
 
-def dupes_text(threshold: float, keep: str, groups: list[DuplicateGroup]) -> str:
+def dupes_text(found: Found, keep: str) -> str:
     lines = []
-    for number, g in enumerate(groups, start=1):
+    for number, g in enumerate(found.groups, start=1):
         k = g.keep
         lines.append(
             f"group {number} ({g.kind}): keep {k.id:>6}  {k.path}  "
             f"({k.width} x {k.height}, {k.size:,} bytes)"
         )
-        lines += [f"        {m.score:.4f}  {m.record.id:>6}  {m.record.path}" for m in g.members]
-    exact = sum(g.kind == "exact" for g in groups)
-    duplicates = sum(len(g.members) for g in groups)
+        if g.reason:
+            lines.append(f"        why: {g.reason}")
+        lines += [
+            f"        {m.score:7.4f}  {m.record.id:>6}  {m.record.path}  ({m.how})"
+            for m in g.members
+        ]
+    exact = sum(g.kind == "exact" for g in found.groups)
+    duplicates = sum(len(g.members) for g in found.groups)
+    what = {"copies": "copy score", "cosine": "cosine", "exact": "exact only"}[found.mode]
+    threshold = f"{what} {found.threshold:.3f}" if found.mode != "exact" else what
+    if found.mode == "copies" and found.checked:
+        threshold += f", {found.checked} pairs verified"
     lines.append(
-        f"{len(groups)} groups ({exact} exact, {len(groups) - exact} near), "
-        f"{duplicates} duplicates; threshold {threshold:.3f}; keep: {keep}"
+        f"{len(found.groups)} groups ({exact} exact, {len(found.groups) - exact} near), "
+        f"{duplicates} duplicates; {threshold}; keep: {keep}"
     )
     return "\n".join(lines)
 
 
 def plan_text(plan: ActionPlan, dry_run: bool) -> str:
-    verbs = {"move": "move", "symlink": "link", "delete": "delete"}
+    verbs = {
+        "move": ("move", "moved"),
+        "symlink": ("link", "linked"),
+        "trash": ("trash", "trashed"),
+        "delete": ("delete", "deleted"),
+    }
     lines = []
     for a in plan.actions:
-        verb = verbs[a.kind] if dry_run else {"move": "moved", "symlink": "linked",
-                                              "delete": "deleted"}[a.kind]  # fmt: skip
+        verb = verbs[a.kind][0 if dry_run else 1]
         prefix = "would " if dry_run else ""
         lines.append(f"{prefix}{verb} {a.source}" + (f" -> {a.target}" if a.target else ""))
     lines += [f"left alone {path}: {why}" for path, why in plan.skipped]
     return "\n".join(lines)
+
+
+def size_text(count: int) -> str:
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} bytes"
 
 
 def model_json(card: ModelCard, present: bool, path: Path | None) -> dict[str, Any]:

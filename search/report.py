@@ -1,4 +1,4 @@
-"""Duplicate groups as CSV and as a self-contained HTML contact sheet (openable offline)."""
+"""The `dupes` report files: groups as CSV, and as a self-contained HTML contact sheet."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from search.dupes import DuplicateGroup
+from search.dupes import DuplicateGroup, Found
+from search.quality import format_of
 from search.thumbnails import jpeg_thumbnail
 from store import ImageRecord
 
@@ -23,24 +24,39 @@ CSV_COLUMNS = [
     "width",
     "height",
     "bytes",
+    "format",
+    "how",
     "keep_policy",
+    "reason",
 ]
 
 
-def write_csv(groups: Sequence[DuplicateGroup], path: Path, keep_policy: str) -> None:
+def write_csv(found: Found, path: Path, keep_policy: str) -> None:
     with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
-        for number, group in enumerate(groups, start=1):
-            rows = [("keep", group.keep, 1.0)] + [
-                ("duplicate", m.record, m.score) for m in group.members
+        for number, group in enumerate(found.groups, start=1):
+            rows = [("keep", group.keep, 1.0, "kept", group.reason)] + [
+                ("duplicate", m.record, m.score, m.how, "") for m in group.members
             ]
-            for role, r, score in rows:
-                values = [r.id, r.path, f"{score:.6f}", r.width, r.height, r.size, keep_policy]
+            for role, r, score, how, reason in rows:
+                values = [
+                    r.id,
+                    r.path,
+                    f"{score:.6f}",
+                    r.width,
+                    r.height,
+                    r.size,
+                    format_of(r),
+                    how,
+                    keep_policy,
+                    reason,
+                ]
                 writer.writerow([number, group.kind, role, *values])
 
 
-def write_html(groups: Sequence[DuplicateGroup], path: Path, title: str, keep_policy: str) -> None:
+def write_html(found: Found, path: Path, title: str, keep_policy: str) -> None:
+    groups: Sequence[DuplicateGroup] = found.groups
     sections = [_group_html(number, group) for number, group in enumerate(groups, start=1)]
     page = _PAGE.format(
         title=html.escape(title),
@@ -55,17 +71,18 @@ def _group_html(number: int, group: DuplicateGroup) -> str:
     cards += [_card(m.record, "duplicate", m.score) for m in group.members]
     return (
         f"<section><h2>Group {number} · {group.kind} · {len(group.members)} duplicate(s)</h2>"
+        f"<p>Kept: {html.escape(group.reason)}</p>"
         f'<div class="cards">{"".join(cards)}</div></section>'
     )
 
 
 def _card(record: ImageRecord, role: str, score: float | None) -> str:
-    label = "KEEP" if role == "keep" else f"cosine {score:.4f}"
+    label = "KEEP" if role == "keep" else f"score {score:.3f}"
     path = html.escape(record.path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
     return (
         f'<figure class="{role}"><img alt="" src="{_thumbnail(record.path)}">'
         f"<figcaption><b>{label}</b><br>#{record.id} · {record.width} &times; {record.height} · "
-        f"{record.size:,} B<br><span>{path}</span></figcaption></figure>"
+        f"{record.size:,} B · {format_of(record)}<br><span>{path}</span></figcaption></figure>"
     )
 
 

@@ -21,14 +21,14 @@ from typing import Annotated, Any
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from indexer.errors import IndexerError, UnreadableImage
-from indexer.options import EmbedOptions
+from indexer.errors import UnreadableImage
+from indexer.options import ModelOptions
 from search import render
 from search.dupes import DupeOptions, find_duplicates
 from search.keep import KEEP_HELP, parse_keep
-from search.query import QueryOptions, by_id, by_path, by_vector, index_embedder
+from search.query import QueryOptions, by_id, by_path, by_vector
 from search.thumbnails import jpeg_thumbnail
-from store import ImageRecord, IndexNotFound, ItemNotFound, Store, StoreError
+from store import ImageRecord, ImgsearchError, IndexNotFound, InvalidOption, ItemNotFound, Store
 
 PAGE = Path(__file__).resolve().parent / "web" / "index.html"
 DEFAULT_MAX_UPLOAD = 20 << 20  # bytes
@@ -39,7 +39,7 @@ class ServerState:
     """One open store (reopened when an index run changed the catalog) and the loaded model."""
 
     home: Path
-    embedding: EmbedOptions
+    embedding: ModelOptions
     max_upload: int = DEFAULT_MAX_UPLOAD
     lock: threading.Lock = field(default_factory=threading.Lock)
     store: Store | None = None
@@ -60,17 +60,9 @@ class ServerState:
 def create_app(state: ServerState) -> FastAPI:
     app = FastAPI(title="imgsearch", summary="Similar and duplicate images, by embeddings.")
 
-    @app.exception_handler(StoreError)
-    def store_error(_request: Request, exc: StoreError) -> JSONResponse:
-        status = (
-            404 if isinstance(exc, ItemNotFound) else 503 if isinstance(exc, IndexNotFound) else 400
-        )
-        return JSONResponse({"detail": str(exc)}, status_code=status)
-
-    @app.exception_handler(IndexerError)
-    def indexer_error(_request: Request, exc: IndexerError) -> JSONResponse:
-        status = 415 if isinstance(exc, UnreadableImage) else 400
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+    @app.exception_handler(ImgsearchError)
+    def library_error(_request: Request, exc: ImgsearchError) -> JSONResponse:
+        return JSONResponse({"detail": detail_of(exc)}, status_code=status_of(exc))
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -127,8 +119,8 @@ def create_app(state: ServerState) -> FastAPI:
         """Duplicate groups, each with the copy to keep."""
         policy = parse_keep(keep)  # InvalidOption: 400
         with state.current() as store:
-            used, groups = find_duplicates(store, DupeOptions(threshold, exact_only, policy))
-            return render.dupes_json(used, policy.name, groups)
+            found = find_duplicates(store, DupeOptions(threshold, None, exact_only, policy))
+            return render.dupes_json(found, policy.name)
 
     @app.post("/api/dupes/ignore")
     def ignore(ids: list[int]) -> dict[str, int]:
@@ -159,6 +151,25 @@ def create_app(state: ServerState) -> FastAPI:
     return app
 
 
+def status_of(exc: ImgsearchError) -> int:
+    """The HTTP status of a library error: the one place the server maps the root."""
+    if isinstance(exc, ItemNotFound):
+        return 404
+    if isinstance(exc, IndexNotFound):
+        return 503
+    if isinstance(exc, UnreadableImage):
+        return 415
+    if isinstance(exc, InvalidOption):
+        return 422
+    return 400
+
+
+def detail_of(exc: ImgsearchError) -> str:
+    """The error in the API's words: the parameter it is about, by its query name."""
+    text = " ".join(str(exc).split())
+    return f"{exc.field}: {text}" if exc.field else text
+
+
 def _check_servable(record: ImageRecord) -> None:
     """Only the very file that was indexed: not a symlink now, same size and mtime."""
     try:
@@ -175,11 +186,13 @@ def _check_servable(record: ImageRecord) -> None:
 def _embed_upload(state: ServerState, store: Store, data: bytes, name: str) -> Any:
     """The upload's embedding, decoded from memory (nothing is written to disk)."""
     from indexer.decode import decode
+    from indexer.runtime import load_embedder
+    from indexer.spec import resolve_model
 
     if state.embedder is None:
-        state.embedder = index_embedder(store, state.embedding)
-    pixels = decode(data, name, state.embedder.backbone.prep).pixels  # UnreadableImage: 415
-    return state.embedder(pixels.unsqueeze(0))[0]
+        state.embedder = load_embedder(resolve_model(state.embedding, store.meta))
+    pixels = decode(data, name, state.embedder.prep).pixels  # UnreadableImage: 415
+    return state.embedder.run(pixels[None]).vectors[0]
 
 
 def _with_sizes(result: dict[str, Any], store: Store) -> dict[str, Any]:

@@ -1,0 +1,148 @@
+"""Stage 3 of copy detection: disjoint groups around keepers.
+
+Nodes are contents (byte-identical files are one node). Accepted copy pairs link contents; each
+connected set is split around keepers so that chains cannot glue far images together: the best
+content of the set (by the keeper policy) keeps every content that matches *it* directly, plus
+those reached from its members through geometrically verified pairs (verified content sharing
+is transitive: a corner crop of a centre crop is a crop of the original); the rest is grouped
+again the same way. Every file is in at most one group, and the kept file is never a member.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from search.copies.decide import Edge
+from store import ImageRecord
+
+
+@dataclass(frozen=True)
+class Member:
+    record: ImageRecord
+    score: float  # copy score to the keeper (1.0: the same bytes)
+    cosine: float  # cosine of the stored vectors to the keeper's (1.0: the same bytes)
+    how: str  # "same bytes", "score", "verified", "via #ID" (reached through another member)
+    inliers: int | None = None  # verified pairs: matched keypoints
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    kind: Literal["exact", "near"]
+    keep: ImageRecord
+    members: list[Member]  # the others, best match first; never includes the keeper
+    reason: str = ""  # why the keeper won, in words
+    edges: tuple[Edge, ...] = field(default=(), repr=False)  # the pairs inside the group
+
+
+# Chooses the file to keep among candidate files (one or more contents) with the pairs known
+# between them; returns the file and the reason in words.
+Chooser = Callable[[Sequence[ImageRecord], Sequence[Edge]], tuple[ImageRecord, str]]
+
+
+def build_groups(
+    records: Iterable[ImageRecord],
+    edges: Sequence[Edge],
+    ignored: set[tuple[str, str]],
+    choose: Chooser,
+) -> list[DuplicateGroup]:
+    """Disjoint groups: exact ones (one content, several files) and near ones."""
+    by_hash: dict[str, list[ImageRecord]] = defaultdict(list)
+    for record in records:
+        by_hash[record.content_hash].append(record)
+    by_id = {r.id: r for files in by_hash.values() for r in files}
+    links: dict[str, dict[str, Edge]] = defaultdict(dict)
+    for edge in edges:
+        if edge.a not in by_id or edge.b not in by_id:
+            continue
+        ha, hb = by_id[edge.a].content_hash, by_id[edge.b].content_hash
+        if ha == hb or (min(ha, hb), max(ha, hb)) in ignored:
+            continue
+        best = links[ha].get(hb)
+        if best is None or edge.score > best.score:
+            links[ha][hb] = links[hb][ha] = edge
+    groups = [
+        _exact(files, choose) for h, files in by_hash.items() if len(files) > 1 and not links.get(h)
+    ]
+    for component in _components(links):
+        groups += _split(component, links, by_hash, choose)
+    groups.sort(key=lambda g: (g.kind != "exact", -len(g.members), g.keep.path))
+    return groups
+
+
+def _exact(files: list[ImageRecord], choose: Chooser) -> DuplicateGroup:
+    keep, reason = choose(files, [])
+    members = [
+        Member(r, 1.0, 1.0, "same bytes")
+        for r in sorted(files, key=lambda r: r.path)
+        if r.id != keep.id
+    ]
+    return DuplicateGroup("exact", keep, members, reason)
+
+
+def _components(links: dict[str, dict[str, Edge]]) -> list[set[str]]:
+    seen: set[str] = set()
+    found = []
+    for start in links:
+        if start in seen:
+            continue
+        component, stack = set(), [start]
+        while stack:
+            node = stack.pop()
+            if node in component:
+                continue
+            component.add(node)
+            stack.extend(n for n in links[node] if n not in component)
+        seen |= component
+        found.append(component)
+    return found
+
+
+def _split(
+    component: set[str],
+    links: dict[str, dict[str, Edge]],
+    by_hash: dict[str, list[ImageRecord]],
+    choose: Chooser,
+) -> list[DuplicateGroup]:
+    groups = []
+    remaining = set(component)
+    while len(remaining) > 1:
+        inside = [e for h in remaining for o, e in links[h].items() if o in remaining and h < o]
+        keep, reason = choose([r for h in remaining for r in by_hash[h]], inside)
+        keeper = keep.content_hash
+        remaining.discard(keeper)
+        reached: dict[str, tuple[Edge, str]] = {
+            h: (e, "verified" if e.check is not None else "score")
+            for h, e in links[keeper].items()
+            if h in remaining
+        }
+        frontier = list(reached)
+        while frontier:  # verified pairs carry membership on
+            node = frontier.pop()
+            for other, edge in links[node].items():
+                if other in remaining and other not in reached and edge.check is not None:
+                    via = by_hash[node][0].id
+                    reached[other] = (edge, f"via #{via}")
+                    frontier.append(other)
+        if not reached and len(by_hash[keeper]) < 2:
+            continue  # matches nothing left: it stays alone
+        members = [Member(r, 1.0, 1.0, "same bytes") for r in by_hash[keeper] if r.id != keep.id]
+        for h, (edge, how) in reached.items():
+            inliers = edge.check.inliers if edge.check is not None else None
+            members += [Member(r, edge.score, edge.cosine, how, inliers) for r in by_hash[h]]
+        members.sort(key=lambda m: (m.how != "same bytes", -m.score, m.record.path))
+        own = tuple(
+            e
+            for h in [keeper, *reached]
+            for o, e in links[h].items()
+            if o in reached or o == keeper
+        )
+        kind: Literal["exact", "near"] = "near" if reached else "exact"
+        groups.append(DuplicateGroup(kind, keep, members, reason, tuple(dict.fromkeys(own))))
+        remaining -= set(reached)
+    for h in remaining:  # a lone content of several files is still an exact group
+        if len(by_hash[h]) > 1:
+            groups.append(_exact(by_hash[h], choose))
+    return groups

@@ -1,0 +1,190 @@
+"""Geometric verification of a candidate pair with local features (OpenCV SIFT + RANSAC).
+
+Each image is read again, turned upright, made grey and scaled so that its longer side is
+FEATURE_SIDE pixels (small images are scaled up, so a quarter-size copy still has features).
+Flat regions connected to the border (letterboxing, the black corners of a tilted copy, the
+plain background of a cut-out or a pasted canvas) are masked out: their edges look the same in
+every image that has them and would match across unrelated pictures. SIFT is rotation and scale
+invariant, so turned, resized, cropped and pasted copies verify; a mirrored copy is tried
+against the other image's mirror.
+
+A pair is verified when a similarity transform (rotation, scale, shift) maps at least
+MIN_INLIERS distinct keypoints of one image onto the other, the scale is plausible, and the
+inliers cover at least MIN_COVERAGE of one of the two images (a shared logo or caption band
+covers little of either). Measured on bench/copydetect.py's development part: no false pair
+among 13,202 verified negatives.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+FEATURE_SIDE = 256
+MAX_FEATURES = 600
+RATIO = 0.8  # Lowe's ratio test
+MIN_INLIERS = 6
+MIN_COVERAGE = 0.1
+MAX_SCALE = 12.0
+FEATURES_VERSION = 1  # of what `Features.to_bytes` holds: cached rows of another are recomputed
+
+
+@dataclass(frozen=True)
+class Features:
+    """An image's keypoints (n, 2) float32 in a FEATURE_SIDE frame and descriptors (n, 128)."""
+
+    points: NDArray[np.float32]
+    descriptors: NDArray[np.float32]
+    shape: tuple[int, int]  # (height, width) of the frame
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            points=self.points,
+            descriptors=self.descriptors.astype(np.uint8),
+            shape=np.array(self.shape),
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Features:
+        with np.load(io.BytesIO(data)) as stored:
+            return cls(
+                stored["points"],
+                stored["descriptors"].astype(np.float32),
+                (int(stored["shape"][0]), int(stored["shape"][1])),
+            )
+
+
+@dataclass(frozen=True)
+class Verification:
+    """How one image of a pair maps into the other."""
+
+    inliers: int  # distinct keypoints in agreement (0: no transform found)
+    coverage_a: float  # share of image a's frame covered by the inliers
+    coverage_b: float
+    scale: float  # b's frame / a's frame along the transform (1.0: same size)
+    mirrored: bool  # found between a and the mirror image of b
+
+    @property
+    def verified(self) -> bool:
+        return self.inliers >= MIN_INLIERS and max(self.coverage_a, self.coverage_b) >= (
+            MIN_COVERAGE
+        )
+
+
+NO_MATCH = Verification(0, 0.0, 0.0, 1.0, False)
+
+
+def grey_frame(path: str, mirror: bool = False) -> NDArray[np.uint8]:
+    """The image as verification sees it. Raises OSError or PIL's errors when unreadable."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as source:
+        if source.format == "JPEG":
+            source.draft("RGB", (FEATURE_SIDE, FEATURE_SIDE))
+        image = ImageOps.exif_transpose(source)
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, rgba)
+        grey = image.convert("L")
+    scale = FEATURE_SIDE / max(grey.size)
+    size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
+    grey = grey.resize(size, Image.Resampling.BICUBIC)
+    if mirror:
+        grey = ImageOps.mirror(grey)
+    return np.asarray(grey, dtype=np.uint8)
+
+
+def content_mask(grey: NDArray[np.uint8]) -> NDArray[np.uint8] | None:
+    """255 on content, 0 on flat regions connected to the border (None: there are none)."""
+    import cv2
+
+    height, width = grey.shape
+    mask = np.zeros((height + 2, width + 2), np.uint8)
+    flags = 4 | cv2.FLOODFILL_MASK_ONLY | (255 << 8) | cv2.FLOODFILL_FIXED_RANGE
+    step = max(4, min(height, width) // 24)
+    xs, ys = range(0, width, step), range(0, height, step)
+    border = [(x, 0) for x in xs] + [(x, height - 1) for x in xs]
+    border += [(0, y) for y in ys] + [(width - 1, y) for y in ys]
+    work = grey.copy()
+    for x, y in border:
+        if not mask[y + 1, x + 1]:
+            cv2.floodFill(work, mask, (x, y), 0, loDiff=2, upDiff=2, flags=flags)
+    padding = mask[1:-1, 1:-1]
+    if padding.mean() / 255 < 0.002:
+        return None
+    content = np.where(padding == 0, 255, 0).astype(np.uint8)
+    eroded: NDArray[np.uint8] = np.asarray(
+        cv2.erode(content, np.ones((5, 5), np.uint8)), dtype=np.uint8
+    )
+    return eroded
+
+
+def features_of(path: str, mirror: bool = False) -> Features:
+    """Local features of an image file. Raises OSError (or PIL's errors) when unreadable."""
+    import cv2
+
+    grey = grey_frame(path, mirror)
+    sift = cv2.SIFT_create(nfeatures=MAX_FEATURES, contrastThreshold=0.03)  # type: ignore[attr-defined]
+    keypoints, descriptors = sift.detectAndCompute(grey, content_mask(grey))
+    points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
+    if descriptors is None:
+        descriptors = np.zeros((0, 128), dtype=np.float32)
+    return Features(points, descriptors.astype(np.float32), (grey.shape[0], grey.shape[1]))
+
+
+def verify(a: Features, b: Features, mirrored: bool = False) -> Verification:
+    """Whether a similarity transform maps enough of a's keypoints onto b's."""
+    import cv2
+
+    if len(a.descriptors) < 4 or len(b.descriptors) < 4:
+        return NO_MATCH
+    matcher = cv2.BFMatcher(cv2.NORM_L2)
+    best: dict[int, cv2.DMatch] = {}  # one match per keypoint of b
+    for pair in matcher.knnMatch(a.descriptors, b.descriptors, k=2):
+        if len(pair) == 2 and pair[0].distance < RATIO * pair[1].distance:
+            first = pair[0]
+            if first.trainIdx not in best or best[first.trainIdx].distance > first.distance:
+                best[first.trainIdx] = first
+    good = list(best.values())
+    if len(good) < 4:
+        return NO_MATCH
+    src = a.points[[m.queryIdx for m in good]]
+    dst = b.points[[m.trainIdx for m in good]]
+    transform, inliers = cv2.estimateAffinePartial2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=5.0, maxIters=2000
+    )
+    if transform is None or inliers is None:
+        return NO_MATCH
+    scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
+    if not 1 / MAX_SCALE < scale < MAX_SCALE:
+        return NO_MATCH
+    keep = inliers.ravel().astype(bool)
+    # SIFT repeats a point at several orientations: count distinct places, in both images.
+    distinct = min(
+        len({(int(x) // 3, int(y) // 3) for x, y in src[keep]}),
+        len({(int(x) // 3, int(y) // 3) for x, y in dst[keep]}),
+    )
+    return Verification(
+        distinct, _coverage(src[keep], a.shape), _coverage(dst[keep], b.shape), scale, mirrored
+    )
+
+
+def _coverage(points: NDArray[np.float32], shape: tuple[int, int]) -> float:
+    import cv2
+
+    if len(points) < 3:
+        return 0.0
+    hull = cv2.convexHull(points.astype(np.float32))
+    return float(cv2.contourArea(hull)) / float(shape[0] * shape[1])
+
+
+def worker_count() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
