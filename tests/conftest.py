@@ -1,13 +1,21 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from indexer.options import IndexOptions, ModelChoice
+from indexer.options import IndexOptions, ModelOptions
 from tests.helpers import TINY_NETWORK, save_tiny_checkpoint
 from tests.seeds import Served, registered, write_seed_checkpoints
+
+# One user cache (model exports) and one trash for the whole session, outside the user's own:
+# set before anything imports send2trash (which reads XDG_DATA_HOME once) or exports a model.
+_SESSION = tempfile.mkdtemp(prefix="imgsearch-tests-")
+os.environ["IMGSEARCH_CACHE"] = os.path.join(_SESSION, "cache")
+os.environ["XDG_DATA_HOME"] = os.path.join(_SESSION, "data")
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +26,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_options(tiny_checkpoint: Path) -> IndexOptions:
     """Index with the tiny Birder net, decoding inline (fast, deterministic)."""
-    return IndexOptions(model=ModelChoice(TINY_NETWORK, tiny_checkpoint), batch_size=3, workers=0)
+    return IndexOptions(model=ModelOptions(TINY_NETWORK, tiny_checkpoint, batch_size=3), workers=0)
 
 
 @pytest.fixture

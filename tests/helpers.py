@@ -88,12 +88,14 @@ def save_random_checkpoint(
     directory: Path,
     network: str,
     size_px: int,
-    config: dict[str, int] | None = None,
+    config: dict[str, object] | None = None,
     classes: tuple[str, ...] = (),
+    head: int = 0,
 ) -> Path:
     """A random-weight Birder net saved with Birder's own checkpoint code; returns its path.
 
-    With `classes`, the net has a head of that many classes, named in class_to_idx."""
+    With `classes`, the net has a head of that many classes, named in class_to_idx; with
+    `head`, a head of that many unnamed outputs (a projection, as SSCD's)."""
     import torch
     from birder.common import fs_ops
     from birder.conf import settings
@@ -102,8 +104,9 @@ def save_random_checkpoint(
 
     torch.manual_seed(0)
     size = (size_px, size_px)
-    net = registry.net_factory(network, len(classes), config=config, size=size)
-    signature = get_signature((1, 3, *size), len(classes))
+    outputs = head or len(classes)
+    net = registry.net_factory(network, outputs, config=config, size=size)
+    signature = get_signature((1, 3, *size), outputs)
     class_to_idx = {name: i for i, name in enumerate(classes)}
     rgb_stats = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
     previous = settings.MODELS_DIR

@@ -36,7 +36,26 @@ def classes_of(card: ModelCard) -> tuple[str, ...]:
 
 
 def tiny_input(card: ModelCard) -> int:
-    return 2 * card.patch
+    return 2 * card.patch if card.patch else 64
+
+
+def tiny_config(card: ModelCard) -> dict[str, object]:
+    """The card's network, shrunk: one layer and a small MLP for the ViTs (hidden_dim kept: the
+    card's dimension); one block per stage of narrow filters for the ResNet (its 512-d head
+    kept: SSCD's descriptor)."""
+    if card.network and card.network.startswith("resnet"):
+        return {
+            "bottle_neck": True,
+            "filter_list": [8, 16, 16, 32, 32],
+            "units": [1, 1, 1, 1],
+            "pooling_param": 3.0,
+        }
+    return {"num_layers": 1, "mlp_dim": 64}
+
+
+def head_of(card: ModelCard) -> int:
+    """Outputs of the head that are not named classes (SSCD's projection), else 0."""
+    return card.dim if card.descriptor == "logits" else 0
 
 
 def write_seed_checkpoints(folder: Path) -> Served:
@@ -46,9 +65,8 @@ def write_seed_checkpoints(folder: Path) -> Served:
         assert card.network and card.weights
         work = folder / "work"
         work.mkdir(exist_ok=True)
-        config = {"num_layers": 1, "mlp_dim": 64}  # hidden_dim kept: the card's dimension
         written = save_random_checkpoint(
-            work, card.network, tiny_input(card), config, classes_of(card)
+            work, card.network, tiny_input(card), tiny_config(card), classes_of(card), head_of(card)
         )
         target = folder / f"{card.weights}.pt"
         shutil.move(written, target)

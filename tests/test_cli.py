@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
+from indexer.options import Compute
+from indexer.runtime import resolve_runtime, resolved_precision
 from search.cli import cli
 from store import Store
 from tests.helpers import TINY_NETWORK, shapes, write_collection
@@ -141,8 +143,9 @@ def test_query_text_output(home: Path, indexed: dict[str, Path]) -> None:
     result = invoke(home, "query", "--path", str(indexed["red"]), "-k", "2")
     lines = result.stdout.strip().splitlines()
     assert lines[0] == f"query: {indexed['red']}"
-    assert len(lines) == 3
-    rank, score, _id, path = lines[1].split(maxsplit=3)
+    assert lines[1].split() == ["rank", "score", "id", "path"]
+    assert len(lines) == 4
+    rank, score, _id, path = lines[2].split(maxsplit=3)
     assert rank == "1" and 0 <= float(score) <= 1.0001 and Path(path).is_file()
 
 
@@ -152,8 +155,8 @@ def test_info_and_path(
     data = json.loads(invoke(home, "info", "--json").stdout)
     assert data == {"home": str(home), "model": TINY_NETWORK, "dim": 64, "count": 17,
                     "index_type": "IDMap2,Flat", "index_choice": "auto", "index_recall": 1.0,
-                    "input_size": None, "precision": "fp32",
-                    "failed": 2}  # fmt: skip
+                    "input_size": None, "precision": resolved_precision(Compute()),
+                    "runtime": resolve_runtime(Compute()), "failed": 2}  # fmt: skip
     text = invoke(home, "info").stdout
     assert "corrupt.jpg: not a readable image" in text
     assert invoke(home, "path").stdout.strip() == str(home)
@@ -183,14 +186,14 @@ def test_errors_on_an_existing_index(tmp_path: Path, home: Path, indexed: dict[s
         ("query", str(indexed["text"])): "notes.jpg: not a readable image",
         ("query", "--id", "9999"): "no image with id 9999",
         ("query", "--path", str(tmp_path / "nope.jpg")): "is not in the index",
-        ("index", str(tmp_path / "photos")): "was built with 'rope_i_vit_s16_pn_aps_c1'",
+        ("index", str(tmp_path / "photos"), "--model", "effnet-lite0"): "was built with 'rope_i",
         ("index", str(tmp_path / "no-such-dir")): "no-such-dir: no such folder",
         ("query", str(indexed["red"]), "--model", "effnet-lite0"): "was built with",
         ("index", str(tmp_path / "photos"), "--device", "gpu0"): "--device gpu0: not a device",
     }
     for args, message in cases.items():
         result = invoke(home, *args)
-        assert result.exit_code == 1, args
+        assert result.exit_code == (2 if "--device" in args else 1), args
         assert result.stderr.startswith("imgsearch: ") and message in result.stderr, args
         assert result.stderr.count("\n") == 1, result.stderr
 

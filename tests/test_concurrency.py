@@ -31,7 +31,7 @@ def test_queries_and_a_second_writer_during_an_index_run(
     wait_for(process, home, at_least=4)
     assert process.poll() is None, "the run ended too early to test anything"
 
-    with pytest.raises(IndexBusy, match="another `imgsearch index` is writing"):
+    with pytest.raises(IndexBusy, match="another imgsearch command is writing"):
         index_folders(home, [str(folder)], tiny_options)
 
     answered = 0

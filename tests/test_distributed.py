@@ -3,7 +3,9 @@ engine, failures reported the same way, shards of a killed run ingested, not emb
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -51,8 +53,10 @@ def test_ray_gives_what_the_local_engine_gives(tmp_path: Path, tiny_options: Ind
     folder = collection(tmp_path / "photos")
     local = index_folders(tmp_path / "local", [str(folder)], tiny_options)
     folders = check_folders([folder])
-    report = index_with_ray(tmp_path / "ray", list(scan(folders)), folders, tiny_options,
-                            RayOptions(batch_size=4))  # fmt: skip
+    options = dataclasses.replace(
+        tiny_options, model=dataclasses.replace(tiny_options.model, batch_size=4)
+    )
+    report = index_with_ray(tmp_path / "ray", list(scan(folders)), folders, options, RayOptions())
     assert (report.added, report.embedded) == (local.added, local.added) == (17, 17)
     assert sorted(f.path for f in report.failed) == sorted(f.path for f in local.failed)
     assert {f.error for f in report.failed} == {f.error for f in local.failed}
@@ -65,29 +69,43 @@ def test_ray_gives_what_the_local_engine_gives(tmp_path: Path, tiny_options: Ind
     again = index_with_ray(tmp_path / "ray", list(scan(folders)), folders, tiny_options,
                            RayOptions())  # fmt: skip
     assert (again.embedded, again.unchanged) == (0, 17)
+    # A copy of an indexed file reuses the stored vector, as the local engine does.
+    shutil.copy(folder / "more10.png", folder / "more10-copy.png")
+    copied = index_with_ray(
+        tmp_path / "ray", list(scan(folders)), folders, tiny_options, RayOptions()
+    )
+    assert (copied.added, copied.embedded, copied.reused) == (1, 0, 1)
 
 
 def test_shards_of_a_killed_run_are_ingested_not_embedded_again(
     tmp_path: Path, tiny_options: IndexOptions
 ) -> None:
-    import torch
-
-    from indexer.backbones import load_backbone
+    from indexer.runtime import load_embedder
+    from indexer.shards import write_run
+    from indexer.spec import resolve_model
 
     folder = collection(tmp_path / "photos")
     home = tmp_path / "home"
     folders = check_folders([folder])
     files = list(scan(folders))
-    prep = load_backbone(tiny_options.model, torch.device("cpu")).prep
-    job = Job(tiny_options.model, tiny_options.runtime, prep, RayOptions(batch_size=4),
-              shard_folder(home))  # fmt: skip
-    embed_to_shards(files[:8], job)  # ... and then the run was killed before ingesting
+    spec = resolve_model(tiny_options.model, None)
+    embedder = load_embedder(spec)
+    job = Job(spec, embedder.prep, 4, 250_000_000, RayOptions(), shard_folder(home))
+    write_run(shard_folder(home), embedder.name, embedder.dim)
+    embed_to_shards(files[:8], frozenset(), job)  # ... and then the run was killed
     assert list(shard_folder(home).rglob("*.parquet"))
     report = index_with_ray(home, files, folders, tiny_options, RayOptions())
     # The first 8 files came from the shards: only the others went through the model.
     assert report.embedded + len(report.failed) == len(files) - 8
     with Store.open(home) as store:
         assert store.count() == 17 and len(store.failures()) == 2
+    # Shards of another model's run are not ingested (run.json says whose they are).
+    write_run(shard_folder(home), "another-model", 7)
+    embed_to_shards(files[:3], frozenset(), job)
+    shapes(99).save(folder / "new.png")
+    again = index_with_ray(home, list(scan(folders)), folders, tiny_options, RayOptions())
+    assert (again.added, again.embedded) == (1, 1)
+    assert not shard_folder(home).exists()
 
 
 def test_the_cli_engine_ray_and_from_list(tmp_path: Path, tiny_checkpoint: Path) -> None:
@@ -124,8 +142,6 @@ def test_the_local_engine_never_imports_ray(tmp_path: Path, tiny_checkpoint: Pat
 def test_a_large_first_load_fills_an_ivf_index_in_parallel_from_the_shards(
     tmp_path: Path, tiny_options: IndexOptions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dataclasses
-
     from indexer import distributed
 
     monkeypatch.setattr(distributed, "PARALLEL_FILL_MIN", 100)
@@ -135,8 +151,8 @@ def test_a_large_first_load_fills_an_ivf_index_in_parallel_from_the_shards(
         shapes(seed, (48, 32)).save(folder / f"s{seed:03}.png")
     folders = check_folders([folder])
     options = dataclasses.replace(tiny_options, index_type="ivf")
-    report = index_with_ray(tmp_path / "home", list(scan(folders)), folders, options,
-                            RayOptions(batch_size=16))  # fmt: skip
+    options = dataclasses.replace(options, model=dataclasses.replace(options.model, batch_size=16))
+    report = index_with_ray(tmp_path / "home", list(scan(folders)), folders, options, RayOptions())
     assert report.index_change is not None and report.index_change.kind == "ivf"
     assert not list(shard_folder(tmp_path / "home").rglob("*.parquet"))
     with Store.open(tmp_path / "home") as store:

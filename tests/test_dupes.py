@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -12,11 +13,15 @@ import pytest
 from click.testing import CliRunner
 
 from indexer.errors import InvalidOption
-from search.actions import apply_actions, plan_actions, undo
+from search.actions import apply_plan, plan_actions, undo
 from search.cli import cli
-from search.dupes import DupeOptions, find_duplicates, near_groups
+from search.copies.decide import Edge
+from search.copies.groups import build_groups
+from search.dupes import DupeOptions, find_duplicates
 from search.keep import parse_keep
 from store import Embedded, ImageFile, ImageRecord, Store
+
+LARGEST = parse_keep("largest")
 
 DIM = 8
 
@@ -71,7 +76,7 @@ def build(tmp_path: Path) -> tuple[Store, dict[str, int], Path]:
         "f.jpg": base["f"],
     }  # fmt: skip
     pixels = {"b.jpg": (400, 300), "c.jpg": (400, 300)}
-    store = Store.open_for_model(tmp_path / "home", "test-model", DIM)
+    store = Store.create(tmp_path / "home", "test-model", DIM)
     batch = []
     for name, vector in vectors.items():
         path = photos / name
@@ -99,8 +104,9 @@ def test_known_groups_and_the_chaining_guard(tmp_path: Path) -> None:
         < 0.9
         < float(vectors["d.jpg"] @ vectors["e.jpg"])
     )
-    threshold, groups = find_duplicates(store, DupeOptions(threshold=0.9))
-    assert threshold == 0.9
+    found = find_duplicates(store, DupeOptions(threshold=0.9, keep=LARGEST))
+    groups = found.groups
+    assert found.threshold == 0.9 and found.mode == "cosine"
     assert as_names(groups, ids) == [
         ("exact", "a.jpg", ["copies/a.jpg"]),
         ("near", "b.jpg", ["b1.jpg", "b2.jpg"]),
@@ -112,18 +118,66 @@ def test_known_groups_and_the_chaining_guard(tmp_path: Path) -> None:
 
 def test_exact_only_and_a_lower_threshold(tmp_path: Path) -> None:
     store, ids, _ = build(tmp_path)
-    _, exact = find_duplicates(store, DupeOptions(threshold=0.9, exact_only=True))
-    assert as_names(exact, ids) == [("exact", "a.jpg", ["copies/a.jpg"])]
-    _, loose = find_duplicates(store, DupeOptions(threshold=0.8))
-    assert ("near", "c.jpg", ["d.jpg", "e.jpg"]) in as_names(loose, ids)  # now e matches c
+    exact = find_duplicates(store, DupeOptions(threshold=0.9, exact_only=True, keep=LARGEST))
+    assert as_names(exact.groups, ids) == [("exact", "a.jpg", ["copies/a.jpg"])]
+    loose = find_duplicates(store, DupeOptions(threshold=0.8, keep=LARGEST))
+    assert ("near", "c.jpg", ["d.jpg", "e.jpg"]) in as_names(loose.groups, ids)  # now e matches c
 
 
 def test_chains_split_around_keepers() -> None:
-    records = {i: ImageRecord(i, f"/p/{i}.jpg", 100 - i, 0, f"h{i}", 10, 10) for i in range(1, 6)}
-    # 1~2, 2~3, 3~4, 4~5: a chain; "largest" prefers lower ids (bigger files).
-    pairs = [(1, 2, 0.95), (2, 3, 0.95), (3, 4, 0.95), (4, 5, 0.95)]
-    groups = near_groups(pairs, records, parse_keep("largest"))
+    records = [ImageRecord(i, f"/p/{i}.jpg", 100 - i, 0, f"h{i}", 10, 10) for i in range(1, 6)]
+    # 1~2, 2~3, 3~4, 4~5: a chain of unverified pairs; "largest" prefers lower ids (bigger).
+    edges = [Edge(a, a + 1, 0.95, 0.95, 0, None) for a in range(1, 5)]
+    groups = build_groups(records, edges, set(), LARGEST.chooser())
     assert [(g.keep.id, [m.record.id for m in g.members]) for g in groups] == [(1, [2]), (3, [4])]
+
+
+def test_verified_pairs_carry_membership_through_a_member() -> None:
+    from search.copies.verify import Verification
+
+    records = [ImageRecord(i, f"/p/{i}.jpg", 100 - i, 0, f"h{i}", 10, 10) for i in range(1, 4)]
+    seen = Verification(40, 0.5, 0.9, 1.0, False)
+    # 1 ~ 2 by score, 2 ~ 3 verified: 3 shares content with 2, which copies 1.
+    edges = [Edge(1, 2, 0.9, 0.9, 0, None), Edge(2, 3, 0.3, 0.6, 0, seen)]
+    (group,) = build_groups(records, edges, set(), LARGEST.chooser())
+    assert group.keep.id == 1
+    assert [(m.record.id, m.how) for m in group.members] == [(2, "score"), (3, "via #2")]
+
+
+def test_groups_are_disjoint_when_exact_and_near_copies_overlap(tmp_path: Path) -> None:
+    """A, a byte copy of A, and a larger near copy B of A: one group, B kept, both copies of A
+    members; no file is both kept and acted on (issue: the keeper of an exact group was
+    deleted as a member of a near group)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.RandomState(3)
+    a = unit(rng.randn(DIM))
+    b = at_cosine(a, unit(rng.randn(DIM)), 0.97)
+    store = Store.create(tmp_path / "home", "test-model", DIM)
+    batch = []
+    for name, vector, content, size in (
+        ("a.jpg", a, b"A" * 50, (100, 100)),
+        ("a-copy.jpg", a, b"A" * 50, (100, 100)),
+        ("b.jpg", b, b"B" * 80, (400, 400)),
+    ):
+        (photos / name).write_bytes(content)
+        st = (photos / name).stat()
+        file = ImageFile(
+            str(photos / name), st.st_size, st.st_mtime_ns, hashlib.sha256(content).hexdigest()
+        )
+        batch.append(Embedded(file, *size, vector))
+    store.commit_batch(batch, [])
+    groups = find_duplicates(store, DupeOptions(threshold=0.9, keep=LARGEST)).groups
+    assert len(groups) == 1
+    (group,) = groups
+    assert Path(group.keep.path).name == "b.jpg"
+    assert sorted(Path(m.record.path).name for m in group.members) == ["a-copy.jpg", "a.jpg"]
+    plan = plan_actions(groups, "delete", None)
+    kept = {g.keep.path for g in groups}
+    assert not kept & {a.source for a in plan.actions}
+    apply_plan(plan, store, tmp_path / "j.jsonl")
+    assert (photos / "b.jpg").is_file()
+    assert not (photos / "a.jpg").exists() and not (photos / "a-copy.jpg").exists()
 
 
 def test_keep_policies(tmp_path: Path) -> None:
@@ -136,8 +190,9 @@ def test_keep_policies(tmp_path: Path) -> None:
     assert parse_keep("newest").choose(records) is new
     assert parse_keep("path-priority:/c,/a").choose(records) is new
     assert parse_keep("path-priority:/x").choose(records) is big  # no folder matches: largest
-    with pytest.raises(InvalidOption, match="--keep"):
+    with pytest.raises(InvalidOption, match="is not one of") as raised:
         parse_keep("smallest")
+    assert raised.value.field == "keep"
 
 
 def test_ignored_pairs_are_left_out(tmp_path: Path) -> None:
@@ -145,14 +200,14 @@ def test_ignored_pairs_are_left_out(tmp_path: Path) -> None:
     records = store.records([ids["b.jpg"], ids["b1.jpg"]])
     assert store.ignore_pairs([r.content_hash for r in records.values()]) == 1
     assert store.ignore_pairs([r.content_hash for r in records.values()]) == 0  # remembered once
-    _, groups = find_duplicates(store, DupeOptions(threshold=0.9))
+    groups = find_duplicates(store, DupeOptions(threshold=0.9, keep=LARGEST)).groups
     assert ("near", "b.jpg", ["b2.jpg"]) in as_names(groups, ids)
     assert "b1.jpg" not in str(as_names(groups, ids))
 
 
 def test_dry_run_changes_nothing_then_move_and_undo(tmp_path: Path) -> None:
     store, ids, photos = build(tmp_path)
-    _, groups = find_duplicates(store, DupeOptions(threshold=0.9))
+    groups = find_duplicates(store, DupeOptions(threshold=0.9, keep=LARGEST)).groups
     before = tree_digest(tmp_path / "photos")
     dest = tmp_path / "dupes"
     plan = plan_actions(groups, "move", dest)
@@ -165,7 +220,7 @@ def test_dry_run_changes_nothing_then_move_and_undo(tmp_path: Path) -> None:
     assert tree_digest(tmp_path / "photos") == before and not dest.exists()  # planning is inert
 
     journal = tmp_path / "home" / "journals" / "move.jsonl"
-    assert apply_actions(plan, store, journal) == []
+    assert apply_plan(plan, store, journal).failures == []
     assert (dest / "copies" / "a.jpg").read_bytes() == b"same bytes"  # relative paths kept
     assert (dest / "b1.jpg").is_file() and not (photos / "b1.jpg").exists()
     for name in ("a.jpg", "b.jpg", "c.jpg", "e.jpg", "f.jpg"):  # keepers and others untouched
@@ -179,22 +234,22 @@ def test_dry_run_changes_nothing_then_move_and_undo(tmp_path: Path) -> None:
 
 def test_move_never_overwrites(tmp_path: Path) -> None:
     store, _, _ = build(tmp_path)
-    _, groups = find_duplicates(store, DupeOptions(threshold=0.9))
+    groups = find_duplicates(store, DupeOptions(threshold=0.9, keep=LARGEST)).groups
     dest = tmp_path / "dupes"
     dest.mkdir()
     (dest / "b1.jpg").write_bytes(b"someone else's file")
     plan = plan_actions(groups, "move", dest)
     assert [Path(p).name for p, why in plan.skipped if "never overwritten" in why] == ["b1.jpg"]
-    apply_actions(plan, store, tmp_path / "j.jsonl")
+    apply_plan(plan, store, tmp_path / "j.jsonl")
     assert (dest / "b1.jpg").read_bytes() == b"someone else's file"
 
 
 def test_symlink_and_delete(tmp_path: Path) -> None:
     store, ids, photos = build(tmp_path)
-    _, groups = find_duplicates(store, DupeOptions(threshold=0.9))
+    groups = find_duplicates(store, DupeOptions(threshold=0.9, keep=LARGEST)).groups
     links = tmp_path / "review"
     journal = tmp_path / "links.jsonl"
-    apply_actions(plan_actions(groups, "symlink", links), store, journal)
+    apply_plan(plan_actions(groups, "symlink", links), store, journal)
     assert os.readlink(links / "b1.jpg") == str(photos / "b1.jpg")
     assert (photos / "b1.jpg").is_file() and store.count() == len(ids)  # nothing left the index
     undo(journal)
@@ -205,7 +260,7 @@ def test_symlink_and_delete(tmp_path: Path) -> None:
     plan = plan_actions(groups, "delete", None)
     assert [Path(p).name for p, why in plan.skipped] == ["d.jpg"]
     journal = tmp_path / "delete.jsonl"
-    apply_actions(plan, store, journal)
+    apply_plan(plan, store, journal)
     assert not (photos / "b1.jpg").exists() and changed.exists()
     report = undo(journal)
     assert {why for _, why in report.not_restored} == {"it was deleted"}
@@ -218,10 +273,14 @@ def test_cli_json_csv_html_and_actions(tmp_path: Path) -> None:
     runner = CliRunner()
     csv_file, html_file = tmp_path / "d.csv", tmp_path / "d.html"
     result = runner.invoke(cli, ["--home", home, "dupes", "--threshold", "0.9", "--json",
+                                 "--keep", "largest",
                                  "--csv", str(csv_file), "--html", str(html_file)])  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["threshold"] == 0.9 and data["keep_policy"] == "largest"
+    assert data["mode"] == "cosine"
+    member = data["groups"][1]["members"][0]
+    assert {"width", "height", "bytes", "format", "score"} <= member.keys()
     assert [
         (g["kind"], g["keep"]["id"], [m["id"] for m in g["members"]]) for g in data["groups"]
     ] == [
@@ -229,20 +288,35 @@ def test_cli_json_csv_html_and_actions(tmp_path: Path) -> None:
         ("near", ids["b.jpg"], [ids["b1.jpg"], ids["b2.jpg"]]),
         ("near", ids["c.jpg"], [ids["d.jpg"]]),
     ]
-    rows = csv_file.read_text().splitlines()
-    assert rows[0].startswith("group,kind,role,id,path,score") and len(rows) == 1 + 7
-    assert all(row.endswith(",largest") for row in rows[1:])
+    rows = list(csv.DictReader(csv_file.open()))
+    assert len(rows) == 7 and {r["keep_policy"] for r in rows} == {"largest"}
+    assert all(r["reason"].startswith("largest") for r in rows if r["role"] == "keep")
     sheet = html_file.read_text()
     assert sheet.count("<figure") == 7 and sheet.count('class="keep"') == 3
     assert "Keeper policy: <b>largest</b>" in sheet
 
     before = tree_digest(photos)
-    dry = runner.invoke(cli, ["--home", home, "dupes", "--threshold", "0.9", "--delete"])
+    dry = runner.invoke(
+        cli, ["--home", home, "dupes", "--threshold", "0.9", "--keep", "largest", "--delete"]
+    )
     assert "would delete" in dry.stdout and "add --yes" in dry.stderr
     assert tree_digest(photos) == before
 
-    moved = runner.invoke(cli, ["--home", home, "dupes", "--threshold", "0.9",
-                                "--move-to", str(tmp_path / "dupes"), "--yes"])  # fmt: skip
+    moved = runner.invoke(
+        cli,
+        [
+            "--home",
+            home,
+            "dupes",
+            "--threshold",
+            "0.9",
+            "--keep",
+            "largest",
+            "--move-to",
+            str(tmp_path / "dupes"),
+            "--yes",
+        ],
+    )
     assert moved.exit_code == 0, moved.output
     journal = moved.stderr.split("journal: ")[1].split(" ")[0]
     restored = runner.invoke(cli, ["undo", journal])

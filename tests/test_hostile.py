@@ -236,13 +236,13 @@ def test_unreadable_file(
 def test_files_deleted_or_rewritten_between_scan_and_decode(
     tmp_path: Path, home: Path, tiny_options: IndexOptions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import indexer.pipeline
+    import indexer.session
 
     folder = tmp_path / "photos"
     folder.mkdir()
     for i in range(4):
         shapes(i).save(folder / f"{i}.png")
-    real_make_plan = indexer.pipeline.make_plan
+    real_make_plan = indexer.session.make_plan
 
     def plan_then_change(*args: Any) -> Any:
         plan = real_make_plan(*args)
@@ -250,7 +250,7 @@ def test_files_deleted_or_rewritten_between_scan_and_decode(
         shapes(20, size=(50, 50)).save(folder / "2.png")  # other size: stat differs from scan
         return plan
 
-    monkeypatch.setattr(indexer.pipeline, "make_plan", plan_then_change)
+    monkeypatch.setattr(indexer.session, "make_plan", plan_then_change)
     report = index(home, folder, tiny_options)
     assert [(Path(f.path).name, f.error) for f in report.failed] == [
         ("1.png", "the file disappeared during the run")

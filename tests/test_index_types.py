@@ -18,7 +18,7 @@ SIZES = {"flat": 3000, "hnsw": 3000, "ivf": 6000, "ivfpq": 12000}  # ivfpq train
 
 
 def fill(home: Path, data: np.ndarray) -> Store:
-    store = Store.open_for_model(home, "test-model", DIM)
+    store = Store.create(home, "test-model", DIM)
     for start in range(0, len(data), 1000):
         batch = range(start, min(len(data), start + 1000))
         store.commit_batch([_embedded(i, data[i]) for i in batch], [])
@@ -61,7 +61,7 @@ def test_each_kind_is_tuned_to_the_recall_target_and_survives_changes(
     data = clustered_with_duplicates(SIZES[kind], DIM, seed=11)
     store = fill(tmp_path / "home", data)
     spec = store.reindex(kind)
-    assert spec.kind == kind and store.meta.index_type == spec.factory
+    assert spec.kind == kind and store.meta.index_factory == spec.factory
     assert spec.recall is not None and spec.recall >= 0.95
     ids, vectors = stored(store)
     queries = queries_near(data, 100)
@@ -107,7 +107,7 @@ def test_reindex_between_kinds_keeps_every_id_and_path(tmp_path: Path) -> None:
         assert store.file_states() == before
         assert store.faiss_count() == len(before)
         with Store.open(tmp_path / "home") as again:  # what another process sees
-            assert again.meta.index_type == spec.factory
+            assert again.meta.index_factory == spec.factory
             top = [row[0].id for row in again.search(queries, 1)]
             assert top == [row[0].id for row in store.search(queries, 1)]
     assert store.meta.index_choice == "auto"
@@ -120,7 +120,7 @@ def test_auto_rechooses_when_a_boundary_is_crossed(
     monkeypatch.setattr(tuning, "FLAT_LIMIT", 3000)
     data = clustered_with_duplicates(5000, DIM, seed=4)
     store = fill(tmp_path / "home", data[:2500])
-    assert store.maintain() is None and store.meta.index_type == "IDMap2,Flat"
+    assert store.maintain() is None and store.meta.index_factory == "IDMap2,Flat"
     for start in range(2500, 5000, 500):
         store.commit_batch([_embedded(i, data[i]) for i in range(start, start + 500)], [])
     spec = store.maintain()
@@ -165,7 +165,8 @@ def test_cli_index_type_reindex_and_info(tmp_path: Path, tiny_checkpoint: Path) 
     assert (info["index_type"], info["index_choice"]) == ("IDMap2,HNSW32,Flat", "hnsw")
     assert info["index_recall"] >= 0.95
     other = run("index", str(tmp_path / "photos"), *model, "--index-type", "ivf")
-    assert other.exit_code == 1 and "imgsearch reindex --index-type ivf" in other.stderr
+    assert other.exit_code == 2 and "--index-type ivf: " in other.stderr
+    assert "imgsearch reindex" in other.stderr
     again = json.loads(run("reindex", "--index-type", "flat", "--json").stdout)
     assert (again["index_type"], again["count"]) == ("IDMap2,Flat", 5)
     assert run("reindex", "--max-index-memory", "lots").exit_code == 2

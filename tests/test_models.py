@@ -25,8 +25,15 @@ def run(*args: str) -> Result:
 
 def test_models_lists_the_cards_and_what_is_here(cache: Path) -> None:
     rows = json.loads(run("models", "--json").stdout)
-    assert [r["name"] for r in rows] == ["effnet-lite0", "pe-core-s16", "pe-core-l14",
-                                         "capi-so150m", "capi-b14-in21k", "rotnet"]  # fmt: skip
+    assert [r["name"] for r in rows] == [
+        "effnet-lite0",
+        "pe-core-s16",
+        "pe-core-l14",
+        "capi-so150m",
+        "capi-b14-in21k",
+        "rotnet",
+        "sscd",
+    ]
     assert [r["name"] for r in rows if r["default"]] == ["effnet-lite0"]
     assert [r["name"] for r in rows if r["present"]] == ["effnet-lite0"]
     assert {r["name"]: r["dim"] for r in rows}["pe-core-l14"] == 1024

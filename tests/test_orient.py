@@ -120,5 +120,5 @@ def test_orient_refuses_a_model_without_a_rotation_head(
     shapes(1).save(tmp_path / "x.png")
     result = run("--home", str(tmp_path / "home"), "orient", str(tmp_path / "x.png"),
                  "--model", "pe-core-s16")  # fmt: skip
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "no classification head" in result.stderr

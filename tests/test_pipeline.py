@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from indexer.errors import FolderNotFound, InvalidOption
-from indexer.options import IndexOptions, ModelChoice
-from indexer.pipeline import IndexReport, index_folders
+from indexer.options import IndexOptions, ModelOptions
+from indexer.pipeline import index_folders
+from indexer.session import IndexReport
 from store import ModelMismatch, Store
 from tests.helpers import TINY_NETWORK, gradient, shapes, write_collection
 
@@ -152,7 +153,13 @@ def test_parallel_decoding_gives_the_same_vectors(
     inline = tmp_path / "inline"
     parallel = tmp_path / "parallel"
     run(inline, folder, tiny_options)
-    report = run(parallel, folder, dataclasses.replace(tiny_options, workers=2, batch_size=4))
+    report = run(
+        parallel,
+        folder,
+        dataclasses.replace(
+            tiny_options, workers=2, model=dataclasses.replace(tiny_options.model, batch_size=4)
+        ),
+    )
     assert report.added == 11
     a, b = snapshot(inline), snapshot(parallel)
     assert set(a) == set(b)
@@ -171,15 +178,20 @@ def test_another_model_is_refused_and_nothing_changes(
     before = snapshot(home)
     shapes(10).save(folder / "new.png")
     with pytest.raises(ModelMismatch, match="rope_i_vit_s16_pn_aps_c1"):
-        run(home, folder, dataclasses.replace(tiny_options, model=ModelChoice()))
+        run(home, folder, dataclasses.replace(tiny_options, model=ModelOptions("effnet-lite0")))
     assert snapshot(home) == before
+    # Without --model, an existing index uses its own (and its recorded weights).
+    own = run(home, folder, dataclasses.replace(tiny_options, model=ModelOptions()))
+    assert (own.model, own.added) == (TINY_NETWORK, 1)
 
 
 def test_missing_folder_and_bad_batch_size(home: Path, tiny_options: IndexOptions) -> None:
     with pytest.raises(FolderNotFound, match="no such folder"):
         index_folders(home, ["/no/such/folder"], tiny_options)
-    with pytest.raises(InvalidOption, match="--batch-size"):
-        index_folders(home, ["."], dataclasses.replace(tiny_options, batch_size=0))
+    bad = dataclasses.replace(tiny_options.model, batch_size=0)
+    with pytest.raises(InvalidOption, match="must be >= 1") as raised:
+        index_folders(home, ["."], dataclasses.replace(tiny_options, model=bad))
+    assert raised.value.field == "batch_size"
     assert not home.exists()
 
 
@@ -193,7 +205,7 @@ def test_a_rerun_with_nothing_to_embed_does_not_load_the_model(
     def no_model(*_args: object) -> None:
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr("indexer.pipeline.load_backbone", no_model)
+    monkeypatch.setattr("indexer.session.load_embedder", no_model)
     files["red"].unlink()
     report = run(home, folder, tiny_options)
     assert (report.removed, report.unchanged, report.model) == (1, 4, TINY_NETWORK)

@@ -13,6 +13,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from indexer.models import ModelCard, weights_file
+from indexer.options import Compute
+from indexer.runtime import resolved_precision
 from search.cli import cli
 from tests.helpers import write_collection
 from tests.seeds import SEEDS, Served, registered
@@ -39,7 +41,8 @@ def test_each_seed_downloads_on_first_use_then_indexes_and_queries(
     cached = weights_cache / f"{card.weights}.pt"
     assert hashlib.sha256(cached.read_bytes()).hexdigest() == seed_server.sha256[str(card.weights)]
     info = json.loads(run("--home", home, "info", "--json").stdout)
-    assert (info["model"], info["dim"], info["precision"]) == (card.name, card.dim, "fp32")
+    assert (info["model"], info["dim"]) == (card.name, card.dim)
+    assert info["precision"] == resolved_precision(Compute())
     copy = tmp_path / "copy.png"
     shutil.copy(photos["shapes1"], copy)
     answer = json.loads(run("--home", home, "query", str(copy), "-k", "2", "--json").stdout)
@@ -111,7 +114,8 @@ def test_size_runs_a_rope_model_at_another_resolution(tmp_path: Path) -> None:
     base = ("--home", home, "index", str(tmp_path / "photos"), "--model", "pe-core-s16",
             "--workers", "0")  # fmt: skip
     odd = run(*base, "--size", "50")
-    assert odd.exit_code == 1 and "multiple of its patch size 16" in odd.stderr
+    assert odd.exit_code == 2 and "--size 50: " in odd.stderr
+    assert "multiple of its patch size 16" in odd.stderr
     result = run(*base, "--size", "48", "--json")  # the tiny net's own size is 32
     assert result.exit_code == 0, result.output
     info = json.loads(run("--home", home, "info", "--json").stdout)
@@ -121,7 +125,7 @@ def test_size_runs_a_rope_model_at_another_resolution(tmp_path: Path) -> None:
     again = run(*base, "--json")  # the recorded size is used without repeating it
     assert again.exit_code == 0 and json.loads(again.stdout)["added"] == 2
     other = run(*base, "--size", "64")
-    assert other.exit_code == 1 and "made at 48" in other.stderr
+    assert other.exit_code == 2 and "made at 48" in other.stderr
     copy = tmp_path / "copy.png"
     shutil.copy(photos["shapes2"], copy)
     answer = json.loads(run("--home", home, "query", str(copy), "--json").stdout)

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from indexer.options import EmbedOptions, IndexOptions
+from indexer.options import IndexOptions, ModelOptions
 from indexer.pipeline import index_folders
 from search.cli_serve import is_loopback
 from search.server import ServerState, create_app
@@ -43,7 +43,7 @@ def served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def client(served_home: Path) -> TestClient:
-    return TestClient(create_app(ServerState(served_home, EmbedOptions(), max_upload=1 << 20)))
+    return TestClient(create_app(ServerState(served_home, ModelOptions(), max_upload=1 << 20)))
 
 
 def ids_by_name(home: Path) -> dict[str, int]:
@@ -95,10 +95,10 @@ def test_errors_are_json_with_status_codes(client: TestClient, tmp_path: Path) -
     assert client.get("/api/search").status_code == 400
     assert client.get("/api/search", params={"id": 1, "k": 0}).status_code == 422
     assert client.get("/api/images/99999/thumbnail").status_code == 404
-    assert client.get("/api/dupes", params={"keep": "biggest"}).status_code == 400
+    assert client.get("/api/dupes", params={"keep": "biggest"}).status_code == 422
     assert client.get("/api/search", params={"path": "/etc/passwd"}).status_code == 404
     assert client.get("/api/images/..%2F..%2Fetc%2Fpasswd/thumbnail").status_code in (404, 422)
-    empty = TestClient(create_app(ServerState(tmp_path / "none", EmbedOptions())))
+    empty = TestClient(create_app(ServerState(tmp_path / "none", ModelOptions())))
     response = empty.get("/api/info")
     assert response.status_code == 503 and "no index" in response.json()["detail"]
     assert "/api/search" in client.get("/openapi.json").json()["paths"]
@@ -108,7 +108,7 @@ def test_only_the_indexed_file_itself_is_served(tmp_path: Path) -> None:
     photos = write_collection(tmp_path / "photos")
     home = tmp_path / "home"
     index_folders(home, [str(tmp_path / "photos")], IndexOptions(workers=0))
-    client = TestClient(create_app(ServerState(home, EmbedOptions())))
+    client = TestClient(create_app(ServerState(home, ModelOptions())))
     red = ids_by_name(home)["red.png"]
     ok = client.get(f"/api/images/{red}/thumbnail", params={"size": 32})
     assert ok.status_code == 200 and ok.headers["content-type"] == "image/jpeg"
@@ -122,7 +122,7 @@ def test_only_the_indexed_file_itself_is_served(tmp_path: Path) -> None:
 def test_dupes_and_not_a_duplicate_is_remembered(served_home: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
     shutil.copytree(served_home, home)  # the shared home stays as it is
-    client = TestClient(create_app(ServerState(home, EmbedOptions())))
+    client = TestClient(create_app(ServerState(home, ModelOptions())))
     groups = client.get("/api/dupes").json()["groups"]
     assert [g["kind"] for g in groups] == ["exact", "near"]
     exact, near = groups
@@ -176,7 +176,9 @@ def test_the_page_uploads_an_image_and_shows_its_neighbour(served_home: Path) ->
             first = page.locator("#results figure").first
             first.wait_for(timeout=60_000)
             assert "coffee" in first.inner_text()
-            assert first.locator("img").evaluate("img => img.naturalWidth") > 0  # thumbnail shown
+            page.wait_for_function(  # the thumbnail is shown
+                "() => document.querySelector('#results figure img').naturalWidth > 0"
+            )
             first.click()  # search from the result
             page.wait_for_selector("#query-label:has-text('Neighbours of')")
             page.screenshot(path=str(ARTIFACTS / "serve-search.png"), full_page=True)

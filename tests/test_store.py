@@ -13,6 +13,7 @@ from store import (
     Failure,
     ImageFile,
     IndexNotFound,
+    InvalidOption,
     ItemNotFound,
     ModelMismatch,
     Store,
@@ -36,7 +37,7 @@ def filled(home: Path, n: int, seed: int = 1338) -> tuple[Store, dict[int, np.nd
     """A store with n random vectors, committed in batches of 7; returns it and {id: vector}."""
     rng = np.random.RandomState(seed)
     data = unit(rng, n)
-    store = Store.open_for_model(home, "test-model", DIM)
+    store = Store.create(home, "test-model", DIM)
     for start in range(0, n, 7):
         store.commit_batch([embedded(i, data[i]) for i in range(start, min(n, start + 7))], [])
     by_id = {store.record_by_path(f"/photos/{i}.jpg").id: data[i] for i in range(n)}
@@ -166,19 +167,19 @@ def test_stored_vectors_by_content_hash(home: Path) -> None:
 def test_open_without_index_and_model_mismatch(home: Path) -> None:
     with pytest.raises(IndexNotFound):
         Store.open(home)
-    Store.open_for_model(home, "model-a", DIM).close()
+    Store.create(home, "model-a", DIM).close()
     with pytest.raises(ModelMismatch, match="model-a"):
-        Store.open_for_model(home, "model-b", DIM)
+        Store.create(home, "model-b", DIM)
     with pytest.raises(ModelMismatch):
-        Store.open_for_model(home, "model-a", DIM * 2)
+        Store.create(home, "model-a", DIM * 2)
     with Store.open(home) as store:
-        assert store.meta.index_type == "IDMap2,Flat"
+        assert store.meta.index_factory == "IDMap2,Flat"
         assert store.meta.metric == "cosine"
 
 
 def test_search_rejects_wrong_dimension(home: Path) -> None:
     store, _ = filled(home, 3)
-    with pytest.raises(ValueError, match="queries must be"):
+    with pytest.raises(InvalidOption, match="must be"):
         store.search(np.zeros((1, DIM + 1), dtype=np.float32), 1)
 
 
@@ -187,5 +188,5 @@ def test_a_catalog_whose_creation_was_interrupted(home: Path) -> None:
     (home / "catalog.sqlite").write_bytes(b"")  # killed right after the file appeared
     with pytest.raises(IndexNotFound, match="not an imgsearch index"):
         Store.open(home)
-    with Store.open_for_model(home, "m", DIM) as store:  # the next index run completes it
+    with Store.create(home, "m", DIM) as store:  # the next index run completes it
         assert store.count() == 0 and store.meta.model == "m"

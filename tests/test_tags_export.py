@@ -93,7 +93,7 @@ def test_export_holds_what_the_store_holds(sample_home: Path, tmp_path: Path,
         dim, model = store.meta.dim, store.meta.model
     if suffix == ".npz":
         data = np.load(out)
-        ids, paths, vectors = data["ids"], data["paths"], data["vectors"]
+        ids, paths, vectors = data["id"], data["path"], data["vector"]
         assert (str(data["model"]), int(data["dim"])) == (model, dim)
         tags = [json.loads(t) for t in data["tags"]]
     else:
