@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -75,8 +76,22 @@ def find_duplicates(store: Store, options: DupeOptions) -> Found:
             mode, threshold, calibrated, decided = _pairs(store, ids, options)
             edges, checked = decided.edges, decided.checked
             store.cache(key, _to_cache(mode, threshold, calibrated, decided))
-    groups = build_groups(records, edges, store.ignored_pairs(), options.keep.chooser())
+    similarity = _similarity(store, representatives) if edges else None
+    groups = build_groups(records, edges, store.ignored_pairs(), options.keep.chooser(similarity))
     return Found(mode, threshold, groups, calibrated, checked, cached)
+
+
+def _similarity(store: Store, representatives: dict[str, ImageRecord]
+                ) -> Callable[[ImageRecord, ImageRecord], float]:  # fmt: skip
+    """The cosine of two files' stored vectors (by content), for the keeper."""
+    ids, vectors = store.vectors_of([r.id for r in representatives.values()])
+    row = {int(i): n for n, i in enumerate(ids)}
+    of_hash = {h: row[r.id] for h, r in representatives.items() if r.id in row}
+
+    def cosine(a: ImageRecord, b: ImageRecord) -> float:
+        return float(vectors[of_hash[a.content_hash]] @ vectors[of_hash[b.content_hash]])
+
+    return cosine
 
 
 def _pairs(store: Store, ids: list[int], options: DupeOptions) -> tuple[str, float, bool, Decided]:

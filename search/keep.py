@@ -1,7 +1,7 @@
 """Which copy of a duplicate group to keep.
 
 The simple policies are total orders of files (the first one wins). `best` (the default) looks
-at the files themselves and at how the copies relate (search/quality.py).
+at the files themselves and at how the copies relate (search/keeper.py).
 """
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ class KeepPolicy:
         """The file to keep by this policy's order (by `largest` for `best` without pairs)."""
         return min(records, key=self.key or _largest)
 
-    def chooser(self) -> Chooser:
+    def chooser(self, similarity: Callable[[ImageRecord, ImageRecord], float] | None = None
+                ) -> Chooser:  # fmt: skip
+        """The group chooser; `similarity` (two files' cosine) lets `best` find the medoid."""
         if self.key is None:
-            from search.quality import choose_best
+            from search.keeper import chooser
 
-            return choose_best
+            return chooser(similarity)
 
         def simple(
             records: Sequence[ImageRecord], _edges: Sequence[Edge]

@@ -40,7 +40,9 @@ class Candidates:
     ids: NDArray[np.int64]  # (n,) image ids
     pairs: NDArray[np.int64]  # (m, 2) positions, a < b
     cosine: NDArray[np.float32]  # (m,) raw cosine of the two stored vectors
-    score: NDArray[np.float32]  # (m,) copy score (normalised; rotated pairs: the best turn)
+    score: NDArray[np.float32]  # (m,) copy score of the two global vectors
+    view_score: NDArray[np.float32]  # (m,) best whole-against-view copy score (-inf: none)
+    turn_score: NDArray[np.float32]  # (m,) best copy score with one image turned (-inf: none)
     found_by: NDArray[np.uint8]  # (m,) GLOBAL | VIEWS | ROTATED
     # (m,) the counter-clockwise turn that made the pair match: positive, b turned matches a;
     # negative, a turned matches b; 0 upright.
@@ -93,10 +95,12 @@ class _Edges:
         how_column = np.full(len(a), how, dtype=np.int64)
         self.parts.append((low, high, score.astype(np.float64), how_column, signed))
 
-    def reduce(self) -> tuple[NDArray[np.int64], ...]:
+    def reduce(self) -> _Reduced:
+        """One row per pair: how it was found, and its best score by views and by turns."""
+        empty = np.zeros(0, dtype=np.int64)
         if not self.parts:
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty, empty.astype(np.float64), empty, empty
+            none = np.zeros(0, dtype=np.float64)
+            return _Reduced(empty, empty, empty, none, none, empty)
         low, high, score, how, angle = (np.concatenate(c) for c in zip(*self.parts, strict=True))
         order = np.lexsort((-score, high, low))  # by pair, best score first
         low, high, score, how, angle = (
@@ -109,9 +113,30 @@ class _Edges:
         first = np.ones(len(low), dtype=bool)
         first[1:] = (low[1:] != low[:-1]) | (high[1:] != high[:-1])
         group = np.cumsum(first) - 1
-        found_by = np.zeros(int(first.sum()), dtype=np.int64)
+        pairs = int(first.sum())
+        found_by = np.zeros(pairs, dtype=np.int64)
         np.bitwise_or.at(found_by, group, how)
-        return low[first], high[first], score[first], found_by, angle[first]
+        best: dict[int, NDArray[np.float64]] = {}
+        turn = np.zeros(pairs, dtype=np.int64)
+        for kind in (VIEWS, ROTATED):
+            values = np.full(pairs, -np.inf)
+            mine = how == kind
+            np.maximum.at(values, group[mine], score[mine])
+            best[kind] = values
+        # The angle of the best-scoring turn (rows are sorted best first within a pair).
+        turned = np.nonzero(how == ROTATED)[0][::-1]
+        turn[group[turned]] = angle[turned]
+        return _Reduced(low[first], high[first], found_by, best[VIEWS], best[ROTATED], turn)
+
+
+@dataclass(frozen=True)
+class _Reduced:
+    low: NDArray[np.int64]
+    high: NDArray[np.int64]
+    found_by: NDArray[np.int64]
+    view_score: NDArray[np.float64]
+    turn_score: NDArray[np.float64]
+    angle: NDArray[np.int64]
 
 
 def find_candidates(found: Descriptors, gpu: Gpu | None = None) -> Candidates:
@@ -122,6 +147,8 @@ def find_candidates(found: Descriptors, gpu: Gpu | None = None) -> Candidates:
         return Candidates(
             found.ids,
             np.zeros((0, 2), dtype=np.int64),
+            empty,
+            empty,
             empty,
             empty,
             np.zeros(0, np.uint8),
@@ -146,16 +173,21 @@ def find_candidates(found: Descriptors, gpu: Gpu | None = None) -> Candidates:
             ROTATED,
             np.repeat(angles, width),
         )
-    low, high, score, found_by, angle = edges.reduce()
+    found_pairs = edges.reduce()
+    low, high = found_pairs.low, found_pairs.high
     pairs = np.stack([low, high], axis=1).reshape(-1, 2)
     raw = np.einsum("md,md->m", found.vectors[low], found.vectors[high])
+    centred_cosine = np.einsum("md,md->m", unit[low], unit[high])
+    score = centred_cosine - BETA * (edges.density[low] + edges.density[high]) / 2
     return Candidates(
         found.ids,
         pairs,
         raw.astype(np.float32),
         score.astype(np.float32),
-        found_by.astype(np.uint8),
-        angle.astype(np.int16),
+        found_pairs.view_score.astype(np.float32),
+        found_pairs.turn_score.astype(np.float32),
+        found_pairs.found_by.astype(np.uint8),
+        found_pairs.angle.astype(np.int16),
     )
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from search.copies.candidates import ROTATED, VIEWS, Candidates
+from search.copies.candidates import Candidates
 from search.copies.verify import (
     FEATURES_VERSION,
     Features,
@@ -31,13 +31,19 @@ from store import ImageRecord
 
 log = logging.getLogger("imgsearch.search")
 PARALLEL_FROM = 48  # images: below this, one process extracts features faster than a pool
+# Measured on bench/copydetect.py's development part (bench/RESULTS.md): candidates found through
+# views below this copy score were rarely verified copies, and they are many.
+VIEW_REJECT = 0.2
+MIRROR_FROM = 0.5  # a mirrored copy scores high globally: only such pairs try the mirror
+PARALLEL_PAIRS = 512
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    accept: float  # a copy score at least this is a copy
-    reject: float  # below this (found by the global vector alone), not a copy
+    accept: float  # a copy score at least this is a copy (global, or with one image turned)
+    reject: float  # below this (global, or turned), not a copy
     verify: bool = True  # check the band with local features
+    view_reject: float = VIEW_REJECT  # candidates found through views: verified from this
 
 
 @dataclass(frozen=True)
@@ -66,8 +72,8 @@ class FeatureCache:
 
     def __init__(
         self,
-        load: Callable[[list[str]], dict[str, bytes]],
-        save: Callable[[dict[str, bytes]], object],
+        load: Callable[[list[str], int], dict[str, bytes]],
+        save: Callable[[dict[str, bytes], int], object],
     ) -> None:
         self.load, self.save = load, save
 
@@ -75,12 +81,13 @@ class FeatureCache:
         """Features by image id, and the paths that could not be read."""
         wanted = {r.id: r for r in records}
         hashes = sorted({r.content_hash for r in wanted.values()})
-        cached = {h: Features.from_bytes(d) for h, d in self.load(hashes).items()}
+        stored = self.load(hashes, FEATURES_VERSION)
+        cached = {h: Features.from_bytes(d) for h, d in stored.items()}
         missing = [r for r in wanted.values() if r.content_hash not in cached]
         fresh, failed = _extract([r.path for r in missing])
         made = {r.content_hash: fresh[r.path] for r in missing if r.path in fresh}
         if made:
-            self.save({h: f.to_bytes() for h, f in made.items()})
+            self.save({h: f.to_bytes() for h, f in made.items()}, FEATURES_VERSION)
         cached.update(made)
         found = {i: cached[r.content_hash] for i, r in wanted.items() if r.content_hash in cached}
         return found, failed
@@ -102,10 +109,10 @@ def _extract(paths: list[str]) -> tuple[dict[str, Features], list[str]]:
     return found, failed
 
 
-def _try_features(path: str) -> Features | None:
+def _try_features(path: str, mirror: bool = False) -> Features | None:
     try:
-        return features_of(path)
-    except Exception:
+        return features_of(path, mirror)
+    except Exception:  # PIL and OpenCV raise many kinds for a changed or broken file
         return None
 
 
@@ -117,9 +124,11 @@ def decide(
 ) -> Decided:
     """The copies among `candidates` (records: by image id, for paths and hashes)."""
     ids, pairs = candidates.ids, candidates.pairs
-    accepted = candidates.score >= thresholds.accept
-    special = (candidates.found_by & (VIEWS | ROTATED)) > 0
-    band = ~accepted & ((candidates.score >= thresholds.reject) | special)
+    best = np.maximum(candidates.score, candidates.turn_score)
+    accepted = best >= thresholds.accept
+    band = ~accepted & (
+        (best >= thresholds.reject) | (candidates.view_score >= thresholds.view_reject)
+    )
     edges = [_edge(candidates, int(m), None) for m in np.nonzero(accepted)[0]]
     if not thresholds.verify or not band.any():
         return Decided(edges, 0, [], 0.0, 0.0)
@@ -130,33 +139,61 @@ def decide(
         log.warning("could not read %s again: its candidate pairs stay unverified", path)
     feature_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    checked = 0
-    mirrors: dict[int, Features | None] = {}
+    jobs = []
     for m in np.nonzero(band)[0]:
         a, b = int(ids[pairs[m, 0]]), int(ids[pairs[m, 1]])
-        if a not in features or b not in features:
-            continue
-        checked += 1
-        found = verify(features[a], features[b])
-        if not found.verified:  # a mirrored copy: against the mirror image of b
-            mirror = _mirror(b, records, mirrors)
+        if a in features and b in features:
+            mirror = records[b].path if best[m] >= MIRROR_FROM else None
+            jobs.append((int(m), a, b, mirror))
+    found = _verify_all(jobs, features)
+    edges += [
+        _edge(candidates, m, check)
+        for (m, _, _, _), check in zip(jobs, found, strict=True)
+        if check.verified
+    ]
+    return Decided(edges, len(jobs), unreadable, feature_seconds, time.perf_counter() - started)
+
+
+Job = tuple[int, int, int, str | None]  # (candidate row, image a, image b, b's path to mirror)
+_FEATURES: dict[int, Features] = {}  # what forked verification workers read (copy-on-write)
+
+
+def _verify_all(jobs: list[Job], features: dict[int, Features]) -> list[Verification]:
+    """Verify every job, in parallel (forked workers share `features` without copying)."""
+    global _FEATURES
+    _FEATURES = features
+    try:
+        if len(jobs) >= PARALLEL_PAIRS and worker_count() > 1 and _can_fork():
+            import multiprocessing
+
+            chunks = [jobs[i : i + 256] for i in range(0, len(jobs), 256)]
+            with multiprocessing.get_context("fork").Pool(worker_count()) as pool:
+                return [v for part in pool.map(_verify_chunk, chunks) for v in part]
+        return _verify_chunk(jobs)
+    finally:
+        _FEATURES = {}
+
+
+def _verify_chunk(jobs: list[Job]) -> list[Verification]:
+    mirrors: dict[str, Features | None] = {}
+    found = []
+    for _, a, b, mirror_path in jobs:
+        check = verify(_FEATURES[a], _FEATURES[b])
+        if not check.verified and mirror_path is not None:  # a mirrored copy
+            if mirror_path not in mirrors:
+                mirrors[mirror_path] = _try_features(mirror_path, mirror=True)
+            mirror = mirrors[mirror_path]
             if mirror is not None:
-                flipped = verify(features[a], mirror, mirrored=True)
-                found = flipped if flipped.inliers > found.inliers else found
-        if found.verified:
-            edges.append(_edge(candidates, int(m), found))
-    return Decided(edges, checked, unreadable, feature_seconds, time.perf_counter() - started)
+                flipped = verify(_FEATURES[a], mirror, mirrored=True)
+                check = flipped if flipped.inliers > check.inliers else check
+        found.append(check)
+    return found
 
 
-def _mirror(
-    image_id: int, records: dict[int, ImageRecord], made: dict[int, Features | None]
-) -> Features | None:
-    if image_id not in made:
-        try:
-            made[image_id] = features_of(records[image_id].path, mirror=True)
-        except Exception:
-            made[image_id] = None
-    return made[image_id]
+def _can_fork() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
 
 
 def _edge(candidates: Candidates, m: int, check: Verification | None) -> Edge:
@@ -164,7 +201,7 @@ def _edge(candidates: Candidates, m: int, check: Verification | None) -> Edge:
     return Edge(
         int(candidates.ids[a]),
         int(candidates.ids[b]),
-        float(candidates.score[m]),
+        max(float(candidates.score[m]), float(candidates.turn_score[m])),
         float(candidates.cosine[m]),
         int(candidates.angle[m]),
         check,

@@ -30,7 +30,7 @@ RATIO = 0.8  # Lowe's ratio test
 MIN_INLIERS = 6
 MIN_COVERAGE = 0.1
 MAX_SCALE = 12.0
-FEATURES_VERSION = 1  # of what `Features.to_bytes` holds: cached rows of another are recomputed
+FEATURES_VERSION = 2  # of what `Features.to_bytes` holds: cached rows of another are recomputed
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def content_mask(grey: NDArray[np.uint8]) -> NDArray[np.uint8] | None:
     work = grey.copy()
     for x, y in border:
         if not mask[y + 1, x + 1]:
-            cv2.floodFill(work, mask, (x, y), 0, loDiff=2, upDiff=2, flags=flags)
+            cv2.floodFill(work, mask, (x, y), 0, loDiff=3, upDiff=3, flags=flags)
     padding = mask[1:-1, 1:-1]
     if padding.mean() / 255 < 0.002:
         return None

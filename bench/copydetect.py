@@ -1,0 +1,174 @@
+"""Copy detection on a copydays-style set: what plain `imgsearch dupes` and `query` find.
+
+    bash ../shared/data/devphotos/fetch.sh ~/devphotos
+    python bench/copyset.py --photos ~/devphotos --out ~/copyset        # once
+    python bench/copydetect.py --set ~/copyset --split heldout           # the reported part
+    python bench/copydetect.py --set ~/copyset --split dev               # what was tuned on
+
+Indexes the split with the default model (as `imgsearch index` does), runs duplicate finding
+with the default options (as plain `imgsearch dupes`), and prints JSON: pair precision and
+recall over the groups, recall per edit (the original and its edit in one group), the same
+with `--rotations`, how often the original is the kept copy (per edit of the copies it beat),
+query top-1 for each indexed copy (`query --path`) and for each copy queried from outside an
+index of originals and distractors (`query IMAGE`), and the seconds each step took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.copyset import ROTATIONS, Row, read_labels
+from bench.machine import machine
+from indexer.options import IndexOptions
+from indexer.pipeline import index_folders
+from search.dupes import DupeOptions, Found, find_duplicates
+from search.query import QueryOptions, by_images, by_path
+from store import Store
+
+
+# Copies a person cannot tell from the original (the issue: "either may be kept").
+EQUIVALENT = ("hflip", "exif-orientation")
+
+
+def pair_scores(found: Found, rows: dict[str, Row], skip_rotated: bool) -> dict[str, Any]:
+    """Pair precision and recall over the groups, recall per edit, keeper of the original."""
+    label = {}
+    for number, group in enumerate(found.groups):
+        for record in [group.keep, *(m.record for m in group.members)]:
+            label[Path(record.path).name] = number
+    names = sorted(rows)
+    source = np.array([rows[n].source for n in names])
+    group = np.array([rows[n].group for n in names])
+    edit = np.array([rows[n].edit for n in names])
+    found_in = np.array([label.get(n, -1) for n in names])
+    upper = np.triu(np.ones((len(names), len(names)), dtype=bool), 1)
+    same = (found_in[:, None] == found_in[None, :]) & (found_in[:, None] >= 0) & upper
+    turned = np.isin(edit, ROTATIONS)
+    positive = (source[:, None] == source[None, :]) & (source[:, None] != "") & upper
+    if skip_rotated:
+        positive &= ~turned[:, None] & ~turned[None, :]
+    negative = (group[:, None] != group[None, :]) & upper
+    tp, fp = int((same & positive).sum()), int((same & negative).sum())
+    per_edit: dict[str, float] = {}
+    original = {rows[n].source: i for i, n in enumerate(names) if rows[n].edit == "original"}
+    for kind in sorted(set(edit) - {"original", "distractor"}):
+        hits = [found_in[i] >= 0 and found_in[i] == found_in[original[source[i]]]
+                for i in np.nonzero(edit == kind)[0]]  # fmt: skip
+        per_edit[kind] = round(float(np.mean(hits)), 3)
+    kept, same, beaten, with_original = 0, 0, Counter(), 0
+    for g in found.groups:
+        files = [g.keep, *(m.record for m in g.members)]
+        originals = [f for f in files if rows[Path(f.path).name].edit == "original"]
+        if not originals:
+            continue
+        with_original += 1
+        kept_edit = rows[Path(g.keep.path).name].edit
+        if kept_edit == "original":
+            kept += 1
+        elif kept_edit in EQUIVALENT:
+            same += 1
+        else:
+            beaten[kept_edit] += 1
+    return {
+        "precision": round(tp / max(1, tp + fp), 4), "recall": round(tp / max(1, int(positive.sum())), 4),
+        "true_pairs": tp, "false_pairs": fp, "per_edit": per_edit,
+        "groups": len(found.groups), "original_kept": f"{kept}/{with_original}",
+        "original_or_equivalent_kept": f"{kept + same}/{with_original}",
+        "kept_instead_of_original": dict(beaten.most_common()),
+    }  # fmt: skip
+
+
+def query_scores(store: Store, folder: Path, rows: dict[str, Row]) -> dict[str, Any]:
+    """Top-1 of `query --path` for every indexed copy (itself excluded)."""
+    per_edit: dict[str, list[bool]] = defaultdict(list)
+    for name, row in rows.items():
+        if row.edit in ("original", "distractor"):
+            continue
+        result = by_path(store, str(folder / name), QueryOptions(k=1))
+        top = Path(result.matches[0].record.path).name if result.matches else ""
+        per_edit[row.edit].append(rows[top].source == row.source if top in rows else False)
+    return _top1(per_edit)
+
+
+def outside_scores(home: Path, folder: Path, rows: dict[str, Row]) -> dict[str, Any]:
+    """Top-1 of `query IMAGE` for each copy against an index that does not hold it."""
+    copies = [n for n, r in rows.items() if r.edit not in ("original", "distractor")]
+    per_edit: dict[str, list[bool]] = defaultdict(list)
+    with Store.open(home) as store:
+        results = by_images(store, [str(folder / n) for n in copies], QueryOptions(k=1))
+    for name, result in zip(copies, results, strict=True):
+        top = Path(result.matches[0].record.path).name if result.matches else ""
+        per_edit[rows[name].edit].append(rows[top].source == rows[name].source
+                                         if top in rows else False)  # fmt: skip
+    return _top1(per_edit)
+
+
+def _top1(per_edit: dict[str, list[bool]]) -> dict[str, Any]:
+    every = [hit for hits in per_edit.values() for hit in hits]
+    upright = [hit for kind, hits in per_edit.items() if kind not in ROTATIONS for hit in hits]
+    return {
+        "top1": round(float(np.mean(every)), 4),
+        "top1_not_turned": round(float(np.mean(upright)), 4),
+        "per_edit": {k: round(float(np.mean(v)), 3) for k, v in sorted(per_edit.items())},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--set", type=Path, required=True, help="bench/copyset.py's --out")
+    parser.add_argument("--split", choices=["dev", "heldout"], default="heldout")
+    parser.add_argument("--home", type=Path, help="reuse this index home (default: a new one)")
+    parser.add_argument("--no-outside", action="store_true", help="skip the outside queries")
+    args = parser.parse_args()
+    folder = args.set / args.split
+    rows = {r.name: r for r in read_labels(folder)}
+    with tempfile.TemporaryDirectory() as tmp:
+        home = args.home or Path(tmp) / "home"
+        started = time.perf_counter()
+        report = index_folders(home, [str(folder)], IndexOptions())
+        index_seconds = time.perf_counter() - started
+        out: dict[str, Any] = {"benchmark": "copydetect", "split": args.split,
+                               "images": len(rows), "index_seconds": round(index_seconds, 1),
+                               "index_report": {"added": report.added, "failed": len(report.failed),
+                                                "runtime": report.runtime}}  # fmt: skip
+        with Store.open(home) as store:
+            for name, options in (("dupes", DupeOptions()),
+                                  ("dupes_rotations", DupeOptions(rotations=True))):  # fmt: skip
+                started = time.perf_counter()
+                found = find_duplicates(store, options)
+                seconds = time.perf_counter() - started
+                scores = pair_scores(found, rows, skip_rotated=not options.rotations)
+                again = time.perf_counter()
+                find_duplicates(store, replace(options))  # the cached pairs
+                out[name] = {**scores, "threshold": found.threshold, "verified_pairs": found.checked,
+                             "seconds": round(seconds, 1),
+                             "seconds_again": round(time.perf_counter() - again, 2)}  # fmt: skip
+            out["query_path"] = query_scores(store, folder, rows)
+        if not args.no_outside:
+            outside = Path(tmp) / "outside"
+            outside.mkdir()
+            for name, row in rows.items():
+                if row.edit in ("original", "distractor"):
+                    (outside / name).symlink_to(folder / name)
+            index_folders(Path(tmp) / "outside-home", [str(outside)], IndexOptions())
+            started = time.perf_counter()
+            out["query_outside"] = outside_scores(Path(tmp) / "outside-home", folder, rows)
+            out["query_outside"]["seconds"] = round(time.perf_counter() - started, 1)
+    out["machine"] = machine()
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""The `best` keeper: the copy a person would keep, with the reason in words.
+
+Every two contents of a group are compared signal by signal, and the first signal that tells
+them apart decides; the keeper is the copy that beats the most others (a Copeland tournament),
+and its reason is what decided against the others. The signals, in order:
+
+1. Their verified pair (search/copies/verify.py): the side holding clearly more real pixels of
+   the picture they share is the source (a pasted thumbnail, a resized copy are not); with
+   about the same, the side whose frame reaches beyond the shared part contains the other (a
+   crop is the derivative).
+2. Defects a copy adds: dark flat margins at the border (an added frame, the black corners of
+   a tilted copy, a dark band), grayscale.
+3. Real detail: pixels, unless enlarged; then how they were stored (lossless, unless it carries
+   JPEG blocks; JPEG quality from the quantisation tables).
+4. In a group of three or more contents, the copy the others resemble most (the medoid of
+   their vectors) is likely the one they were made from.
+5. Clipped highlights and shadows, sharpness, camera EXIF, the earlier capture date.
+
+Where nothing tells two copies apart (a mirror image, a pure EXIF re-tag) either may be kept.
+Measured in bench/copydetect.py (`original_kept`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from search.copies.decide import Edge
+from search.copies.groups import Chooser
+from search.quality import Look, look_at
+from store import ImageRecord
+
+Similarity = Callable[[ImageRecord, ImageRecord], float]  # cosine of two files' vectors
+RICHER = 1.5  # this much more real detail of the shared picture makes a copy the source
+CONTAINS = 0.8  # a frame whose shared part is at most this share of the other's contains it
+
+Verdict = tuple[int, str] | None  # +1: the first is the better copy, -1: the second; reason
+
+
+@dataclass
+class _Merit:
+    record: ImageRecord
+    look: Look | None
+    central: float = 0.0  # mean cosine to the other contents
+    wins: int = 0
+
+
+def chooser(similarity: Similarity | None = None) -> Chooser:
+    def choose(records: Sequence[ImageRecord], edges: Sequence[Edge]) -> tuple[ImageRecord, str]:
+        return choose_best(records, edges, similarity)
+
+    return choose
+
+
+def choose_best(
+    records: Sequence[ImageRecord], edges: Sequence[Edge], similarity: Similarity | None = None
+) -> tuple[ImageRecord, str]:
+    """The file to keep among `records` (one or more contents) and why, in words."""
+    contents: dict[str, _Merit] = {}
+    for record in sorted(records, key=lambda r: (r.mtime_ns, r.path)):
+        if record.content_hash not in contents:  # the first file of each content
+            contents[record.content_hash] = _Merit(record, look_at(record))
+    firsts = list(contents.values())
+    if len(firsts) == 1:
+        return firsts[0].record, "same bytes: the first by file date, then path"
+    if similarity is not None and len(firsts) >= 3:
+        for m in firsts:
+            others = [similarity(m.record, o.record) for o in firsts if o is not m]
+            m.central = sum(others) / len(others)
+    pair = {(e.a, e.b): e for e in edges} | {(e.b, e.a): e for e in edges}
+    reasons: dict[tuple[int, int], str] = {}
+    for i, a in enumerate(firsts):
+        for b in firsts[i + 1 :]:
+            ab, ba = compare(a, b, pair.get((a.record.id, b.record.id))), None
+            if ab is None:
+                continue
+            if ab[0] > 0:
+                a.wins += 1
+                reasons[(a.record.id, b.record.id)] = ab[1]
+            else:
+                b.wins += 1
+                ba = compare(b, a, pair.get((b.record.id, a.record.id)))
+                reasons[(b.record.id, a.record.id)] = ba[1] if ba else ""
+    ranked = sorted(firsts, key=lambda m: -m.wins)  # stable: ties keep the file order
+    keep = ranked[0]
+    said = [reasons.get((keep.record.id, m.record.id), "") for m in ranked[1:]]
+    unique = [r for r in dict.fromkeys(said) if r]
+    return keep.record, "; ".join(unique) or "no difference that matters: either could be kept"
+
+
+def compare(a: _Merit, b: _Merit, edge: Edge | None) -> Verdict:
+    """Which of two copies a person would keep, and why; None: nothing tells them apart."""
+    x, y = a.look, b.look
+    if x is None or y is None:
+        if x is None and y is None:
+            return None
+        return (1, "the other copy cannot be read") if y is None else (-1, "")
+    related = _relation(a, b, edge)
+    if related is not None:
+        return related
+    for verdict in (
+        _differ(y.margin - x.margin, 0.05, "no added dark border, corners or band"),
+        _differ(float(x.colour) - float(y.colour), 0.5, "colour vs grayscale"),
+        _ratio(_real(x), _real(y), 1.2, "{:.1f}x the pixels"),
+        _differ(_stored(x) - _stored(y), 0.3, f"{_format(x)} vs {_format(y)}"),
+        _differ(a.central - b.central, 0.005, "the other copies resemble it most"),
+        _differ(y.clipped - x.clipped, 0.05, "fewer clipped highlights and shadows"),
+        _ratio(x.sharpness, y.sharpness, 1.3, "sharper"),
+        _differ(float(x.camera) - float(y.camera), 0.5, "camera EXIF"),
+    ):
+        if verdict is not None:
+            return verdict
+    if x.taken and y.taken and x.taken != y.taken:
+        return (1, "taken earlier") if x.taken < y.taken else (-1, "")
+    return None
+
+
+def _relation(a: _Merit, b: _Merit, edge: Edge | None) -> Verdict:
+    check = edge.check if edge is not None else None
+    if edge is None or check is None or not check.verified or a.look is None or b.look is None:
+        return None
+    forward = edge.a == a.record.id
+    cov_a, cov_b = (check.coverage_a, check.coverage_b) if forward else (
+        check.coverage_b, check.coverage_a)  # fmt: skip
+    detail_a, detail_b = cov_a * _real(a.look), cov_b * _real(b.look)
+    if detail_a >= RICHER * detail_b:
+        return 1, f"holds {detail_a / max(detail_b, 1.0):.1f}x the detail of the shared picture"
+    if detail_b >= RICHER * detail_a:
+        return -1, ""
+    if cov_a <= CONTAINS * cov_b:
+        return 1, "contains the other (a crop of it)"
+    if cov_b <= CONTAINS * cov_a:
+        return -1, ""
+    return None
+
+
+def _differ(delta: float, margin: float, reason: str) -> Verdict:
+    if delta > margin:
+        return 1, reason
+    if delta < -margin:
+        return -1, ""
+    return None
+
+
+def _ratio(x: float, y: float, factor: float, reason: str) -> Verdict:
+    if x > factor * max(y, 1e-9):
+        return 1, reason.format(x / max(y, 1e-9))
+    if y > factor * max(x, 1e-9):
+        return -1, ""
+    return None
+
+
+def _real(look: Look) -> float:
+    """Pixels of real detail: an enlarged image has fewer than it shows."""
+    return look.pixels / look.upscale**2
+
+
+def _stored(look: Look) -> float:
+    """How well the pixels were stored: lossless, else by JPEG quality; a lossy WebP (its
+    quality is not in the file) counts as a good JPEG."""
+    if look.lossless and not look.blocky:
+        return 1.0
+    if look.jpeg_quality is not None:
+        return (look.jpeg_quality - 85) / 15
+    return 0.3 if look.format == "WEBP" else 0.0
+
+
+def _format(look: Look) -> str:
+    if look.lossless:
+        return f"lossless {look.format}" + (" with JPEG blocks" if look.blocky else "")
+    return f"JPEG q{look.jpeg_quality}" if look.jpeg_quality else f"lossy {look.format}"
