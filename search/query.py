@@ -12,7 +12,10 @@ from indexer.errors import UnreadableImage
 from indexer.options import ModelOptions
 from indexer.runtime import Embedder
 from indexer.spec import resolve_model
-from store import ImageRecord, InvalidOption, ItemNotFound, Store, Vector, Vectors
+from search.copies.rerank import CANDIDATES, Checked, query_features, rerank
+from store import Hit, ImageRecord, InvalidOption, ItemNotFound, Store, Vector, Vectors
+
+VIEW_HITS = 5  # images each regional view of a query adds as candidates
 
 
 @dataclass(frozen=True)
@@ -42,16 +45,21 @@ def by_id(store: Store, image_id: int, options: QueryOptions) -> QueryResult:
     """Neighbours of a stored image, itself excluded. Needs neither torch nor the model."""
     vector = store.vector(image_id)
     record = store.records([image_id])[image_id]
-    found = _search(store, vector[None, :], options, frozenset({image_id}))[0]
-    return QueryResult(str(image_id), found, record)
+    return QueryResult(str(image_id), _indexed(store, record, vector, options), record)
 
 
 def by_path(store: Store, path: str, options: QueryOptions) -> QueryResult:
     """Neighbours of an indexed file, itself excluded."""
     record = store.record_by_path(os.path.abspath(path))
     vector = store.vector(record.id)
-    found = _search(store, vector[None, :], options, frozenset({record.id}))[0]
-    return QueryResult(path, found, record)
+    return QueryResult(path, _indexed(store, record, vector, options), record)
+
+
+def _indexed(store: Store, record: ImageRecord, vector: Vector,
+             options: QueryOptions) -> list[Match]:  # fmt: skip
+    views = store.views([record.id]).get(record.id)
+    query = Query(vector, views, record.path if options.verify else None)
+    return _search(store, [query], options, frozenset({record.id}))[0]
 
 
 def by_vector(store: Store, vector: Vector, label: str, options: QueryOptions) -> QueryResult:
@@ -63,7 +71,7 @@ def by_vector(store: Store, vector: Vector, label: str, options: QueryOptions) -
         raise InvalidOption(
             f"must be a finite, non-zero vector of {store.meta.dim} values", field="vector"
         )
-    return QueryResult(label, _search(store, (row / norm)[None, :], options)[0])
+    return QueryResult(label, _search(store, [Query(row / norm, None, None)], options)[0])
 
 
 def by_images(store: Store, paths: Sequence[str], options: QueryOptions) -> list[QueryResult]:
@@ -76,21 +84,32 @@ def by_images(store: Store, paths: Sequence[str], options: QueryOptions) -> list
     for path in paths:
         if not os.path.isfile(path):
             raise UnreadableImage(path, "no such file")
-    vectors = [_stored_vector(store, path) for path in paths]
-    missing = [i for i, v in enumerate(vectors) if v is None]
+    queries: list[Query | None] = [_stored_query(store, path, options) for path in paths]
+    missing = [i for i, q in enumerate(queries) if q is None]
     if missing:
         from indexer.embedding import embed_files
         from indexer.runtime import load_embedder
 
         embedder: Embedder = load_embedder(spec)
         fresh = embed_files([paths[i] for i in missing], embedder, spec.batch_size)
-        for i, vector in zip(missing, fresh, strict=True):
-            vectors[i] = vector
-    found = _search(store, np.stack([v for v in vectors if v is not None]), options)
+        for n, i in enumerate(missing):
+            views = fresh.views[n] if fresh.views is not None else None
+            queries[i] = Query(fresh.vectors[n], views, paths[i] if options.verify else None)
+    found = _search(store, [q for q in queries if q is not None], options)
     return [QueryResult(path, matches) for path, matches in zip(paths, found, strict=True)]
 
 
-def _stored_vector(store: Store, path: str) -> Vector | None:
+@dataclass(frozen=True)
+class Query:
+    """One query: its unit vector (d,), its views' (R, d) if any, its file for verification."""
+
+    vector: Vector
+    views: Vectors | None
+    path: str | None
+
+
+def _stored_query(store: Store, path: str, options: QueryOptions) -> Query | None:
+    """An indexed, unchanged file's stored vector (no model needed), or None."""
     try:
         record = store.record_by_path(os.path.abspath(path))
     except ItemNotFound:
@@ -98,12 +117,14 @@ def _stored_vector(store: Store, path: str) -> Vector | None:
     st = os.stat(path)
     if (record.size, record.mtime_ns) != (st.st_size, st.st_mtime_ns):
         return None
-    return store.vector(record.id)
+    views = store.views([record.id]).get(record.id)
+    return Query(store.vector(record.id), views, path if options.verify else None)
 
 
-def _search(
-    store: Store, queries: Vectors, options: QueryOptions, exclude: frozenset[int] = frozenset()
-) -> list[list[Match]]:
+def _search(store: Store, queries: Sequence[Query], options: QueryOptions,
+            exclude: frozenset[int] = frozenset()) -> list[list[Match]]:  # fmt: skip
+    """Each query's k nearest by cosine; with its file known (verify), its candidates and the
+    images its views find are checked for copies, verified ones first (search/copies)."""
     if options.k < 1:
         raise InvalidOption(f"must be >= 1, got {options.k}", field="k")
     only = None
@@ -113,14 +134,47 @@ def _search(
             raise ItemNotFound(
                 f"no indexed image has a tag matching {options.tag!r} (`imgsearch tags` lists them)"
             )
-    hits = store.search(queries, options.k, exclude, only)
-    records = store.records({hit.id for row in hits for hit in row})
-    return [
-        [
-            Match(records[hit.id], hit.score)
-            for hit in row
-            # A record removed by a concurrent index run since the search is left out.
-            if hit.id in records and (options.min_score is None or hit.score >= options.min_score)
+    verify = any(q.path is not None for q in queries)
+    want = max(options.k, CANDIDATES) if verify else options.k
+    vectors = np.stack([q.vector for q in queries])
+    hits = store.search(vectors, want, exclude, only)
+    if verify:
+        hits = [
+            _with_views(store, q, row, exclude, only) for q, row in zip(queries, hits, strict=True)
         ]
-        for row in hits
-    ]
+    records = store.records({hit.id for row in hits for hit in row})
+    found = []
+    for query, row in zip(queries, hits, strict=True):
+        checked = _checked(store, query, row, records)
+        matches = [
+            Match(records[c.hit.id], c.hit.score, c.inliers)
+            for c in checked
+            # A record removed by a concurrent index run since the search is left out.
+            if c.hit.id in records
+            and (options.min_score is None or c.hit.score >= options.min_score or c.inliers)
+        ]
+        found.append(matches[: options.k])
+    return found
+
+
+def _with_views(store: Store, query: Query, row: list[Hit], exclude: frozenset[int],
+                only: frozenset[int] | None) -> list[Hit]:  # fmt: skip
+    """The global hits, then those found by the query's views (scored by the global cosine)."""
+    if query.views is None:
+        return row
+    seen = {h.id for h in row}
+    extra = {h.id for view_row in store.search(query.views, VIEW_HITS, exclude, only)
+             for h in view_row} - seen  # fmt: skip
+    if not extra:
+        return row
+    ids = np.array(sorted(extra), dtype=np.int64)
+    stored, vectors = store.vectors_of(ids.tolist())
+    scores = vectors @ query.vector
+    return row + [Hit(int(i), float(c)) for i, c in zip(stored, scores, strict=True)]
+
+
+def _checked(store: Store, query: Query, row: list[Hit],
+             records: dict[int, ImageRecord]) -> list[Checked]:  # fmt: skip
+    if query.path is None:
+        return [Checked(h, None) for h in row]
+    return rerank(store, query_features(query.path), row, records)

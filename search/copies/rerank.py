@@ -1,0 +1,71 @@
+"""Copies first: a query's candidates, checked with local features, verified ones ranked first.
+
+A crop of an indexed photo, or a photo shown pasted small on a canvas, often has its source
+among the top candidates of the global vector (and of the query's regional views) but not at
+rank 1. The top CANDIDATES candidates are verified geometrically against the query
+(search/copies/verify.py, features cached by content); those that verify move ahead of the
+others, most matched keypoints first. Cosines stay the scores reported.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from search.copies.verify import FEATURES_VERSION, Features, features_of, verify
+from store import Hit, ImageRecord, Store
+
+CANDIDATES = 20
+log = logging.getLogger("imgsearch.search")
+
+
+@dataclass(frozen=True)
+class Checked:
+    hit: Hit
+    inliers: int | None  # None: not checked
+
+
+def rerank(store: Store, query: Features | None, hits: Sequence[Hit],
+           records: dict[int, ImageRecord]) -> list[Checked]:  # fmt: skip
+    """`hits` (best first) with the verified copies of the query moved to the front."""
+    if query is None or not hits:
+        return [Checked(h, None) for h in hits]
+    head = [h for h in hits[:CANDIDATES] if h.id in records]
+    features = candidate_features(store, [records[h.id] for h in head])
+    checked = []
+    for hit in hits:
+        found = features.get(hit.id) if hit in head else None
+        inliers = None
+        if found is not None:
+            check = verify(query, found)
+            inliers = check.inliers if check.verified else 0
+        checked.append(Checked(hit, inliers))
+    verified = sorted((c for c in checked if c.inliers), key=lambda c: -(c.inliers or 0))
+    return verified + [c for c in checked if not c.inliers]
+
+
+def candidate_features(store: Store, records: Sequence[ImageRecord]) -> dict[int, Features]:
+    """Features of indexed files: from the catalog's cache, else from the files (and cached)."""
+    hashes = sorted({r.content_hash for r in records})
+    stored = {h: Features.from_bytes(d) for h, d in
+              store.local_features(hashes, FEATURES_VERSION).items()}  # fmt: skip
+    made: dict[str, Features] = {}
+    for record in records:
+        if record.content_hash in stored or record.content_hash in made:
+            continue
+        try:
+            made[record.content_hash] = features_of(record.path)
+        except Exception:
+            log.info("could not read %s to verify it", record.path)
+    if made:
+        store.save_local_features({h: f.to_bytes() for h, f in made.items()}, FEATURES_VERSION)
+    every = stored | made
+    return {r.id: every[r.content_hash] for r in records if r.content_hash in every}
+
+
+def query_features(path: str) -> Features | None:
+    try:
+        return features_of(path)
+    except Exception:
+        return None
