@@ -19,6 +19,7 @@ import argparse
 import csv
 import hashlib
 import io
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -222,7 +223,12 @@ def build(photos: Path, out: Path, seed: int = 2026) -> dict[str, list[Row]]:
         split = "heldout" if heldout(name) else "dev"
         shutil.copyfile(file, out / split / name)
         rows[split].append(Row(name, "", "distractor", row["group"] or name))
+    # File dates in random order: a keeper must not win by being written first.
+    dates = np.random.RandomState(seed + 1)
     for split, found in rows.items():
+        for row in found:
+            when = 1.7e9 + float(dates.uniform(0, 3e7))
+            os.utime(out / split / row.name, (when, when))
         with open(out / split / "labels.csv", "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["name", "source", "edit", "group"])

@@ -8,6 +8,7 @@ and its reason is what decided against the others. The signals, in order:
    the picture they share is the source (a pasted thumbnail, a resized copy are not); with
    about the same, the side whose frame reaches beyond the shared part contains the other (a
    crop is the derivative).
+   Files with the same pixels (a PNG saved from a JPEG): the smaller file.
 2. Defects a copy adds: dark flat margins at the border (an added frame, the black corners of
    a tilted copy, a dark band), grayscale.
 3. Real detail: pixels, unless enlarged; then how they were stored (lossless, unless it carries
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 
 from search.copies.decide import Edge
 from search.copies.groups import Chooser
-from search.quality import Look, look_at
+from search.quality import Look, look_at, same_pixels
 from store import ImageRecord
 
 Similarity = Callable[[ImageRecord, ImageRecord], float]  # cosine of two files' vectors
@@ -98,6 +99,10 @@ def compare(a: _Merit, b: _Merit, edge: Edge | None) -> Verdict:
     related = _relation(a, b, edge)
     if related is not None:
         return related
+    if same_pixels(x, y):  # a lossless save of a JPEG, a re-tag: the smaller file is the source
+        smaller = _ratio(b.record.size, a.record.size, 1.05, "the same pixels in a smaller file")
+        if smaller is not None:
+            return smaller
     for verdict in (
         _differ(y.margin - x.margin, 0.05, "no added dark border, corners or band"),
         _differ(float(x.colour) - float(y.colour), 0.5, "colour vs grayscale"),

@@ -38,6 +38,18 @@ class Look:
     camera: bool  # EXIF make or model
     taken: str | None  # EXIF DateTimeOriginal
     format: str
+    # A central crop of up to 256 x 256 RGB pixels at full resolution: files with the same
+    # pixels (a lossless save of a JPEG) show the same crop, edits do not.
+    crop: bytes = b""
+
+
+def same_pixels(a: Look, b: Look) -> bool:
+    """Whether two files show the same pixels (a lossless save of a JPEG, a pure re-tag)."""
+    if a.pixels != b.pixels or not a.crop or len(a.crop) != len(b.crop):
+        return False
+    x = np.frombuffer(a.crop, dtype=np.uint8).astype(np.int16)
+    y = np.frombuffer(b.crop, dtype=np.uint8).astype(np.int16)
+    return float(np.abs(x - y).mean()) < 0.25
 
 
 def format_of(record: ImageRecord) -> str:
@@ -86,6 +98,10 @@ def _look(path: str, _size: int, _mtime_ns: int) -> Look:  # the file as of (siz
     native = np.asarray(
         rgb.convert("L").crop((cx, cy, cx + NATIVE_CROP, cy + NATIVE_CROP)), dtype=np.float32
     )
+    sx, sy = max(0, (width - 256) // 2), max(0, (height - 256) // 2)
+    central = np.asarray(
+        rgb.crop((sx, sy, sx + min(256, width), sy + min(256, height))), dtype=np.uint8
+    ).tobytes()
     rgb.thumbnail((ANALYSIS_SIDE, ANALYSIS_SIDE))
     array = np.asarray(rgb, dtype=np.float32)
     grey = array.mean(axis=2)
@@ -115,6 +131,7 @@ def _look(path: str, _size: int, _mtime_ns: int) -> Look:  # the file as of (siz
         camera=camera,
         taken=str(taken) if taken else None,
         format=fmt,
+        crop=central,
     )
 
 
