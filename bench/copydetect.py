@@ -37,7 +37,6 @@ from search.dupes import DupeOptions, Found, find_duplicates
 from search.query import QueryOptions, by_images, by_path
 from store import Store
 
-
 # Copies a person cannot tell from the original (the issue: "either may be kept").
 EQUIVALENT = ("hflip", "exif-orientation")
 
@@ -82,7 +81,8 @@ def pair_scores(found: Found, rows: dict[str, Row], skip_rotated: bool) -> dict[
         else:
             beaten[kept_edit] += 1
     return {
-        "precision": round(tp / max(1, tp + fp), 4), "recall": round(tp / max(1, int(positive.sum())), 4),
+        "precision": round(tp / max(1, tp + fp), 4),
+        "recall": round(tp / max(1, int(positive.sum())), 4),
         "true_pairs": tp, "false_pairs": fp, "per_edit": per_edit,
         "groups": len(found.groups), "original_kept": f"{kept}/{with_original}",
         "original_or_equivalent_kept": f"{kept + same}/{with_original}",
@@ -152,8 +152,8 @@ def main() -> None:
                 scores = pair_scores(found, rows, skip_rotated=not options.rotations)
                 again = time.perf_counter()
                 find_duplicates(store, replace(options))  # the cached pairs
-                out[name] = {**scores, "threshold": found.threshold, "verified_pairs": found.checked,
-                             "seconds": round(seconds, 1),
+                out[name] = {**scores, "threshold": found.threshold,
+                             "verified_pairs": found.checked, "seconds": round(seconds, 1),
                              "seconds_again": round(time.perf_counter() - again, 2)}  # fmt: skip
             out["query_path"] = query_scores(store, folder, rows)
         if not args.no_outside:

@@ -1,9 +1,13 @@
-"""End-to-end `index` rate vs the bare backbone forward rate, measured in one run.
+"""`index` end to end against what the CPU allows, for `--runtime torch` and the default.
 
-    python bench/index_throughput.py [--count 200] [--batch-size 16] [--precision auto]
+    python bench/index_throughput.py [--count 200] [--model effnet-lite0 | NETWORK --size S]
 
-Prints JSON. The ratio (index / forward) is what matters: this machine is shared and noisy,
-so absolute images/s move between runs while the ratio measured in one run is comparable.
+On the same photo-sized JPEGs (2-12 MP), in one run, for each runtime: the bare forward rate
+(the embedder alone on decoded pixels, with the regional views and tags `index` computes), the
+CPU seconds per image of the model and of the decoder (read, hash, draft decode, resize), the
+ceiling they imply on this many cores (cores / (model + decode CPU seconds)), and `index` end to
+end as a share of that ceiling. Prints JSON with the machine it ran on. A Birder network other
+than the default runs with random weights (the same compute as the real ones).
 """
 
 from __future__ import annotations
@@ -11,42 +15,89 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-import torch
+import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.machine import machine
 from bench.photos import ROOT, make_photos
+from indexer.dataset import DecodeDataset
 from indexer.decode import decode_file
-from indexer.options import IndexOptions, ModelChoice, Runtime
-from indexer.pipeline import default_workers, index_folders, load_embedder
+from indexer.options import Compute, IndexOptions, ModelOptions
+from indexer.pipeline import default_workers, index_folders
+from indexer.runtime import TOP_TAGS, Embedder, load_embedder
+from indexer.spec import resolve_model
 
 
-def forward_rate(options: IndexOptions, sample: list[Path], batches: int) -> float:
-    """Images/s of the embedder alone on pre-decoded tensors, batch as in the index run."""
-    embedder = load_embedder(options.model, options.runtime)
-    pixels = [decode_file(str(p), embedder.backbone.prep).pixels for p in sample]
-    batch = torch.stack([pixels[i % len(pixels)] for i in range(options.batch_size)])
-    embedder(batch)  # warm-up
-    started = time.perf_counter()
-    for _ in range(batches):
-        embedder(batch)
-    return batches * options.batch_size / (time.perf_counter() - started)
+def model_costs(
+    embedder: Embedder, sample: list[Path], batch: int, rounds: int
+) -> dict[str, float]:
+    """Images/s and CPU seconds per image of the embedder alone (as `index` calls it)."""
+    decoded = [decode_file(str(p), embedder.prep) for p in sample]
+    pixels = np.stack([decoded[i % len(decoded)].pixels for i in range(batch)])
+    views = None
+    if decoded[0].views is not None:
+        views = np.stack([decoded[i % len(decoded)].views for i in range(batch)])
+    top = TOP_TAGS if embedder.labels else 0
+    embedder.run(pixels, top, views)  # warm-up (and ONNX Runtime's first-run allocations)
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(rounds):
+        embedder.run(pixels, top, views)
+    images = rounds * batch
+    return {"forward_images_per_second": images / (time.perf_counter() - wall),
+            "model_cpu_seconds_per_image": (time.process_time() - cpu) / images}  # fmt: skip
 
 
-def decode_rate(paths: list[Path], options: IndexOptions) -> float:
-    """Images/s of read + decode + resize on one core (the per-core ceiling of the workers)."""
-    embedder = load_embedder(options.model, options.runtime)
-    started = time.perf_counter()
-    for path in paths:
-        decode_file(str(path), embedder.backbone.prep)
-    return len(paths) / (time.perf_counter() - started)
+def decode_cpu(paths: list[Path], embedder: Embedder) -> float:
+    """CPU seconds per image of the decode stage (read, hash, decode, resize, views)."""
+    dataset = DecodeDataset([_stat(p) for p in paths], embedder.prep, frozenset(), 250_000_000)
+    started = time.process_time()
+    for i in range(len(dataset)):
+        dataset[i]
+    return (time.process_time() - started) / len(paths)
+
+
+def _stat(path: Path) -> Any:
+    from store import FileStat
+
+    st = path.stat()
+    return FileStat(str(path), st.st_size, st.st_mtime_ns)
+
+
+def measure(runtime: str, args: argparse.Namespace, photos: list[Path],
+            weights: Path | None) -> dict[str, Any]:  # fmt: skip
+    model = ModelOptions(args.model, weights, None, Compute("cpu", args.precision, runtime),
+                         args.batch_size)  # fmt: skip
+    embedder = load_embedder(resolve_model(model, None), labels=True)
+    costs = model_costs(embedder, photos[:8], args.batch_size, max(4, args.count // 32))
+    decoding = decode_cpu(photos[:40], embedder)
+    cores = os.cpu_count() or 1
+    ceiling = cores / (costs["model_cpu_seconds_per_image"] + decoding)
+    with tempfile.TemporaryDirectory() as home:
+        started = time.perf_counter()
+        options = IndexOptions(model=model, workers=args.workers)
+        report = index_folders(Path(home), [str(photos[0].parent)], options)
+        wall = time.perf_counter() - started
+    assert report.embedded == len(photos), report
+    end_to_end = len(photos) / wall
+    return {
+        "runtime": report.runtime, "precision": report.precision,
+        "forward_images_per_second": round(costs["forward_images_per_second"], 2),
+        "model_cpu_ms_per_image": round(1000 * costs["model_cpu_seconds_per_image"], 1),
+        "decode_cpu_ms_per_image": round(1000 * decoding, 1),
+        "ceiling_images_per_second": round(ceiling, 2),
+        "index_images_per_second": round(end_to_end, 2),
+        "share_of_ceiling": round(end_to_end / ceiling, 3),
+        "index_seconds": round(wall, 2),
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -54,17 +105,16 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--precision", default="fp32")
     parser.add_argument(
         "--model",
         default="effnet-lite0",
         help="effnet-lite0, or a Birder network run with random weights at --size",
     )
     parser.add_argument("--size", type=int, default=224, help="input size of a Birder network")
+    parser.add_argument("--runtimes", default="torch,auto")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("birder").setLevel(logging.WARNING)
-
     photos = make_photos(args.count, ROOT / "bench" / "out" / "photos")
     weights = None
     if args.model != "effnet-lite0":  # same compute as the real weights, nothing to download
@@ -75,39 +125,25 @@ def main() -> None:
         weights = folder / f"{args.model}_0.pt"
         if not weights.is_file():
             save_random_checkpoint(folder, args.model, args.size)
-    options = IndexOptions(
-        model=ModelChoice(args.model, weights),
-        runtime=Runtime("auto", args.precision),
-        batch_size=args.batch_size,
-        workers=args.workers,
-    )
-    forward = forward_rate(options, photos[:8], batches=max(4, args.count // args.batch_size))
-    with tempfile.TemporaryDirectory() as home:
-        started = time.perf_counter()
-        report = index_folders(Path(home), [str(photos[0].parent)], options)
-        wall = time.perf_counter() - started
-    assert report.embedded == args.count, report
-    index = args.count / wall
-    decoding = decode_rate(photos[:40], options)
-    megapixels = [megapixels_of(p) for p in photos]
-    print(json.dumps({
-        "benchmark": "index_throughput",
-        "images": args.count,
+    runs = {name: measure(name, args, photos, weights) for name in args.runtimes.split(",")}
+    megapixels = [_megapixels(p) for p in photos]
+    out: dict[str, Any] = {
+        "benchmark": "index_throughput", "model": args.model, "images": len(photos),
         "megapixels": {"min": min(megapixels), "max": max(megapixels),
                        "mean": round(sum(megapixels) / len(megapixels), 2)},
-        "model": report.model, "precision": report.precision, "device": report.device,
         "batch_size": args.batch_size,
         "workers": args.workers if args.workers is not None else default_workers(),
-        "forward_images_per_second": round(forward, 2),
-        "index_images_per_second": round(index, 2),
-        "ratio_index_to_forward": round(index / forward, 3),
-        "decode_images_per_second_one_core": round(decoding, 2),
-        "index_seconds": round(wall, 2),
-        "machine": machine(),
-    }, indent=2))  # fmt: skip
+        "runs": runs,
+    }  # fmt: skip
+    if "torch" in runs and "auto" in runs:
+        out["default_over_torch_end_to_end"] = round(
+            runs["auto"]["index_images_per_second"] / runs["torch"]["index_images_per_second"], 2
+        )
+    out["machine"] = machine()
+    print(json.dumps(out, indent=2))
 
 
-def megapixels_of(path: Path) -> float:
+def _megapixels(path: Path) -> float:
     with Image.open(path) as image:
         return round(image.width * image.height / 1e6, 2)
 

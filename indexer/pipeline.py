@@ -1,4 +1,4 @@
-"""`index`, the local engine: scan -> plan -> decode (DataLoader workers) -> embed -> commit.
+"""`index`, the local engine: scan -> plan -> decode (worker processes) -> embed -> commit.
 
 The run itself (lock, store, model, counts, prune, report) is the IndexSession's; this module
 only turns planned files into outcomes batch by batch.
@@ -11,7 +11,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from indexer.dataset import Batch, DecodeDataset, Item, collate
+from indexer.dataset import DecodeDataset, Item
+from indexer.loader import decoded_batches
 from indexer.options import IndexOptions
 from indexer.plan import Plan
 from indexer.runtime import TOP_TAGS
@@ -56,22 +57,12 @@ def embed_planned(session: IndexSession, plan: Plan) -> Iterator[list[Outcome]]:
     embedder = session.embedder
     if not plan.todo:
         return
-    from torch.utils.data import DataLoader  # the decode workers; ONNX embedders need no torch
-
     options = session.options
     dataset = DecodeDataset(plan.todo, embedder.prep, plan.known_hashes, options.max_pixels)
     workers = options.workers if options.workers is not None else default_workers()
-    loader: DataLoader[Batch] = DataLoader(
-        dataset,  # type: ignore[arg-type]
-        batch_size=session.batch_size,
-        num_workers=workers,
-        collate_fn=collate,
-        pin_memory=embedder.device.startswith("cuda"),  # page-locked, non-blocking copies
-        prefetch_factor=4 if workers else None,
-        persistent_workers=False,
-    )
+    pin = embedder.device.startswith("cuda")  # page-locked, non-blocking copies
     top = TOP_TAGS if embedder.labels else 0
-    for batch in loader:
+    for batch in decoded_batches(dataset, session.batch_size, workers, pin):
         found = embedder.run(batch.pixels, top, batch.views)
         views = found.views if found.views is not None else [None] * len(found.vectors)
         rows = iter(zip(found.vectors, found.tags, views, strict=True))

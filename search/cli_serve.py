@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 import click
 
 from indexer.options import ModelOptions
-from search.cli_common import ByteSize, domain_errors, model_options
+from search.cli_common import ByteSize, DomainError, domain_errors, model_options
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 
 def is_loopback(host: str) -> bool:
@@ -19,6 +22,28 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_hosts(host: str) -> tuple[str, ...]:
+    """The Host headers a request may carry: the loopback names, or the address served on."""
+    if is_loopback(host):
+        return LOOPBACK_NAMES
+    if host in ("0.0.0.0", "::"):
+        return ("*",)  # every interface: the user named none (a notice says so)
+    return (host, *LOOPBACK_NAMES)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, or one line saying why not (a busy port, say)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise DomainError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Anything but loopback exposes your photos' paths "
@@ -26,13 +51,20 @@ def is_loopback(host: str) -> bool:
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--max-upload", type=ByteSize(), default="20M", show_default=True,
               help="Largest image a search may upload.")  # fmt: skip
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=100_000_000,
+    show_default=True,
+    help="Refuse larger uploads and thumbnails from their header.",
+)
 @model_options
 @click.pass_context
 @domain_errors
-def serve(ctx: click.Context, host: str, port: int, max_upload: int,
+def serve(ctx: click.Context, host: str, port: int, max_upload: int, max_pixels: int,
           embedding: ModelOptions) -> None:  # fmt: skip
-    """Serve the index: a web page to search by image and review duplicates, and a JSON API
-    (OpenAPI docs at /docs).
+    """Serve the index: a web page to search, browse and review duplicates, and a JSON API
+    (its endpoints at /docs, the schema at /openapi.json).
 
     \b
     imgsearch serve                      # http://127.0.0.1:8000
@@ -40,15 +72,24 @@ def serve(ctx: click.Context, host: str, port: int, max_upload: int,
     imgsearch serve --host 0.0.0.0       # reachable from the network: only if you mean it
     """
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from search.server import ServerState, create_app
     from store import Store
 
-    Store.open(ctx.obj).close()  # no index: one line and exit 1 now, not on the first request
+    home = ctx.find_root().obj
+    Store.open(home).close()  # no index: one line and exit 1 now, not on the first request
     if not is_loopback(host):
         click.echo(f"imgsearch: serving on {host}: anyone who can reach it sees the index",
                    err=True)  # fmt: skip
-    state = ServerState(ctx.obj, embedding, max_upload)
+    sock = bind(host, port)
+    state = ServerState(home, embedding, max_upload, max_pixels, allowed_hosts(host))
     quiet = bool(ctx.find_root().meta.get("quiet"))
-    uvicorn.run(create_app(state), host=host, port=port,
-                log_level="warning" if quiet else "info")  # fmt: skip
+    logging = {**LOGGING_CONFIG, "handlers": {
+        name: {**handler, "stream": "ext://sys.stderr"}  # stdout is for results
+        for name, handler in LOGGING_CONFIG["handlers"].items()
+    }}  # fmt: skip
+    config = uvicorn.Config(create_app(state), log_level="warning" if quiet else "info",
+                            log_config=logging)  # fmt: skip
+    click.echo(f"imgsearch: serving {home} on http://{host}:{sock.getsockname()[1]}/", err=True)
+    uvicorn.Server(config).run(sockets=[sock])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -23,7 +23,7 @@ from indexer.options import ModelOptions
 from indexer.spec import resolve_model
 from search.copies.candidates import Descriptors, find_candidates
 from search.copies.decide import Decided, Edge, FeatureCache, Thresholds, decide
-from search.copies.groups import DuplicateGroup, Member, build_groups
+from search.copies.groups import Chooser, DuplicateGroup, Member, build_groups
 from search.copies.verify import FEATURES_VERSION, Verification
 from search.keep import DEFAULT_KEEP, KeepPolicy, parse_keep
 from store import ImageRecord, Store
@@ -77,8 +77,23 @@ def find_duplicates(store: Store, options: DupeOptions) -> Found:
             edges, checked = decided.edges, decided.checked
             store.cache(key, _to_cache(mode, threshold, calibrated, decided))
     similarity = _similarity(store, representatives) if edges else None
-    groups = build_groups(records, edges, store.ignored_pairs(), options.keep.chooser(similarity))
+    choose = _respecting(store.chosen_keepers(), options.keep.chooser(similarity))
+    groups = build_groups(records, edges, store.ignored_pairs(), choose)
     return Found(mode, threshold, groups, calibrated, checked, cached)
+
+
+def _respecting(chosen: set[str], choose: Chooser) -> Chooser:
+    """The policy's keeper, unless the user chose one of the files in review."""
+    if not chosen:
+        return choose
+
+    def chooser(records: Sequence[ImageRecord], edges: Sequence[Edge]) -> tuple[ImageRecord, str]:
+        picked = [r for r in records if r.content_hash in chosen]
+        if picked:
+            return min(picked, key=lambda r: (r.mtime_ns, r.path)), "chosen in review"
+        return choose(records, edges)
+
+    return chooser
 
 
 def _similarity(store: Store, representatives: dict[str, ImageRecord]

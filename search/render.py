@@ -118,6 +118,39 @@ def info_text(info: dict[str, Any], failed: list[Failure]) -> str:
     return "\n".join(lines)
 
 
+def record_json(record: ImageRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "path": record.path,
+        "width": record.width,
+        "height": record.height,
+        "bytes": record.size,
+        "mtime_ns": record.mtime_ns,
+    }
+
+
+def api_page(schema: dict[str, Any]) -> str:
+    """The endpoints of an OpenAPI schema as one self-contained HTML page."""
+    import html
+
+    rows = []
+    for path, methods in sorted(schema.get("paths", {}).items()):
+        for method, spec in methods.items():
+            params = ", ".join(p["name"] for p in spec.get("parameters", []))
+            summary = spec.get("description") or spec.get("summary") or ""
+            rows.append(
+                f"<tr><td><code>{method.upper()} {html.escape(path)}</code></td>"
+                f"<td>{html.escape(params)}</td><td>{html.escape(summary)}</td></tr>"
+            )
+    return (
+        "<!doctype html><meta charset=utf-8><title>imgsearch API</title>"
+        "<style>body{font-family:system-ui;margin:2rem}td{padding:4px 12px;"
+        "vertical-align:top;border-bottom:1px solid #ddd}</style><h1>imgsearch API</h1>"
+        "<p>The schema: <a href=/openapi.json>/openapi.json</a></p><table><tr><th>endpoint"
+        "</th><th>parameters</th><th>what</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
 def file_json(record: ImageRecord) -> dict[str, Any]:
     return {
         "id": record.id,

@@ -5,12 +5,19 @@ from __future__ import annotations
 import io
 
 
-def jpeg_thumbnail(path: str, pixels: int) -> bytes:
-    """A JPEG at most `pixels` on its longer side. Raises OSError (and PIL's errors) when the
-    file cannot be read as an image."""
+class TooManyPixels(ValueError):
+    """An image that would be decoded in full (not a JPEG) and is larger than allowed."""
+
+
+def jpeg_thumbnail(path: str, pixels: int, max_pixels: int | None = None) -> bytes:
+    """A JPEG at most `pixels` on its longer side. JPEGs are decoded at a reduced DCT scale;
+    other formats larger than `max_pixels` raise TooManyPixels before decoding. Raises OSError
+    (and PIL's errors) when the file cannot be read as an image."""
     from PIL import Image, ImageOps  # Pillow only when a thumbnail is asked for
 
     with Image.open(path) as image:
+        if image.format != "JPEG" and max_pixels and image.width * image.height > max_pixels:
+            raise TooManyPixels(f"{image.width} x {image.height} pixels")
         image.draft("RGB", (pixels, pixels))
         thumb = ImageOps.exif_transpose(image).convert("RGB")
         thumb.thumbnail((pixels, pixels))

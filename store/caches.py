@@ -15,7 +15,6 @@ from store.errors import HomeNotWritable, IndexBusy
 from store.lock import exclusive_writer, holds_writer
 from store.schema import generation_of, local_features, results_cache
 
-FEATURES_ROWS_VERSION = 1
 _KEEP_RESULTS = 8  # cached results kept per catalog (the newest)
 
 
@@ -57,25 +56,23 @@ class ResultCaches:
                 )
         return True
 
-    def local_features(self, hashes: list[str]) -> dict[str, bytes]:
+    def local_features(self, hashes: list[str], version: int) -> dict[str, bytes]:
+        """Cached local features of these contents, made by code of `version`."""
         found: dict[str, bytes] = {}
         with self._engine.connect() as conn:
             for start in range(0, len(hashes), 10_000):
                 query = select(local_features.c.content_hash, local_features.c.data).where(
                     local_features.c.content_hash.in_(hashes[start : start + 10_000]),
-                    local_features.c.version == FEATURES_ROWS_VERSION,
+                    local_features.c.version == version,
                 )
                 found.update((h, bytes(d)) for h, d in conn.execute(query))
         return found
 
-    def save_local_features(self, features: dict[str, bytes]) -> bool:
+    def save_local_features(self, features: dict[str, bytes], version: int) -> bool:
         with self._may_write() as allowed:
             if not allowed or not features:
                 return False
-            rows = [
-                {"content_hash": h, "version": FEATURES_ROWS_VERSION, "data": d}
-                for h, d in features.items()
-            ]
+            rows = [{"content_hash": h, "version": version, "data": d} for h, d in features.items()]
             with self._write.begin() as conn:
                 upsert = sqlite_insert(local_features)
                 conn.execute(

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, func, select
 
-from store import ignored, tags
+from store import decisions, ignored, tags
 from store.errors import ItemNotFound
 from store.records import Failure, ImageRecord, IndexMeta, Vector, Vectors
 from store.schema import failures, has_views, images, unblob, views_unblob, writing
@@ -154,6 +154,14 @@ class CatalogReader:
     def ignore_pairs(self, hashes: Sequence[str]) -> int:
         """Remember every pair among `hashes` as not duplicates. Returns how many were new."""
         return ignored.remember(writing(self._engine), hashes)
+
+    def chosen_keepers(self) -> set[str]:
+        """Contents the user chose to keep in review."""
+        return decisions.chosen(self._engine)
+
+    def choose_keeper(self, keep: str, group: Sequence[str]) -> None:
+        """Remember `keep` as the copy to keep of the group of contents `group`."""
+        decisions.choose(writing(self._engine), keep, group)
 
     # -- tags ------------------------------------------------------------------------------
 

@@ -3,12 +3,14 @@ in headless Chromium (Debian's chromium, driven by Playwright) against a real se
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,10 +22,16 @@ from indexer.pipeline import index_folders
 from search.cli_serve import is_loopback
 from search.server import ServerState, create_app
 from store import Store
-from tests.helpers import SAMPLE_PHOTOS, write_collection
+from tests.helpers import EXAMPLES, SAMPLE_PHOTOS, write_collection
 from tests.subprocs import REPO
 
 ARTIFACTS = REPO / "test-artifacts"
+TEST_HOSTS = ("testserver",)  # the Host header of TestClient's requests
+
+
+def app_for(home: Path, **options: object) -> TestClient:
+    state = ServerState(home, ModelOptions(), hosts=TEST_HOSTS, **options)  # type: ignore[arg-type]
+    return TestClient(create_app(state))
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +51,7 @@ def served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def client(served_home: Path) -> TestClient:
-    return TestClient(create_app(ServerState(served_home, ModelOptions(), max_upload=1 << 20)))
+    return app_for(served_home, max_upload=1 << 20)
 
 
 def ids_by_name(home: Path) -> dict[str, int]:
@@ -92,23 +100,67 @@ def test_upload_finds_the_original_and_bad_uploads_are_json_errors(client: TestC
 
 def test_errors_are_json_with_status_codes(client: TestClient, tmp_path: Path) -> None:
     assert client.get("/api/search", params={"id": 99999}).status_code == 404
+    assert client.get("/api/search", params={"id": "99999999999999999999"}).status_code == 404
     assert client.get("/api/search").status_code == 400
     assert client.get("/api/search", params={"id": 1, "k": 0}).status_code == 422
     assert client.get("/api/images/99999/thumbnail").status_code == 404
     assert client.get("/api/dupes", params={"keep": "biggest"}).status_code == 422
     assert client.get("/api/search", params={"path": "/etc/passwd"}).status_code == 404
     assert client.get("/api/images/..%2F..%2Fetc%2Fpasswd/thumbnail").status_code in (404, 422)
-    empty = TestClient(create_app(ServerState(tmp_path / "none", ModelOptions())))
+    empty = app_for(tmp_path / "none")
     response = empty.get("/api/info")
     assert response.status_code == 503 and "no index" in response.json()["detail"]
     assert "/api/search" in client.get("/openapi.json").json()["paths"]
+    docs = client.get("/docs")  # a page of the endpoints that needs no CDN
+    assert docs.status_code == 200 and "/api/dupes/act" in docs.text and "cdn" not in docs.text
+
+
+def test_hostile_requests_are_bounded(served_home: Path, tmp_path: Path) -> None:
+    client = app_for(served_home, max_upload=1 << 20, max_pixels=10_000_000)
+    # Another Host (DNS rebinding) is refused.
+    assert client.get("/api/info", headers={"host": "evil.example"}).status_code == 400
+    # A body announced larger than the cap is refused before it is read.
+    huge = client.post(
+        "/api/search",
+        content=b"x" * 10,
+        headers={
+            "content-length": str(200 << 20),
+            "content-type": "multipart/form-data; boundary=x",
+        },
+    )
+    assert huge.status_code == 413
+    # A pixel bomb (a one-colour PNG of 225 MP, a few hundred kB) is refused from its header.
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (15000, 15000)).save(bomb, optimize=True)
+    assert bomb.stat().st_size < 1 << 20
+    started = time.perf_counter()
+    answer = client.post("/api/search", files={"file": ("bomb.png", bomb.read_bytes())})
+    assert answer.status_code == 415 and "too many pixels" in answer.json()["detail"]
+    assert time.perf_counter() - started < 5  # not decoded
+
+
+def test_serve_on_a_busy_port_is_one_line_and_exit_1(served_home: Path) -> None:
+    from click.testing import CliRunner
+
+    from search.cli import cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["--home", str(served_home), "serve", "--port",
+                                          str(port)])  # fmt: skip
+    assert result.exit_code == 1
+    assert (
+        result.stderr.startswith("imgsearch: cannot listen on") and result.stderr.count("\n") == 1
+    )
 
 
 def test_only_the_indexed_file_itself_is_served(tmp_path: Path) -> None:
     photos = write_collection(tmp_path / "photos")
     home = tmp_path / "home"
     index_folders(home, [str(tmp_path / "photos")], IndexOptions(workers=0))
-    client = TestClient(create_app(ServerState(home, ModelOptions())))
+    client = app_for(home)
     red = ids_by_name(home)["red.png"]
     ok = client.get(f"/api/images/{red}/thumbnail", params={"size": 32})
     assert ok.status_code == 200 and ok.headers["content-type"] == "image/jpeg"
@@ -122,12 +174,13 @@ def test_only_the_indexed_file_itself_is_served(tmp_path: Path) -> None:
 def test_dupes_and_not_a_duplicate_is_remembered(served_home: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
     shutil.copytree(served_home, home)  # the shared home stays as it is
-    client = TestClient(create_app(ServerState(home, ModelOptions())))
+    client = app_for(home)
     groups = client.get("/api/dupes").json()["groups"]
     assert [g["kind"] for g in groups] == ["exact", "near"]
     exact, near = groups
     assert Path(exact["keep"]["path"]).name.startswith("rocket")
-    assert Path(near["keep"]["path"]).name == "coffee.jpg"  # the larger file is kept
+    assert Path(near["keep"]["path"]).name == "coffee.jpg"  # the original: q70 is a re-encode
+    assert near["reason"] and near["members"][0]["format"] == "JPEG"
     ids = [near["keep"]["id"], *[m["id"] for m in near["members"]]]
     assert client.post("/api/dupes/ignore", json=ids).json() == {"remembered": 1}
     assert [g["kind"] for g in client.get("/api/dupes").json()["groups"]] == ["exact"]
@@ -151,44 +204,99 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.skipif(chromium() is None, reason="Debian's chromium is not installed (make test "
-                    "installs it with apt; it could not here)")  # fmt: skip
-def test_the_page_uploads_an_image_and_shows_its_neighbour(served_home: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
+@contextlib.contextmanager
+def serving(home: Path) -> Iterator[int]:
+    """`imgsearch serve` on a free port in a real process; yields the port."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-c", "from search.cli import cli; cli()", "--home", str(served_home),
+        [sys.executable, "-c", "from search.cli import cli; cli()", "--home", str(home),
          "serve", "--port", str(port)],
         cwd=REPO, env=os.environ | {"PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
         _wait_for(port, server)
-        ARTIFACTS.mkdir(exist_ok=True)
-        coffee = next(p for p in SAMPLE_PHOTOS if p.name == "coffee.jpg")
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_selector("#info:has-text('7 images')")
-            page.set_input_files("#file", str(coffee))
-            first = page.locator("#results figure").first
-            first.wait_for(timeout=60_000)
-            assert "coffee" in first.inner_text()
-            page.wait_for_function(  # the thumbnail is shown
-                "() => document.querySelector('#results figure img').naturalWidth > 0"
-            )
-            first.click()  # search from the result
-            page.wait_for_selector("#query-label:has-text('Neighbours of')")
-            page.screenshot(path=str(ARTIFACTS / "serve-search.png"), full_page=True)
-            page.click("#tab-dupes")
-            page.wait_for_selector(".group figure.keep")
-            page.screenshot(path=str(ARTIFACTS / "serve-dupes.png"), full_page=True)
-            browser.close()
+        yield port
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+needs_chromium = pytest.mark.skipif(
+    chromium() is None,
+    reason="Debian's chromium is not installed (make test installs it with apt; it could not here)",
+)
+
+
+@needs_chromium
+def test_the_page_searches_by_upload_and_browses(served_home: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    coffee = next(p for p in SAMPLE_PHOTOS if p.name == "coffee.jpg")
+    with serving(served_home) as port, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("#info:has-text('7 images')")
+        page.wait_for_selector("#browse-count:has-text('7 of 7')")  # browsing, no upload
+        page.set_input_files("#file", str(coffee))
+        page.wait_for_selector(
+            "#query-label:has-text('Neighbours of mine')".replace("mine", "coffee.jpg"),
+            timeout=60_000,
+        )
+        first = page.locator("#results figure").first
+        assert "coffee" in first.inner_text()
+        page.wait_for_function(  # the thumbnail is shown
+            "() => document.querySelector('#results figure img').naturalWidth > 0"
+        )
+        first.click()  # search from the result
+        page.wait_for_selector("#query-label:has-text('Neighbours of image')")
+        page.screenshot(path=str(ARTIFACTS / "serve-search.png"), full_page=True)
+        browser.close()
+
+
+@needs_chromium
+def test_the_review_flow_picks_a_keeper_moves_the_rest_and_undoes(tmp_path: Path) -> None:
+    """Open the groups, keep the other copy with the keyboard, move the rest, see the counter
+    advance, undo from the page; the files on disk are checked at each step."""
+    from playwright.sync_api import sync_playwright
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("coffee.jpg", "rocket.jpg", "chelsea.jpg"):
+        shutil.copy(EXAMPLES / name, photos / name)
+    shutil.copy(photos / "rocket.jpg", photos / "rocket-copy.jpg")
+    Image.open(photos / "coffee.jpg").save(photos / "coffee-small.jpg", quality=60)
+    home, dest = tmp_path / "home", tmp_path / "moved"
+    index_folders(home, [str(photos)], IndexOptions(workers=0))
+    ARTIFACTS.mkdir(exist_ok=True)
+    with serving(home) as port, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.click("#tab-dupes")
+        page.wait_for_selector("#counter:has-text('1 / 2')")
+        page.locator("body").press("j")  # the near group of the coffee photos
+        page.wait_for_selector("#counter:has-text('2 / 2')")
+        assert page.locator("#group figure.keep figcaption").inner_text().endswith("coffee.jpg")
+        assert "kept because" in page.inner_text("#reason")
+        page.locator("body").press("2")  # keep the other copy instead
+        page.wait_for_selector("#group figure.keep figcaption:has-text('coffee-small.jpg')")
+        page.screenshot(path=str(ARTIFACTS / "serve-review.png"), full_page=True)
+        page.fill("#dest", str(dest))
+        page.locator("#dest").evaluate("input => input.blur()")  # keys go to the page again
+        page.locator("body").press("m")  # move the rest
+        page.wait_for_selector("#counter:has-text('1 / 1')")
+        assert (dest / "coffee.jpg").is_file() and not (photos / "coffee.jpg").exists()
+        assert (photos / "coffee-small.jpg").is_file()
+        page.locator("body").press("u")  # undo from the page
+        page.wait_for_selector("#notice:has-text('restored 1 file')")
+        assert (photos / "coffee.jpg").is_file() and not (dest / "coffee.jpg").exists()
+        page.wait_for_selector("#counter:has-text('/ 2')")
+        browser.close()
+    with Store.open(home) as store:  # the restored file is indexed again, under its old id
+        assert str(photos / "coffee.jpg") in store.file_states()
 
 
 def _wait_for(port: int, server: subprocess.Popen[str]) -> None:

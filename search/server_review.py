@@ -1,0 +1,181 @@
+"""The server's duplicate review: groups, the keeper a user picks, acting on a group or on all
+remaining groups, "not duplicates", and undo. Every change holds the writer lock and goes
+through the one planner and journal of search/actions.py, as `dupes`, `apply` and `undo` do.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Body, FastAPI, HTTPException, Query
+from pydantic import BaseModel, Field
+
+from search import render
+from search.actions import (
+    ActionKind,
+    apply_plan,
+    journal_path,
+    plan_actions,
+    read_journal,
+    undo,
+)
+from search.dupes import DupeOptions, DuplicateGroup, Found, find_duplicates
+from search.keep import DEFAULT_KEEP, KEEP_HELP, parse_keep
+from search.server import ServerState
+from store import Store, exclusive_writer
+from store.lock import DEFAULT_WAIT
+
+
+class Act(BaseModel):
+    """What to do with the group whose copy to keep is `keep`."""
+
+    keep: int = Field(description="The id of the copy to keep (any member of the group).")
+    action: Literal["move", "trash", "delete"] = "trash"
+    dest: str | None = Field(None, description="With move: the folder to move copies under.")
+
+
+class ApplyAll(BaseModel):
+    """Act on every remaining group with its default keeper."""
+
+    action: Literal["move", "trash", "delete"] = "trash"
+    dest: str | None = None
+    dry_run: bool = True
+
+
+def add_review(app: FastAPI, state: ServerState) -> None:
+    @app.get("/api/dupes")
+    def dupes(
+        threshold: Annotated[float | None, Query(ge=-1, le=1)] = None,
+        keep: Annotated[str, Query(description=KEEP_HELP)] = DEFAULT_KEEP,
+        exact_only: bool = False,
+    ) -> dict[str, Any]:
+        """Duplicate groups, each with the copy to keep and why; cached for the catalog's
+        generation, so reopening the review is instant."""
+        found = _find(state, threshold, keep, exact_only)
+        return {**render.dupes_json(found, parse_keep(keep).name),
+                "freed_bytes_if_all": sum(m.record.size for g in found.groups
+                                          for m in g.members)}  # fmt: skip
+
+    @app.post("/api/dupes/keep")
+    def keep(image_id: Annotated[int, Body(embed=True, alias="id")]) -> dict[str, Any]:
+        """Keep this copy in its group (remembered in the catalog, across runs)."""
+        group = _group_of(state, image_id)
+        with _writing(state) as store:
+            store.choose_keeper(_record(group, image_id).content_hash,
+                                [r.content_hash for r in _files(group)])  # fmt: skip
+        return {"kept": image_id}
+
+    @app.post("/api/dupes/act")
+    def act(request: Act) -> dict[str, Any]:
+        """Keep one copy of its group and move, trash or delete the others (journalled)."""
+        group = _group_of(state, request.keep)
+        chosen = _record(group, request.keep)
+        members = [r for r in _files(group) if r.id != chosen.id]
+        from search.copies.groups import Member
+
+        regrouped = DuplicateGroup(group.kind, chosen, [Member(r, 1.0, 1.0, "review")
+                                                        for r in members])  # fmt: skip
+        return _apply(state, [regrouped], request.action, request.dest)
+
+    @app.post("/api/dupes/apply-default")
+    def apply_default(request: ApplyAll) -> dict[str, Any]:
+        """Every remaining group with its default keeper: a preview unless dry_run is false."""
+        found = _find(state, None, DEFAULT_KEEP, False)
+        if request.dry_run:
+            dest = Path(request.dest) if request.dest else None
+            plan = plan_actions(found.groups, request.action, dest)
+            return {"dry_run": True, "files": [a.source for a in plan.actions],
+                    "freed_bytes": plan.freed_bytes, "left_alone": plan.skipped}  # fmt: skip
+        return _apply(state, found.groups, request.action, request.dest)
+
+    @app.post("/api/dupes/ignore")
+    def ignore(ids: list[int]) -> dict[str, int]:
+        """Remember that these images are not duplicates of each other (in the catalog only)."""
+        with _writing(state) as store:
+            records = store.records(ids)
+            if len(records) != len(set(ids)) or len(records) < 2:
+                raise HTTPException(400, "give at least two ids of indexed images")
+            if len({r.content_hash for r in records.values()}) < 2:
+                raise HTTPException(400, "identical files are always duplicates")
+            return {"remembered": store.ignore_pairs([r.content_hash for r in records.values()])}
+
+    @app.get("/api/journals")
+    def journals() -> list[dict[str, Any]]:
+        """The actions taken in this home, newest first, and whether each was undone."""
+        folder = state.home / "journals"
+        found = []
+        for path in sorted(folder.glob("*.jsonl"), reverse=True) if folder.is_dir() else []:
+            try:
+                header, entries, _, undone = read_journal(path)
+            except Exception:
+                continue
+            files = [e for e in entries if e.get("kind") not in ("mkdir",)]
+            found.append({"journal": path.name, "kind": header.get("kind"),
+                          "files": len(files), "undone": undone})  # fmt: skip
+        return found
+
+    @app.post("/api/undo")
+    def undo_journal(journal: Annotated[str, Body(embed=True)]) -> dict[str, Any]:
+        """Undo an action of this home by its journal's name."""
+        path = state.home / "journals" / os.path.basename(journal)
+        if not path.is_file():
+            raise HTTPException(404, f"no journal {journal!r} in this home")
+        with exclusive_writer(state.home, wait=DEFAULT_WAIT):
+            report = undo(path)
+        return {"restored": report.restored, "not_restored": report.not_restored,
+                "already": report.already, "reindexed": report.reindexed}  # fmt: skip
+
+
+def _find(state: ServerState, threshold: float | None, keep: str, exact_only: bool) -> Found:
+    policy = parse_keep(keep)  # InvalidOption: 422
+    with state.current() as store:
+        return find_duplicates(store, DupeOptions(threshold, None, exact_only, policy))
+
+
+def _group_of(state: ServerState, image_id: int) -> DuplicateGroup:
+    for group in _find(state, None, DEFAULT_KEEP, False).groups:
+        if any(r.id == image_id for r in _files(group)):
+            return group
+    raise HTTPException(404, f"image {image_id} is in no duplicate group now")
+
+
+def _files(group: DuplicateGroup) -> list[Any]:
+    return [group.keep, *(m.record for m in group.members)]
+
+
+def _record(group: DuplicateGroup, image_id: int) -> Any:
+    return next(r for r in _files(group) if r.id == image_id)
+
+
+class _writing:
+    """The writer lock, then the store (opened for writing): for one change."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.lock = exclusive_writer(state.home, wait=DEFAULT_WAIT)
+
+    def __enter__(self) -> Store:
+        self.lock.__enter__()
+        self.store = Store.open(self.state.home, writable=True)
+        return self.store
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.store.close()
+        finally:
+            self.lock.__exit__(None, None, None)
+
+
+def _apply(state: ServerState, groups: list[DuplicateGroup], action: ActionKind,
+           dest: str | None) -> dict[str, Any]:  # fmt: skip
+    if action == "move" and not dest:
+        raise HTTPException(422, "dest: give the folder to move the copies under")
+    plan = plan_actions(groups, action, Path(dest) if dest else None)
+    with _writing(state) as store:
+        journal = journal_path(store.home, action)
+        report = apply_plan(plan, store, journal)
+    return {"journal": journal.name, "done": [a.source for a in report.done],
+            "failures": report.failures, "left_alone": plan.skipped,
+            "freed_bytes": sum(a.size for a in report.done)}  # fmt: skip
