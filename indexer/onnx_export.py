@@ -46,6 +46,7 @@ def export_embedder(spec: ModelSpec) -> OnnxEmbedder:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     log.info("exporting %s to %s (once)", spec.name, target)
+    probe, reference = _reference(backbone)  # before _export makes its layers exportable
     try:
         _export(backbone, tmp)
         record = ExportRecord(
@@ -60,7 +61,7 @@ def export_embedder(spec: ModelSpec) -> OnnxEmbedder:
             backbone.prep.view_size,
         )
         embedder = OnnxEmbedder(tmp, record)
-        _check_parity(backbone, embedder)
+        _check_parity(backbone, embedder, probe, reference)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         tmp.replace(target)
@@ -75,7 +76,33 @@ def export_embedder(spec: ModelSpec) -> OnnxEmbedder:
     return OnnxEmbedder(target, record)
 
 
+class _DecomposedRMSNorm(torch.nn.Module):
+    """torch.nn.RMSNorm in elementary operations: the TorchScript exporter has no
+    `aten::rms_norm` at the opsets it writes (the CAPI SoViT models use it)."""
+
+    def __init__(self, norm: torch.nn.RMSNorm) -> None:
+        super().__init__()
+        self.shape = tuple(norm.normalized_shape)
+        self.eps = norm.eps if norm.eps is not None else torch.finfo(torch.float32).eps
+        self.weight = norm.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(-len(self.shape), 0))
+        normed = x * torch.rsqrt(x.pow(2).mean(dim=dims, keepdim=True) + self.eps)
+        return normed * self.weight if self.weight is not None else normed
+
+
+def _exportable_layers(module: torch.nn.Module) -> None:
+    """Replace layers the exporter cannot write with equivalent ones (in place)."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, torch.nn.RMSNorm):
+            setattr(module, name, _DecomposedRMSNorm(child))
+        else:
+            _exportable_layers(child)
+
+
 def _export(backbone: Backbone, path: os.PathLike[str]) -> None:
+    _exportable_layers(backbone.module)  # this backbone was loaded for the export alone
     module = backbone.exportable().eval()
     height, width = backbone.prep.size
     probe = torch.zeros(2, 3, height, width)
@@ -98,19 +125,23 @@ def _export(backbone: Backbone, path: os.PathLike[str]) -> None:
             )
 
 
-def _check_parity(backbone: Backbone, embedder: OnnxEmbedder) -> None:
+def _reference(backbone: Backbone) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Probe batches (the input size, and the views' size) and torch fp32's unit vectors."""
     height, width = backbone.prep.size
-    probe = np.random.RandomState(0).randn(3, 3, height, width).astype(np.float32)
-    with torch.inference_mode():
-        reference = backbone.embed(torch.from_numpy(probe)).float().numpy()
-    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
-    cosine = float((reference * embedder.run(probe).vectors).sum(axis=1).min())
-    if backbone.prep.view_size:  # the views run at another size through the same graph
-        view = probe[:, :, : backbone.prep.view_size[0], : backbone.prep.view_size[1]]
+    sizes = [(height, width)] + ([backbone.prep.view_size] if backbone.prep.view_size else [])
+    rng = np.random.RandomState(0)
+    probes = [rng.randn(3, 3, h, w).astype(np.float32) for h, w in sizes]
+    expected = []
+    for probe in probes:
         with torch.inference_mode():
-            expected = backbone.embed(torch.from_numpy(np.ascontiguousarray(view))).numpy()
-        expected /= np.linalg.norm(expected, axis=1, keepdims=True)
-        got = embedder.run(np.ascontiguousarray(view)).vectors
-        cosine = min(cosine, float((expected * got).sum(axis=1).min()))
+            vectors = backbone.embed(torch.from_numpy(probe)).float().numpy()
+        expected.append(vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    return probes, expected
+
+
+def _check_parity(backbone: Backbone, embedder: OnnxEmbedder, probes: list[np.ndarray],
+                  expected: list[np.ndarray]) -> None:  # fmt: skip
+    cosine = min(float((e * embedder.run(p).vectors).sum(axis=1).min())
+                 for p, e in zip(probes, expected, strict=True))  # fmt: skip
     if not cosine >= PARITY:
         raise ExportFailed(f"its export differs from torch (cosine {cosine:.5f})")
