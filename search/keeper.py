@@ -4,7 +4,8 @@ Every two contents of a group are compared signal by signal, and the first signa
 them apart decides; the keeper is the copy that beats the most others (a Copeland tournament),
 and its reason is what decided against the others. The signals, in order:
 
-1. Their verified pair (search/copies/verify.py): the side holding clearly more real pixels of
+1. An enlargement loses to its source (more pixels, less detail in their top octave). Their
+   verified pair (search/copies/verify.py): the side holding clearly more real pixels of
    the picture they share is the source (a pasted thumbnail, a resized copy are not); with
    about the same, the side whose frame reaches beyond the shared part contains the other (a
    crop is the derivative).
@@ -34,6 +35,10 @@ from store import ImageRecord
 Similarity = Callable[[ImageRecord, ImageRecord], float]  # cosine of two files' vectors
 RICHER = 1.5  # this much more real detail of the shared picture makes a copy the source
 CONTAINS = 0.8  # a frame whose shared part is at most this share of the other's contains it
+# An enlargement: at least twice the sides (UPSCALED the pixels), with clearly less detail in
+# the top octave than the smaller copy (FLATTER) and little of it at all (FLAT: photos at their
+# own scale measure 0.45-0.6; a downscaled copy measures more, so the larger is not flagged).
+UPSCALED, FLATTER, FLAT = 3.5, 0.8, 0.45
 
 Verdict = tuple[int, str] | None  # +1: the first is the better copy, -1: the second; reason
 
@@ -96,6 +101,9 @@ def compare(a: _Merit, b: _Merit, edge: Edge | None) -> Verdict:
         if x is None and y is None:
             return None
         return (1, "the other copy cannot be read") if y is None else (-1, "")
+    enlarged = _upscaled(x, y)
+    if enlarged is not None:
+        return enlarged
     related = _relation(a, b, edge)
     if related is not None:
         return related
@@ -104,12 +112,12 @@ def compare(a: _Merit, b: _Merit, edge: Edge | None) -> Verdict:
         if smaller is not None:
             return smaller
     for verdict in (
-        _differ(y.margin - x.margin, 0.05, "no added dark border, corners or band"),
+        _differ(float(y.margin - x.margin), 1.5, "no added dark border, corners or band"),
         _differ(float(x.colour) - float(y.colour), 0.5, "colour vs grayscale"),
         _ratio(_real(x), _real(y), 1.2, "{:.1f}x the pixels"),
-        _differ(_stored(x) - _stored(y), 0.3, f"{_format(x)} vs {_format(y)}"),
+        _differ(_stored(x) - _stored(y), 0.3, _formats(x, y)),
         _differ(a.central - b.central, 0.005, "the other copies resemble it most"),
-        _differ(y.clipped - x.clipped, 0.05, "fewer clipped highlights and shadows"),
+        _clipping(x.clipped, y.clipped),
         _ratio(x.sharpness, y.sharpness, 1.3, "sharper"),
         _differ(float(x.camera) - float(y.camera), 0.5, "camera EXIF"),
     ):
@@ -139,6 +147,15 @@ def _relation(a: _Merit, b: _Merit, edge: Edge | None) -> Verdict:
     return None
 
 
+def _clipping(x: float, y: float) -> Verdict:
+    """Clipped highlights and shadows: a clear difference, not JPEG noise around 0 and 255."""
+    if y >= 3 * x + 0.01:
+        return 1, "fewer clipped highlights and shadows"
+    if x >= 3 * y + 0.01:
+        return -1, ""
+    return None
+
+
 def _differ(delta: float, margin: float, reason: str) -> Verdict:
     if delta > margin:
         return 1, reason
@@ -156,8 +173,16 @@ def _ratio(x: float, y: float, factor: float, reason: str) -> Verdict:
 
 
 def _real(look: Look) -> float:
-    """Pixels of real detail: an enlarged image has fewer than it shows."""
-    return look.pixels / look.upscale**2
+    return float(look.pixels)
+
+
+def _upscaled(x: Look, y: Look) -> Verdict:
+    """One copy has many more pixels but much less detail in their top octave: enlarged."""
+    if y.pixels >= UPSCALED * x.pixels and y.detail < min(FLATTER * x.detail, FLAT):
+        return 1, "the other is an enlargement (more pixels, no more detail)"
+    if x.pixels >= UPSCALED * y.pixels and x.detail < min(FLATTER * y.detail, FLAT):
+        return -1, ""
+    return None
 
 
 def _stored(look: Look) -> float:
@@ -168,6 +193,12 @@ def _stored(look: Look) -> float:
     if look.jpeg_quality is not None:
         return (look.jpeg_quality - 85) / 15
     return 0.3 if look.format == "WEBP" else 0.0
+
+
+def _formats(x: Look, y: Look) -> str:
+    if x.jpeg_quality and y.jpeg_quality:
+        return f"JPEG q{x.jpeg_quality} vs q{y.jpeg_quality}"
+    return f"{_format(x)} vs {_format(y)}"
 
 
 def _format(look: Look) -> str:

@@ -1,7 +1,8 @@
 """What a file of a duplicate group looks like to the `best` keeper (search/keeper.py).
 
 Each file is looked at once (decoded at a bounded size, with a central crop at full
-resolution): its real detail (pixels, unless it was upscaled), how it was stored (lossless,
+resolution): its pixels and the detail in their top octave (an upscaled copy has little), how
+it was stored (lossless,
 unless it carries the 8x8 blocks of an earlier JPEG; else its JPEG quality from the
 quantisation tables), sharpness (contrast-independent), colour, clipped highlights and shadows
 on its content, and dark flat margins touching the border (an added border, the black corners
@@ -27,29 +28,36 @@ class Look:
     """What a file looks like to the keeper (see the module docstring)."""
 
     pixels: int
-    upscale: float  # 1.0: native detail; 2.0: looks enlarged 2x
+    # Detail in the top octave (what halving and enlarging back loses, relative to the
+    # structure left): 0.4-0.6 for photos at their native scale, lower when blurred or enlarged.
+    detail: float
     lossless: bool
     jpeg_quality: int | None  # estimated from the quantisation tables
     blocky: bool  # a lossless file with JPEG blocks: saved from a JPEG
     sharpness: float  # Laplacian variance at a common scale
     colour: bool
     clipped: float  # share of pixels at pure black or white
-    margin: float  # share of the frame that is flat and touches the border
+    margin: int  # dark corners (1 each) and dark bands along an edge (2 each), see _dark_edges
     camera: bool  # EXIF make or model
     taken: str | None  # EXIF DateTimeOriginal
     format: str
-    # A central crop of up to 256 x 256 RGB pixels at full resolution: files with the same
-    # pixels (a lossless save of a JPEG) show the same crop, edits do not.
+    # A central crop of up to 256 x 256 RGB pixels at full resolution, and the whole frame at
+    # 48 x 48: files with the same pixels (a lossless save of a JPEG) show the same, edits not.
     crop: bytes = b""
+    thumb: bytes = b""
 
 
 def same_pixels(a: Look, b: Look) -> bool:
     """Whether two files show the same pixels (a lossless save of a JPEG, a pure re-tag)."""
     if a.pixels != b.pixels or not a.crop or len(a.crop) != len(b.crop):
         return False
-    x = np.frombuffer(a.crop, dtype=np.uint8).astype(np.int16)
-    y = np.frombuffer(b.crop, dtype=np.uint8).astype(np.int16)
-    return float(np.abs(x - y).mean()) < 0.25
+
+    def apart(p: bytes, q: bytes) -> float:
+        x = np.frombuffer(p, dtype=np.uint8).astype(np.int16)
+        y = np.frombuffer(q, dtype=np.uint8).astype(np.int16)
+        return float(np.abs(x - y).max(initial=0))
+
+    return apart(a.crop, b.crop) <= 3 and apart(a.thumb, b.thumb) <= 3
 
 
 def format_of(record: ImageRecord) -> str:
@@ -113,14 +121,12 @@ def _look(path: str, _size: int, _mtime_ns: int) -> Look:  # the file as of (siz
         dtype=np.uint8,
     )
     mask = content_mask(small)
-    # Dark flat margins only (black corners, letterboxing, a dark band): a white flat background
-    # is how cut-outs look, and JPEG noise makes a re-encoded one look less flat.
-    margin = 0.0 if mask is None else float(((mask == 0) & (small <= DARK)).mean())
+    margin = _dark_edges(small)
     content = np.ones(small.shape, dtype=bool) if mask is None else mask > 0
     levels = small[content] if content.any() else small.ravel()
     return Look(
         pixels=width * height,
-        upscale=_upscale(native),
+        detail=_top_octave(native),
         lossless=lossless,
         jpeg_quality=quality,
         blocky=lossless and _blocky(native),
@@ -132,6 +138,7 @@ def _look(path: str, _size: int, _mtime_ns: int) -> Look:  # the file as of (siz
         taken=str(taken) if taken else None,
         format=fmt,
         crop=central,
+        thumb=np.asarray(rgb.resize((48, 48), Image.Resampling.BOX), dtype=np.uint8).tobytes(),
     )
 
 
@@ -226,18 +233,16 @@ def _jpeg_quality(image: object) -> int | None:
     return int(_QUALITIES[int(np.abs(_TABLES - table[None, :]).mean(axis=1).argmin())])
 
 
-def _upscale(grey: np.ndarray) -> float:
-    """How enlarged the image looks: 1.0 when halving it and enlarging it back loses detail,
-    more when it loses almost none (an upscaled image has no top octave)."""
+def _top_octave(grey: np.ndarray) -> float:
+    """What halving and enlarging back loses, relative to the structure that is left."""
     if min(grey.shape) < 32:
-        return 1.0
+        return 0.5
     even = grey[: grey.shape[0] // 2 * 2, : grey.shape[1] // 2 * 2]
     half = even.reshape(even.shape[0] // 2, 2, even.shape[1] // 2, 2).mean(axis=(1, 3))
     back = np.repeat(np.repeat(half, 2, axis=0), 2, axis=1)
     detail = float(np.abs(even - back).mean())
     structure = float(np.abs(np.diff(half, axis=1)).mean()) + 1e-6
-    ratio = detail / structure  # ~0.3-0.5 for photos at native scale, ~0.1 when enlarged 2x
-    return 1.0 if ratio >= 0.2 else min(4.0, 0.4 / max(ratio, 0.1))
+    return detail / structure
 
 
 def _blocky(grey: np.ndarray) -> bool:
@@ -253,6 +258,22 @@ def _blocky(grey: np.ndarray) -> bool:
         return float(at / others)
 
     return ratio(columns) > 1.25 and ratio(rows) > 1.25
+
+
+def _dark_edges(small: np.ndarray) -> int:
+    """Black corners (a tilted copy's fill) count 1 each, dark bands along the top or bottom
+    edge (a caption band, letterboxing) 2 each. A photo's own dark sky is dark in its copies
+    too, so only a difference between two copies means something was added."""
+    height, width = small.shape
+    side = max(3, min(height, width) // 40)
+    corners = [small[:side, :side], small[:side, -side:], small[-side:, :side],
+               small[-side:, -side:]]  # fmt: skip
+    found = sum(1 for c in corners if c.max() <= DARK // 2 and c.std() <= 2.0)
+    band = max(2, height // 14)
+    for strip in (small[:band], small[-band:]):
+        if (strip <= DARK).mean() >= 0.8:
+            found += 2
+    return found
 
 
 def _sharpness(small: np.ndarray) -> float:

@@ -1,0 +1,184 @@
+"""Copy detection stage by stage: normalised scores, geometric verification, the pipeline on
+real photos and their edited copies (the bundled backbone), and queries that are copies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
+
+from search.cli import cli
+from search.copies.candidates import BETA, Descriptors, find_candidates
+from search.copies.verify import features_of, verify
+from tests.helpers import EXAMPLES
+
+PHOTOS = [EXAMPLES / n for n in ("coffee.jpg", "chelsea.jpg", "astronaut.jpg", "rocket.jpg")]
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def at_cosine(base: np.ndarray, cosine: float, rng: np.random.RandomState) -> np.ndarray:
+    other = rng.randn(len(base)).astype(np.float32)
+    orthogonal = unit(other - (other @ base) * base)
+    return unit(cosine * base + np.sqrt(1 - cosine**2) * orthogonal)
+
+
+def test_a_pair_in_a_crowd_scores_lower_than_a_closer_pair_alone() -> None:
+    """Score normalisation: among look-alikes two images must be much closer to count."""
+    rng = np.random.RandomState(0)
+    dim = 48
+    centre = unit(rng.randn(dim))
+    crowd = np.stack([at_cosine(centre, 0.95, rng) for _ in range(30)])  # look-alikes
+    others = unit(rng.randn(40, dim))  # everything else: unrelated
+    lonely = at_cosine(others[0], 0.85, rng)  # a copy of one of them, at cosine 0.85
+    vectors = np.concatenate([crowd, others, lonely[None]])
+    ids = np.arange(1, len(vectors) + 1, dtype=np.int64)
+    found = find_candidates(Descriptors(ids, vectors))
+    pairs = found.pairs.tolist()
+    crowd_rows = [m for m, (a, b) in enumerate(pairs) if a < 30 and b < 30]
+    best_crowd = max(crowd_rows, key=lambda m: found.cosine[m])
+    copy = pairs.index([30, len(vectors) - 1])
+    assert found.cosine[best_crowd] > found.cosine[copy]  # the look-alikes are closer ...
+    assert found.score[copy] > found.score[best_crowd]  # ... but the copy scores higher
+    assert 0 < BETA <= 1
+
+
+def edits(photo: Path, folder: Path) -> dict[str, Path]:
+    """The original and copies of it, written as a user's tools would."""
+    image = Image.open(photo).convert("RGB")
+    w, h = image.size
+    made = {"original": folder / photo.name}
+    image.save(made["original"], quality=95)
+
+    def save(name: str, edited: Image.Image, quality: int = 90) -> None:
+        made[name] = folder / f"{photo.stem}-{name}.jpg"
+        edited.save(made[name], quality=quality)
+
+    save("crop-60", image.crop((w // 5, h // 5, w - w // 5, h - h // 5)))
+    save("corner", image.crop((0, 0, w // 2, h // 2)))
+    canvas = Image.new("RGB", (w, h), (40, 90, 160))
+    canvas.paste(image.resize((w // 2, h // 2)), (w // 4, h // 3))
+    save("pasted", canvas)
+    save("grayscale", ImageOps.grayscale(image).convert("RGB"))
+    save("blur", image.filter(ImageFilter.GaussianBlur(2)))
+    save("q10", image, quality=10)
+    save("turned", image.rotate(90, expand=True))
+    save("mirror", ImageOps.mirror(image))
+    banded = image.copy()
+    ImageDraw.Draw(banded).rectangle((0, h - h // 7, w, h), fill=(15, 15, 15))
+    save("band", banded)
+    return made
+
+
+def test_verification_maps_copies_and_refuses_other_photos(tmp_path: Path) -> None:
+    made = edits(PHOTOS[0], tmp_path)
+    original = features_of(str(made["original"]))
+    for name in ("crop-60", "corner", "pasted", "grayscale", "turned", "band", "q10"):
+        check = verify(original, features_of(str(made[name])))
+        assert check.verified, (name, check)
+    mirror = verify(original, features_of(str(made["mirror"]), mirror=True), mirrored=True)
+    assert mirror.verified  # against the mirror image of the copy
+    for other in PHOTOS[1:]:
+        assert not verify(original, features_of(str(other))).verified
+    # A crop's keypoints cover its own frame, and only part of its source's.
+    crop = verify(original, features_of(str(made["corner"])))
+    assert crop.coverage_b > 2 * crop.coverage_a
+
+
+def test_a_shared_caption_band_is_not_a_copy(tmp_path: Path) -> None:
+    """Two different photos with the same overlaid band of text: matches on the band alone
+    cover little of either frame."""
+    bands = []
+    for photo in PHOTOS[:2]:
+        image = Image.open(photo).convert("RGB").resize((480, 320))
+        draw = ImageDraw.Draw(image)
+        draw.rectangle((0, 270, 480, 320), fill=(20, 20, 20))
+        for x in range(0, 480, 120):
+            draw.text((x + 8, 285), "© Holiday 2026", fill=(255, 255, 255))
+        bands.append(tmp_path / f"{photo.stem}-band.jpg")
+        image.save(bands[-1], quality=90)
+    check = verify(features_of(str(bands[0])), features_of(str(bands[1])))
+    assert not check.verified, check
+
+
+@pytest.fixture(scope="module")
+def copies_home(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, dict[str, dict[str, Path]]]:
+    folder = tmp_path_factory.mktemp("photos")
+    sets = {photo.stem: edits(photo, folder) for photo in PHOTOS[:3]}
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    home = tmp_path_factory.mktemp("home")
+    result = CliRunner().invoke(cli, ["--home", str(home), "index", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    return home, sets
+
+
+def test_plain_dupes_finds_the_edited_copies_and_keeps_the_originals(
+    copies_home: tuple[Path, dict[str, dict[str, Path]]],
+) -> None:
+    home, sets = copies_home
+    result = CliRunner().invoke(cli, ["--home", str(home), "dupes", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["mode"] == "copies"
+    groups = {Path(g["keep"]["path"]).name: {Path(m["path"]).name for m in g["members"]}
+              for g in data["groups"]}  # fmt: skip
+    for stem, made in sets.items():
+        expected = {p.name for name, p in made.items() if name != "original"}
+        assert made["original"].name in groups, (stem, groups)
+        found = groups[made["original"].name]
+        assert found <= expected | {p.name for m in sets.values() for p in m.values()}
+        assert len(found & expected) >= len(expected) - 1, (stem, expected - found)
+        assert not found - expected, f"a copy of another photo joined {stem}: {found - expected}"
+
+
+def test_queries_that_are_a_crop_or_a_pasted_copy_find_the_photo_first(
+    copies_home: tuple[Path, dict[str, dict[str, Path]]], tmp_path: Path
+) -> None:
+    home, sets = copies_home
+    coffee = sets["coffee"]["original"]
+    image = Image.open(coffee).convert("RGB")
+    w, h = image.size
+    crop = tmp_path / "crop.jpg"
+    image.crop((w // 3, h // 4, w // 3 + w // 2, h // 4 + h // 2)).save(crop, quality=80)
+    canvas = Image.new("RGB", (w, h), (240, 240, 240))
+    canvas.paste(image.resize((w * 2 // 5, h * 2 // 5)), (w // 2, h // 2))
+    pasted = tmp_path / "pasted.jpg"
+    canvas.save(pasted, quality=80)
+    for query in (crop, pasted):
+        result = CliRunner().invoke(cli, ["--home", str(home), "query", str(query), "--json"])
+        assert result.exit_code == 0, result.output
+        top = json.loads(result.stdout)["results"][0]
+        assert Path(top["path"]).stem.startswith("coffee"), (query.name, top)
+        assert top.get("verified", 0) > 0
+
+
+def test_a_file_that_cannot_be_read_again_leaves_its_pairs_unverified(
+    copies_home: tuple[Path, dict[str, dict[str, Path]]], tmp_path: Path
+) -> None:
+    import shutil
+    import sqlite3
+
+    home, sets = copies_home
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    with sqlite3.connect(copy / "catalog.sqlite") as db:  # nothing verified from the caches
+        db.execute("DELETE FROM results_cache")
+        db.execute("DELETE FROM local_features")
+    moved = sets["chelsea"]["corner"]
+    backup = tmp_path / "corner.jpg"
+    shutil.move(moved, backup)  # gone since it was indexed
+    try:
+        result = CliRunner().invoke(cli, ["--home", str(copy), "dupes", "--json"])
+    finally:
+        shutil.move(backup, moved)
+    assert result.exit_code == 0, result.output
+    assert f"could not read {moved} again" in result.stderr
+    assert json.loads(result.stdout)["groups"]  # everything else is still found

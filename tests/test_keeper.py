@@ -1,0 +1,103 @@
+"""The `best` keeper on real photos and one edited copy each: the original is kept, and the
+reason names the signal that decided."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
+
+from indexer.scan import content_hash
+from search.copies.decide import Edge
+from search.copies.verify import features_of, verify
+from search.keeper import choose_best
+from store import ImageRecord
+from tests.helpers import EXAMPLES
+
+Edit = Callable[[Image.Image], Image.Image]
+
+
+def _crop(im: Image.Image) -> Image.Image:
+    w, h = im.size
+    return im.crop((w // 5, h // 5, w - w // 5, h - h // 5))
+
+
+def _pasted(im: Image.Image) -> Image.Image:
+    canvas = Image.new("RGB", im.size, (200, 180, 160))
+    canvas.paste(im.resize((im.width // 2, im.height // 2)), (im.width // 4, im.height // 4))
+    return canvas
+
+
+def _tilted(im: Image.Image) -> Image.Image:
+    return im.rotate(5, resample=Image.Resampling.BICUBIC, fillcolor=(0, 0, 0))
+
+
+def _band(im: Image.Image) -> Image.Image:
+    out = im.copy()
+    ImageDraw.Draw(out).rectangle((0, im.height * 6 // 7, im.width, im.height), fill=(10, 10, 10))
+    return out
+
+
+def _upscaled(im: Image.Image) -> Image.Image:
+    return im.resize((im.width * 2, im.height * 2), Image.Resampling.BICUBIC)
+
+
+# edit -> (how the copy is made, JPEG quality of the copy, a word the reason must contain)
+CASES: dict[str, tuple[Edit, int, str]] = {
+    "crop": (_crop, 95, "contains"),
+    "pasted-thumbnail": (_pasted, 95, "detail of the shared picture"),
+    "re-encode": (lambda im: im, 50, "q95 vs q50"),
+    "resize": (lambda im: im.resize((im.width // 2, im.height // 2)), 95, "detail"),
+    "upscale": (_upscaled, 95, "enlargement"),
+    "tilt-black-corners": (_tilted, 95, "corners"),
+    "caption-band": (_band, 95, "band"),
+    "grayscale": (lambda im: ImageOps.grayscale(im).convert("RGB"), 95, "grayscale"),
+    "blur": (lambda im: im.filter(ImageFilter.GaussianBlur(2.5)), 95, "sharper"),
+    "brightness": (lambda im: ImageEnhance.Brightness(im).enhance(1.8), 95, "clipped"),
+}
+
+
+def record(path: Path, image_id: int) -> ImageRecord:
+    st = path.stat()
+    with Image.open(path) as image:
+        width, height = image.size
+    return ImageRecord(image_id, str(path), st.st_size, st.st_mtime_ns,
+                       content_hash(path.read_bytes()), width, height)  # fmt: skip
+
+
+@pytest.mark.parametrize("edit", CASES, ids=str)
+@pytest.mark.parametrize("photo", ["chelsea.jpg", "coffee.jpg"])
+def test_the_original_is_kept_and_the_reason_names_why(edit: str, photo: str,
+                                                       tmp_path: Path) -> None:  # fmt: skip
+    make, quality, word = CASES[edit]
+    image = Image.open(EXAMPLES / photo).convert("RGB")
+    original, copy = tmp_path / "original.jpg", tmp_path / f"{edit}.jpg"
+    image.save(original, quality=95)
+    make(image).save(copy, quality=quality)
+    # The copy is the older file: the keeper must not win by date.
+    os.utime(original, (2_000_000_000, 2_000_000_000))
+    os.utime(copy, (1_000_000_000, 1_000_000_000))
+    a, b = record(original, 1), record(copy, 2)
+    check = verify(features_of(a.path), features_of(b.path))
+    edges = [Edge(1, 2, 0.5, 0.9, 0, check if check.verified else None)]
+    kept, reason = choose_best([b, a], edges)
+    assert kept.path == a.path, (edit, reason)
+    assert word in reason, (edit, reason)
+
+
+def test_same_bytes_and_copies_that_cannot_be_told_apart(tmp_path: Path) -> None:
+    image = Image.open(EXAMPLES / "coffee.jpg").convert("RGB")
+    first, second = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    image.save(first, quality=90)
+    second.write_bytes(first.read_bytes())
+    os.utime(first, (2_000_000_000, 2_000_000_000))
+    os.utime(second, (1_000_000_000, 1_000_000_000))
+    kept, reason = choose_best([record(first, 1), record(second, 2)], [])
+    assert kept.path == str(second) and "same bytes" in reason  # the older file of the two
+    mirror = tmp_path / "mirror.jpg"
+    ImageOps.mirror(image).save(mirror, quality=90)
+    _, why = choose_best([record(first, 1), record(mirror, 3)], [])
+    assert "either could be kept" in why
