@@ -210,7 +210,14 @@ def undo(journal: Path) -> UndoReport:
         with Store.open(str(home), writable=True) as store:
             reindexed = store.restore_paths(str(journal), restored)
             store.flush()
-    with open(journal, "a", encoding="utf-8") as log:
+    with open(journal, "a+", encoding="utf-8") as log:
+        log.seek(0, os.SEEK_END)
+        if log.tell():  # after a torn last line, the marker starts a line of its own
+            log.seek(log.tell() - 1)
+            ends = log.read(1) == "\n"
+            log.seek(0, os.SEEK_END)
+            if not ends:
+                log.write("\n")
         append_entry(log, {"undone": time.time()})
     return UndoReport(restored, not_restored, unlinked, torn, False, reindexed)
 

@@ -25,6 +25,7 @@ from search.cli_common import (
     IMAGE_ID,
     ByteSize,
     FiniteFloat,
+    OneLineGroup,
     add_home_option,
     domain_errors,
     model_options,
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from indexer.session import IndexReport
 
 
-@click.group()
+@click.group(cls=OneLineGroup)
 @click.option("--home", envvar="IMGSEARCH_HOME", type=click.Path(file_okay=False), help=HOME_HELP)
 @click.option("-v", "--verbose", is_flag=True, help="More detail on stderr.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")

@@ -39,6 +39,40 @@ FLAGS = frozenset(
 )
 
 
+class OneLineUsage(click.UsageError):
+    """A usage error as one line (the command's --help has the rest), exit code 2."""
+
+    def show(self, file: Any = None) -> None:
+        where = f" (see `imgsearch {self.ctx.info_name} --help`)" if self.ctx else ""
+        if self.ctx is not None and self.ctx.parent is None:
+            where = " (see `imgsearch --help`)"
+        click.echo(f"imgsearch: {self.format_message()}{where}", err=True)
+
+
+class OneLineGroup(click.Group):
+    """A group whose usage errors, its own and its commands', are one line on stderr."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            raise _one_line(exc) from exc
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OneLineUsage:
+            raise
+        except click.UsageError as exc:
+            raise _one_line(exc) from exc
+
+
+def _one_line(exc: click.UsageError) -> OneLineUsage:
+    made = OneLineUsage(exc.format_message() if isinstance(exc, click.BadParameter)
+                        else exc.message, exc.ctx)  # fmt: skip
+    return made
+
+
 class DomainError(click.ClickException):
     """One line on stderr, exit code 1."""
 

@@ -176,11 +176,12 @@ def make_engine(path: Path, read_only: bool = False) -> Engine:
         # Let SQLAlchemy, not pysqlite, start transactions (see _begin below).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # First: setting the journal mode may have to wait for a writer too.
+        cursor.execute("PRAGMA busy_timeout=30000")
         if not read_only:
             cursor.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL survives a killed process (only power loss can drop the last commits).
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
     @event.listens_for(engine, "begin")
