@@ -328,3 +328,84 @@ def test_cli_json_csv_html_and_actions(tmp_path: Path) -> None:
     assert runner.invoke(cli, ["--home", home, "dupes", "1", "2"]).exit_code == 2
     both = ["--home", home, "dupes", "--delete", "--move-to", "x"]
     assert runner.invoke(cli, both).exit_code == 2
+
+
+def test_a_plan_file_with_an_edited_keeper_is_applied_through_the_same_planner(
+    tmp_path: Path,
+) -> None:
+    store, ids, photos = build(tmp_path)
+    store.close()
+    home = str(tmp_path / "home")
+    runner = CliRunner()
+    plan = json.loads(runner.invoke(cli, ["--home", home, "dupes", "--threshold", "0.9",
+                                          "--keep", "largest", "--json"]).stdout)  # fmt: skip
+    near = next(g for g in plan["groups"] if g["keep"]["id"] == ids["b.jpg"])
+    b1 = next(m for m in near["members"] if m["id"] == ids["b1.jpg"])
+    near["members"] = [m for m in near["members"] if m is not b1] + [near["keep"]]
+    near["keep"] = b1  # a person chose another copy to keep
+    edited = tmp_path / "plan.json"
+    edited.write_text(json.dumps(plan))
+    dry = runner.invoke(cli, ["--home", home, "apply", str(edited), "--move-to",
+                              str(tmp_path / "moved")])  # fmt: skip
+    assert dry.exit_code == 0 and "would move" in dry.stdout and "freeing" in dry.stderr
+    assert (photos / "b.jpg").is_file()
+    done = runner.invoke(cli, ["--home", home, "apply", str(edited), "--move-to",
+                               str(tmp_path / "moved"), "--yes"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert (photos / "b1.jpg").is_file() and not (photos / "b.jpg").exists()  # b1 was kept
+    assert (tmp_path / "moved" / "b.jpg").is_file()
+    twice = dict(plan)
+    twice["groups"] = [near, near]
+    edited.write_text(json.dumps(twice))
+    refused = runner.invoke(cli, ["--home", home, "apply", str(edited), "--delete", "--yes"])
+    assert refused.exit_code == 1 and "more than one group" in refused.stderr
+
+
+def test_trash_is_the_removal_and_undo_brings_files_and_rows_back(tmp_path: Path) -> None:
+    store, _ids, photos = build(tmp_path)
+    before = tree_digest(photos)
+    ids_before = {p: r.id for p, r in store.file_states().items()}
+    store.close()
+    home = str(tmp_path / "home")
+    runner = CliRunner()
+    trashed = runner.invoke(cli, ["--home", home, "dupes", "--threshold", "0.9", "--keep",
+                                  "largest", "--trash", "--yes"])  # fmt: skip
+    assert trashed.exit_code == 0, trashed.output
+    assert "trashed" in trashed.stdout and not (photos / "b1.jpg").exists()
+    trash = Path(os.environ["XDG_DATA_HOME"]) / "Trash"
+    assert list((trash / "files").glob("b1*.jpg")) and list((trash / "info").glob("b1*"))
+    with Store.open(tmp_path / "home") as reopened:
+        assert str(photos / "b1.jpg") not in reopened.file_states()
+    journal = trashed.stderr.split("journal: ")[1].split(" ")[0]
+    undone = runner.invoke(cli, ["undo", journal])
+    assert undone.exit_code == 0, undone.output
+    assert tree_digest(photos) == before
+    with Store.open(tmp_path / "home") as reopened:  # the same ids, no re-embedding
+        assert {p: r.id for p, r in reopened.file_states().items()} == ids_before
+        assert reopened.count() == reopened.faiss_count()
+
+
+def test_undo_tells_the_truth_about_links_and_folders_it_made(tmp_path: Path) -> None:
+    store, _ids, _photos = build(tmp_path)
+    store.close()
+    home = str(tmp_path / "home")
+    runner = CliRunner()
+    links = tmp_path / "review" / "deep"
+    made = runner.invoke(cli, ["--home", home, "dupes", "--threshold", "0.9", "--keep",
+                               "largest", "--symlink-to", str(links), "--yes"])  # fmt: skip
+    journal = made.stderr.split("journal: ")[1].split(" ")[0]
+    undone = runner.invoke(cli, ["undo", journal])
+    assert undone.exit_code == 0 and "no file had moved" in undone.stdout
+    assert not (tmp_path / "review").exists()  # the folders it created went too
+    again = runner.invoke(cli, ["undo", journal])
+    assert again.exit_code == 0 and "nothing to restore" in again.stdout
+
+
+def test_asking_again_with_other_outputs_uses_the_cached_pairs(tmp_path: Path) -> None:
+    store, _, _ = build(tmp_path)
+    first = find_duplicates(store, DupeOptions(threshold=0.9, keep=LARGEST))
+    again = find_duplicates(store, DupeOptions(threshold=0.9, keep=LARGEST))
+    assert not first.cached and again.cached
+    assert [g.keep.id for g in first.groups] == [g.keep.id for g in again.groups]
+    other = find_duplicates(store, DupeOptions(threshold=0.8, keep=LARGEST))
+    assert not other.cached  # other options: computed again

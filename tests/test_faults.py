@@ -233,8 +233,11 @@ def test_undo_restores_every_complete_entry_of_a_torn_journal(indexed: Path,
         (["query", "--id", "99999999999999999999"], 2, "--id"),
         (["dupes", "--threshold", "nan"], 2, "is not a number from"),
         (["query", "--id", "1", "--min-score", "nan"], 2, "is not a number from"),
-        (["--home", "NEW", "index", ".", "--weights", "WEIGHTS"], 1,
-         "not EfficientNet-Lite0 weights"),
+        (
+            ["--home", "NEW", "index", ".", "--weights", "WEIGHTS"],
+            1,
+            "not EfficientNet-Lite0 weights",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], code: int,

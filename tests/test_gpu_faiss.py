@@ -10,7 +10,7 @@ import pytest
 
 from store import faiss_has_gpu
 from store.gpu import gpu_for, products
-from store.pairs import similar_pairs
+from store.pairs import EXACT_LIMIT, nearest, similar_pairs
 from tests.helpers import clustered_with_duplicates
 from tests.test_index_types import DIM, fill, queries_near
 
@@ -57,9 +57,15 @@ def test_gpu_search_matches_the_cpu(kind: str, tmp_path: Path) -> None:
 
 
 @needs_gpu
-def test_gpu_self_join_matches_the_cpu() -> None:
-    vectors = clustered_with_duplicates(3000, DIM, seed=10)
-    ids = np.arange(1, 3001, dtype=np.int64)
-    cpu = {(a, b) for a, b, _ in similar_pairs(ids, vectors, 0.9)}
-    gpu = {(a, b) for a, b, _ in similar_pairs(ids, vectors, 0.9, gpu=gpu_for("cuda"))}
-    assert len(cpu ^ gpu) <= 0.001 * max(1, len(cpu))
+def test_gpu_self_join_and_nearest_match_the_cpu() -> None:
+    """Above EXACT_LIMIT, so the k-means cells (trained on the GPU) are used."""
+    n = EXACT_LIMIT + 5000
+    vectors = clustered_with_duplicates(n, DIM, seed=10)
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    gpu = gpu_for("cuda")
+    cpu_pairs = {(a, b) for a, b, _ in similar_pairs(ids, vectors, 0.9)}
+    gpu_pairs = {(a, b) for a, b, _ in similar_pairs(ids, vectors, 0.9, gpu=gpu)}
+    assert len(cpu_pairs ^ gpu_pairs) <= 0.01 * max(1, len(cpu_pairs))
+    cpu_near, _ = nearest(vectors[:2000], 5)
+    gpu_near, _ = nearest(vectors[:2000], 5, gpu=gpu)
+    assert (cpu_near == gpu_near).mean() >= 0.99
