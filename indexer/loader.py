@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +21,7 @@ from indexer.dataset import Batch, DecodeDataset, collate
 
 PREFETCH = 4  # batches decoded ahead, per worker
 NICE = 19
+ORPHAN_POLL_S = 1.0
 _DATASET: DecodeDataset | None = None  # the workers' copy (set by the pool's initializer)
 
 
@@ -32,10 +35,9 @@ def decoded_batches(dataset: DecodeDataset, batch_size: int, workers: int,
         for start, end in ranges:
             yield _pinned(collate([dataset[i] for i in range(start, end)]), pin)
         return
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
     window = PREFETCH * workers
-    with context.Pool(workers, initializer=_adopt, initargs=(dataset,)) as pool:
+    pool = _context().Pool(workers, initializer=_adopt, initargs=(dataset, os.getpid()))
+    with pool:
         # A sliding window of tasks: decoding stays ahead of the model by at most `window`
         # batches (pool.imap would queue them all and hold every decoded batch).
         pending = deque(pool.apply_async(_decode_range, (r,)) for r in ranges[:window])
@@ -46,14 +48,35 @@ def decoded_batches(dataset: DecodeDataset, batch_size: int, workers: int,
             yield _pinned(pending.popleft().get(), pin)
 
 
-def _adopt(dataset: DecodeDataset) -> None:
+def _context() -> Any:
+    """Forked workers where the OS allows (they inherit the dataset for free), spawned ones
+    elsewhere."""
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method)
+
+
+def _adopt(dataset: DecodeDataset, parent: int) -> None:
     global _DATASET
     _DATASET = dataset
+    _exit_with_parent(parent)
     if hasattr(os, "nice"):
         # The model's threads work in lockstep: a decoder taking one of their cores stalls
         # them all. At a lower priority decoding fills the gaps instead (bench/RESULTS.md).
         with contextlib.suppress(OSError):
             os.nice(NICE)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the run that started it is gone, kill -9 included: a pool worker
+    holds both ends of its task pipe, so it may never see the end of its input and would wait
+    forever, orphaned (tests/test_kill.py)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="imgsearch-orphan-watch", daemon=True).start()
 
 
 def _decode_range(bounds: tuple[int, int]) -> Batch:

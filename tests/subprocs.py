@@ -45,3 +45,23 @@ def wait_for(process: subprocess.Popen[str], home: Path, at_least: int) -> None:
     while (not catalog.is_file() or len(committed(home)) < at_least) and process.poll() is None:
         assert time.monotonic() < deadline, "the index run made no progress"
         time.sleep(0.005)
+
+
+def survivors(home: Path, grace: float = 10.0) -> list[int]:
+    """Processes still running with `home` in their command line after `grace` seconds (Linux:
+    read from /proc; elsewhere none are seen)."""
+    proc = Path("/proc")
+    deadline = time.monotonic() + grace
+    while True:
+        alive = []
+        for entry in proc.glob("[0-9]*") if proc.is_dir() else []:
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if os.fsencode(str(home)) in cmdline and state != "Z":
+                alive.append(int(entry.name))
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)

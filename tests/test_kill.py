@@ -11,7 +11,7 @@ import pytest
 
 from store import Store
 from tests.helpers import shapes
-from tests.subprocs import committed, start_index, wait_for
+from tests.subprocs import committed, start_index, survivors, wait_for
 
 N_IMAGES = 60
 
@@ -39,6 +39,8 @@ def test_kill_9_at_several_points_then_resume(tmp_path: Path, tiny_checkpoint: P
         assert process.returncode == -signal.SIGKILL, (
             process.stderr.read() if process.stderr else ""
         )
+        # The decoding workers end with the run that started them: none is left orphaned.
+        assert survivors(home) == []
         now = committed(home)
         # Rows committed before a kill survive it with their ids: nothing is lost or redone.
         assert kept.items() <= now.items()
