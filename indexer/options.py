@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from store.errors import InvalidOption
+
 DEFAULT_MODEL = "effnet-lite0"
 # A 200 MP photo (the largest phone sensors) fits; a PNG that declares 100,000 x 100,000 does not.
 DEFAULT_MAX_PIXELS = 250_000_000
@@ -22,6 +24,22 @@ class Compute:
     device: str = "auto"
     precision: str = "auto"
     runtime: str = "auto"
+
+    def __post_init__(self) -> None:
+        """Refused when asked, before any model is loaded (or a command that needs none runs)."""
+        index = self.device.removeprefix("cuda:")
+        if self.device not in ("auto", "cpu", "mps", "cuda") and not (
+            self.device.startswith("cuda:") and index.isdigit()
+        ):
+            raise InvalidOption(
+                f"{self.device}: not a device (auto, cpu, cuda, cuda:N, mps)", field="device"
+            )
+        for name, value, allowed in (("runtime", self.runtime, RUNTIMES),
+                                     ("precision", self.precision, PRECISIONS)):  # fmt: skip
+            if value not in allowed:
+                raise InvalidOption(
+                    f"must be one of {', '.join(allowed)}, got {value!r}", field=name
+                )
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from indexer.decode import Pixels, Preprocess
-from indexer.options import PRECISIONS, RUNTIMES, Compute
+from indexer.options import Compute
 from indexer.spec import ModelSpec
 from store import InvalidOption, Tag, Vectors
 
@@ -67,27 +67,8 @@ def has_cuda_driver() -> bool:
     return Path("/proc/driver/nvidia/version").exists()
 
 
-def check_device(name: str) -> None:
-    """auto, cpu, mps, cuda or cuda:N; anything else is refused before a model is loaded."""
-    index = name.removeprefix("cuda:")
-    if name not in ("auto", "cpu", "mps", "cuda") and not (
-        name.startswith("cuda:") and index.isdigit()
-    ):
-        raise InvalidOption(f"{name}: not a device (auto, cpu, cuda, cuda:N, mps)", field="device")
-
-
 def resolve_runtime(compute: Compute) -> str:
-    """torch or onnx, for what `compute` asks."""
-    check_device(compute.device)
-    if compute.runtime not in RUNTIMES:
-        raise InvalidOption(
-            f"must be one of {', '.join(RUNTIMES)}, got {compute.runtime!r}", field="runtime"
-        )
-    if compute.precision not in PRECISIONS:
-        raise InvalidOption(
-            f"must be one of {', '.join(PRECISIONS)}, got {compute.precision!r}",
-            field="precision",
-        )
+    """torch or onnx, for what `compute` asks (its values were checked when it was made)."""
     on_cpu = compute.device == "cpu" or (compute.device == "auto" and not has_cuda_driver())
     if compute.runtime == "onnx":
         if not on_cpu:

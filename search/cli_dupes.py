@@ -57,6 +57,12 @@ class Outputs:
     csv_file: Path | None
     html_file: Path | None
 
+    def __post_init__(self) -> None:
+        """A report that could not be written is refused before the search, not after it."""
+        for path in (self.csv_file, self.html_file):
+            if path is not None and not path.parent.is_dir():
+                raise DomainError(f"{path}: no folder {path.parent} to write it in")
+
 
 @dataclass(frozen=True)
 class ActionRequest:

@@ -228,8 +228,11 @@ def test_undo_restores_every_complete_entry_of_a_torn_journal(indexed: Path,
     ("args", "code", "words"),
     [
         (["dupes", "--keep", "bogus"], 2, "is not one of"),
-        (["dupes", "--csv", "/no/such/folder/d.csv"], 1, "No such file or directory"),
-        (["dupes", "--html", "/no/such/folder/d.html"], 1, "No such file or directory"),
+        # Refused before the search (and its notices), not after it.
+        (["dupes", "--csv", "/no/such/folder/d.csv"], 1, "no folder /no/such/folder"),
+        (["dupes", "--html", "/no/such/folder/d.html"], 1, "no folder /no/such/folder"),
+        # Refused even where no model is loaded.
+        (["query", "--id", "1", "--device", "gpu0"], 2, "gpu0: not a device"),
         (["query", "--id", "99999999999999999999"], 2, "--id"),
         (["dupes", "--threshold", "nan"], 2, "is not a number from"),
         (["query", "--id", "1", "--min-score", "nan"], 2, "is not a number from"),
