@@ -143,6 +143,11 @@ def main() -> None:
                                "images": len(rows), "index_seconds": round(index_seconds, 1),
                                "index_report": {"added": report.added, "failed": len(report.failed),
                                                 "runtime": report.runtime}}  # fmt: skip
+        catalog = home / "catalog.sqlite"
+        out["store_bytes_per_image"] = round(
+            sum(p.stat().st_size for p in home.iterdir() if p.is_file()) / len(rows)
+        )
+        out["catalog_bytes_per_image"] = round(catalog.stat().st_size / len(rows))
         with Store.open(home) as store:
             for name, options in (("dupes", DupeOptions()),
                                   ("dupes_rotations", DupeOptions(rotations=True))):  # fmt: skip
@@ -154,6 +159,9 @@ def main() -> None:
                 find_duplicates(store, replace(options))  # the cached pairs
                 out[name] = {**scores, "threshold": found.threshold,
                              "verified_pairs": found.checked, "seconds": round(seconds, 1),
+                             "features_seconds": round(found.feature_seconds, 1),
+                             "verify_ms_per_pair": round(1000 * found.verify_seconds
+                                                         / max(1, found.checked), 2),
                              "seconds_again": round(time.perf_counter() - again, 2)}  # fmt: skip
             out["query_path"] = query_scores(store, folder, rows)
         if not args.no_outside:

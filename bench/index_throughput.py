@@ -1,12 +1,13 @@
 """`index` end to end against what the CPU allows, for `--runtime torch` and the default.
 
     python bench/index_throughput.py [--count 200] [--model effnet-lite0 | NETWORK --size S]
+                                     [--device cuda --batch-size 256]
 
 On the same photo-sized JPEGs (2-12 MP), in one run, for each runtime: the bare forward rate
 (the embedder alone on decoded pixels, with the regional views and tags `index` computes), the
 CPU seconds per image of the model and of the decoder (read, hash, draft decode, resize), the
 ceiling they imply on this many cores (cores / (model + decode CPU seconds)), and `index` end to
-end as a share of that ceiling. Prints JSON with the machine it ran on. A Birder network other
+end as a share of that ceiling (on CUDA the CPU figures cover the host side only). Prints JSON with the machine it ran on. A Birder network other
 than the default runs with random weights (the same compute as the real ones).
 """
 
@@ -74,7 +75,7 @@ def _stat(path: Path) -> Any:
 
 def measure(runtime: str, args: argparse.Namespace, photos: list[Path],
             weights: Path | None) -> dict[str, Any]:  # fmt: skip
-    model = ModelOptions(args.model, weights, None, Compute("cpu", args.precision, runtime),
+    model = ModelOptions(args.model, weights, None, Compute(args.device, args.precision, runtime),
                          args.batch_size)  # fmt: skip
     embedder = load_embedder(resolve_model(model, None), labels=True)
     costs = model_costs(embedder, photos[:8], args.batch_size, max(4, args.count // 32))
@@ -117,6 +118,7 @@ def main() -> None:
     )
     parser.add_argument("--size", type=int, default=224, help="input size of a Birder network")
     parser.add_argument("--runtimes", default="torch,auto")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda (bench/gpu_check.sh)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     photos = make_photos(args.count, ROOT / "bench" / "out" / "photos")
@@ -133,6 +135,7 @@ def main() -> None:
     megapixels = [_megapixels(p) for p in photos]
     out: dict[str, Any] = {
         "benchmark": "index_throughput", "model": args.model, "images": len(photos),
+        "device": args.device,
         "megapixels": {"min": min(megapixels), "max": max(megapixels),
                        "mean": round(sum(megapixels) / len(megapixels), 2)},
         "batch_size": args.batch_size,

@@ -40,7 +40,7 @@ def one_run(count: int) -> dict[str, float]:
     """Runs in a child process: make files, index them, report peak RSS in MiB."""
     import logging
 
-    from indexer.options import IndexOptions, ModelChoice
+    from indexer.options import IndexOptions, ModelOptions
     from indexer.pipeline import index_folders
     from tests.helpers import TINY_NETWORK, save_tiny_checkpoint
 
@@ -50,7 +50,7 @@ def one_run(count: int) -> dict[str, float]:
         make_files(folder, count)
         weights = save_tiny_checkpoint(Path(tmp))
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        options = IndexOptions(model=ModelChoice(TINY_NETWORK, weights), batch_size=64)
+        options = IndexOptions(model=ModelOptions(TINY_NETWORK, weights, batch_size=64))
         started = time.perf_counter()
         report = index_folders(Path(tmp) / "home", [str(folder)], options)
         seconds = time.perf_counter() - started

@@ -111,7 +111,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as home:
         started = time.perf_counter()
-        with Store.open_for_model(Path(home), "synthetic", args.dim) as store:
+        with Store.create(Path(home), "synthetic", args.dim) as store:
             fill(store, vectors)
         insert = time.perf_counter() - started
         for kind in args.kinds.split(","):

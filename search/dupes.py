@@ -54,6 +54,8 @@ class Found:
     calibrated: bool  # the threshold is the model card's calibrated value
     checked: int = 0  # pairs verified with local features
     cached: bool = False  # the pairs came from the catalog's cache
+    feature_seconds: float = 0.0  # reading images again and extracting their local features
+    verify_seconds: float = 0.0  # matching and RANSAC over the `checked` pairs
 
 
 def find_duplicates(store: Store, options: DupeOptions) -> Found:
@@ -65,6 +67,7 @@ def find_duplicates(store: Store, options: DupeOptions) -> Found:
     representatives = {h: min(files, key=lambda r: r.id) for h, files in by_hash.items()}
     edges: list[Edge] = []
     mode, threshold, calibrated, checked, cached = "exact", 1.0, True, 0, False
+    seconds = (0.0, 0.0)
     if not options.exact_only:
         ids = sorted(r.id for r in representatives.values())
         key = _cache_key(store, options)
@@ -75,11 +78,12 @@ def find_duplicates(store: Store, options: DupeOptions) -> Found:
         else:
             mode, threshold, calibrated, decided = _pairs(store, ids, options)
             edges, checked = decided.edges, decided.checked
+            seconds = (decided.feature_seconds, decided.verify_seconds)
             store.cache(key, _to_cache(mode, threshold, calibrated, decided))
     similarity = _similarity(store, representatives) if edges else None
     choose = _respecting(store.chosen_keepers(), options.keep.chooser(similarity))
     groups = build_groups(records, edges, store.ignored_pairs(), choose)
-    return Found(mode, threshold, groups, calibrated, checked, cached)
+    return Found(mode, threshold, groups, calibrated, checked, cached, *seconds)
 
 
 def _respecting(chosen: set[str], choose: Chooser) -> Chooser:
