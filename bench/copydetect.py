@@ -125,6 +125,19 @@ def _top1(per_edit: dict[str, list[bool]]) -> dict[str, Any]:
     }
 
 
+def cache_sizes(catalog: Path, images: int) -> dict[str, dict[str, int]]:
+    """What `dupes` cached by content: how many contents, bytes each, bytes per indexed image."""
+    import sqlite3
+
+    with sqlite3.connect(catalog) as db:
+        rows = db.execute("SELECT kind, count(*), sum(length(data)) FROM content_cache "
+                          "GROUP BY kind").fetchall()  # fmt: skip
+    return {
+        kind: {"contents": n, "bytes_each": round(total / n), "per_image": round(total / images)}
+        for kind, n, total in rows
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--set", type=Path, required=True, help="bench/copyset.py's --out")
@@ -164,6 +177,7 @@ def main() -> None:
                                                          / max(1, found.checked), 2),
                              "seconds_again": round(time.perf_counter() - again, 2)}  # fmt: skip
             out["query_path"] = query_scores(store, folder, rows)
+        out["content_cache"] = cache_sizes(catalog, len(rows))
         if not args.no_outside:
             outside = Path(tmp) / "outside"
             outside.mkdir()

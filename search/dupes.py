@@ -16,16 +16,19 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import numpy as np
 
 from indexer.options import ModelOptions
 from indexer.spec import resolve_model
 from search.copies.candidates import Descriptors, find_candidates
-from search.copies.decide import Decided, Edge, FeatureCache, Thresholds, decide
+from search.copies.decide import Decided, Edge, Thresholds, decide
 from search.copies.groups import Chooser, DuplicateGroup, Member, build_groups
-from search.copies.verify import FEATURES_VERSION, Verification
+from search.copies.verify import FEATURES_VERSION, LOCAL_FEATURES, Verification
 from search.keep import DEFAULT_KEEP, KeepPolicy, parse_keep
+from search.per_content import per_content
+from search.quality import LOOKS, Look, look_at
 from store import ImageRecord, Store
 
 __all__ = ["DupeOptions", "DuplicateGroup", "Found", "Member", "find_duplicates"]
@@ -81,7 +84,8 @@ def find_duplicates(store: Store, options: DupeOptions) -> Found:
             seconds = (decided.feature_seconds, decided.verify_seconds)
             store.cache(key, _to_cache(mode, threshold, calibrated, decided))
     similarity = _similarity(store, representatives) if edges else None
-    choose = _respecting(store.chosen_keepers(), options.keep.chooser(similarity))
+    looks = _looks(store, by_hash, edges) if options.keep.key is None else look_at
+    choose = _respecting(store.chosen_keepers(), options.keep.chooser(similarity, looks))
     groups = build_groups(records, edges, store.ignored_pairs(), choose)
     return Found(mode, threshold, groups, calibrated, checked, cached, *seconds)
 
@@ -98,6 +102,21 @@ def _respecting(chosen: set[str], choose: Chooser) -> Chooser:
         return choose(records, edges)
 
     return chooser
+
+
+def _looks(store: Store, by_hash: dict[str, list[ImageRecord]], edges: Sequence[Edge]
+           ) -> Callable[[ImageRecord], Look | None]:  # fmt: skip
+    """The keeper's look at every file of a near group, made at once (in parallel, cached in
+    the catalog by content) rather than group by group."""
+    paired = {i for e in edges for i in (e.a, e.b)}
+    wanted = [r for files in by_hash.values() if any(f.id in paired for f in files) for r in files]
+    found, _ = per_content(store, LOOKS, wanted)
+    known = {r.id for r in wanted}
+
+    def look(record: ImageRecord) -> Look | None:
+        return found.get(record.id) if record.id in known else look_at(record)
+
+    return look
 
 
 def _similarity(store: Store, representatives: dict[str, ImageRecord]
@@ -139,8 +158,8 @@ def _pairs(store: Store, ids: list[int], options: DupeOptions) -> tuple[str, flo
         descriptors = _with_rotations(store, descriptors, options)
     candidates = find_candidates(descriptors, store.gpu)
     records = store.records(stored_ids.tolist())
-    cache = FeatureCache(store.local_features, store.save_local_features)
-    decided = decide(candidates, records, Thresholds(accept, reject, options.verify), cache)
+    thresholds = Thresholds(accept, reject, options.verify)
+    decided = decide(candidates, records, thresholds, partial(per_content, store, LOCAL_FEATURES))
     return "copies", accept, calibrated, decided
 
 

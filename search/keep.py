@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from search.copies.decide import Edge
 from search.copies.groups import Chooser
+from search.quality import Look
 from store import ImageRecord, InvalidOption
 
 KEEP_HELP = "best | largest | oldest | newest | path-priority:DIR[,DIR...]"
@@ -30,13 +31,14 @@ class KeepPolicy:
         """The file to keep by this policy's order (by `largest` for `best` without pairs)."""
         return min(records, key=self.key or _largest)
 
-    def chooser(self, similarity: Callable[[ImageRecord, ImageRecord], float] | None = None
-                ) -> Chooser:  # fmt: skip
-        """The group chooser; `similarity` (two files' cosine) lets `best` find the medoid."""
+    def chooser(self, similarity: Callable[[ImageRecord, ImageRecord], float] | None = None,
+                looks: Callable[[ImageRecord], Look | None] | None = None) -> Chooser:  # fmt: skip
+        """The group chooser; `similarity` (two files' cosine) lets `best` find the medoid, and
+        `looks` gives it what each file looks like (search/quality.py; default: look now)."""
         if self.key is None:
             from search.keeper import chooser
 
-            return chooser(similarity)
+            return chooser(similarity, looks)
 
         def simple(
             records: Sequence[ImageRecord], _edges: Sequence[Edge]

@@ -51,24 +51,29 @@ class _Merit:
     wins: int = 0
 
 
-def chooser(similarity: Similarity | None = None) -> Chooser:
+Looks = Callable[[ImageRecord], Look | None]  # what a file looks like; None: unreadable
+
+
+def chooser(similarity: Similarity | None = None, looks: Looks | None = None) -> Chooser:
     def choose(records: Sequence[ImageRecord], edges: Sequence[Edge]) -> tuple[ImageRecord, str]:
-        return choose_best(records, edges, similarity)
+        return choose_best(records, edges, similarity, looks or look_at)
 
     return choose
 
 
 def choose_best(
-    records: Sequence[ImageRecord], edges: Sequence[Edge], similarity: Similarity | None = None
+    records: Sequence[ImageRecord],
+    edges: Sequence[Edge],
+    similarity: Similarity | None = None,
+    looks: Looks = look_at,
 ) -> tuple[ImageRecord, str]:
     """The file to keep among `records` (one or more contents) and why, in words."""
-    contents: dict[str, _Merit] = {}
+    contents: dict[str, ImageRecord] = {}
     for record in sorted(records, key=lambda r: (r.mtime_ns, r.path)):
-        if record.content_hash not in contents:  # the first file of each content
-            contents[record.content_hash] = _Merit(record, look_at(record))
-    firsts = list(contents.values())
-    if len(firsts) == 1:
-        return firsts[0].record, "same bytes: the first by file date, then path"
+        contents.setdefault(record.content_hash, record)  # the first file of each content
+    if len(contents) == 1:
+        return next(iter(contents.values())), "same bytes: the first by file date, then path"
+    firsts = [_Merit(record, looks(record)) for record in contents.values()]
     if similarity is not None and len(firsts) >= 3:
         for m in firsts:
             others = [similarity(m.record, o.record) for o in firsts if o is not m]

@@ -11,16 +11,21 @@ of a tilted copy, a dark band), plus camera EXIF and the capture date.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
+import json
+import struct
+import zlib
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from search.per_content import Recipe
 from store import ImageRecord
 
 ANALYSIS_SIDE = 768  # analysed at most this long: enough to see blur, colour and margins
 NATIVE_CROP = 512  # a central crop at full resolution: enlargement and JPEG blocks
+SAME_CROP = 128  # the central crop kept to tell files with the same pixels
 DARK = 40  # grey levels up to this count as dark
+LOOK_VERSION = 1  # of what a Look holds and how it is measured: cached ones of another are redone
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,26 @@ class Look:
     camera: bool  # EXIF make or model
     taken: str | None  # EXIF DateTimeOriginal
     format: str
-    # A central crop of up to 256 x 256 RGB pixels at full resolution, and the whole frame at
-    # 48 x 48: files with the same pixels (a lossless save of a JPEG) show the same, edits not.
+    # A central crop of up to SAME_CROP x SAME_CROP RGB pixels at full resolution, and the whole
+    # frame at 48 x 48: files with the same pixels (a lossless save of a JPEG) show the same,
+    # edits not.
     crop: bytes = b""
     thumb: bytes = b""
+
+    def to_bytes(self) -> bytes:
+        fields = {k: v for k, v in asdict(self).items() if k not in ("crop", "thumb")}
+        header = json.dumps(fields).encode()
+        sizes = struct.pack("<III", len(header), len(self.crop), len(self.thumb))
+        return zlib.compress(sizes + header + self.crop + self.thumb, 1)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Look:
+        raw = zlib.decompress(data)
+        header, crop, thumb = struct.unpack_from("<III", raw)
+        at = struct.calcsize("<III")
+        fields = json.loads(raw[at : at + header])
+        at += header
+        return cls(**fields, crop=raw[at : at + crop], thumb=raw[at + crop : at + crop + thumb])
 
 
 def same_pixels(a: Look, b: Look) -> bool:
@@ -73,14 +94,17 @@ def format_of(record: ImageRecord) -> str:
 
 def look_at(record: ImageRecord) -> Look | None:
     """None when the file cannot be read."""
+    return look_at_path(record.path)
+
+
+def look_at_path(path: str) -> Look | None:
     try:
-        return _look(record.path, record.size, record.mtime_ns)
-    except Exception:
+        return _look(path)
+    except Exception:  # PIL raises many kinds for a changed or broken file
         return None
 
 
-@lru_cache(maxsize=4096)
-def _look(path: str, _size: int, _mtime_ns: int) -> Look:  # the file as of (size, mtime)
+def _look(path: str) -> Look:
     from PIL import Image, ImageOps
 
     from search.copies.verify import content_mask
@@ -94,7 +118,8 @@ def _look(path: str, _size: int, _mtime_ns: int) -> Look:  # the file as of (siz
         exif = source.getexif()
         camera = bool(exif.get(0x010F) or exif.get(0x0110))
         taken = exif.get_ifd(0x8769).get(0x9003) if exif else None
-        image = ImageOps.exif_transpose(source)
+        ImageOps.exif_transpose(source, in_place=True)  # no copy of a full-size image
+        image: Image.Image = source
         if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
             rgba = image.convert("RGBA")
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -106,20 +131,18 @@ def _look(path: str, _size: int, _mtime_ns: int) -> Look:  # the file as of (siz
     native = np.asarray(
         rgb.convert("L").crop((cx, cy, cx + NATIVE_CROP, cy + NATIVE_CROP)), dtype=np.float32
     )
-    sx, sy = max(0, (width - 256) // 2), max(0, (height - 256) // 2)
+    side = SAME_CROP
+    sx, sy = max(0, (width - side) // 2), max(0, (height - side) // 2)
     central = np.asarray(
-        rgb.crop((sx, sy, sx + min(256, width), sy + min(256, height))), dtype=np.uint8
+        rgb.crop((sx, sy, sx + min(side, width), sy + min(side, height))), dtype=np.uint8
     ).tobytes()
     rgb.thumbnail((ANALYSIS_SIDE, ANALYSIS_SIDE))
-    array = np.asarray(rgb, dtype=np.float32)
-    grey = array.mean(axis=2)
-    spread = float(np.abs(array - grey[..., None]).mean())
-    small = np.asarray(
-        rgb.convert("L").resize(
-            (256, max(1, round(256 * rgb.height / rgb.width))), Image.Resampling.BILINEAR
-        ),
-        dtype=np.uint8,
+    small_rgb = rgb.resize(
+        (256, max(1, round(256 * rgb.height / rgb.width))), Image.Resampling.BILINEAR
     )
+    array = np.asarray(small_rgb, dtype=np.float32)
+    spread = float(np.abs(array - array.mean(axis=2, keepdims=True)).mean())
+    small = np.asarray(small_rgb.convert("L"), dtype=np.uint8)
     mask = content_mask(small)
     margin = _dark_edges(small)
     content = np.ones(small.shape, dtype=bool) if mask is None else mask > 0
@@ -238,9 +261,9 @@ def _top_octave(grey: np.ndarray) -> float:
     if min(grey.shape) < 32:
         return 0.5
     even = grey[: grey.shape[0] // 2 * 2, : grey.shape[1] // 2 * 2]
-    half = even.reshape(even.shape[0] // 2, 2, even.shape[1] // 2, 2).mean(axis=(1, 3))
-    back = np.repeat(np.repeat(half, 2, axis=0), 2, axis=1)
-    detail = float(np.abs(even - back).mean())
+    quarters = [even[i::2, j::2] for i in (0, 1) for j in (0, 1)]
+    half = (quarters[0] + quarters[1] + quarters[2] + quarters[3]) / 4
+    detail = float(sum(np.abs(q - half).sum() for q in quarters)) / even.size
     structure = float(np.abs(np.diff(half, axis=1)).mean()) + 1e-6
     return detail / structure
 
@@ -282,3 +305,7 @@ def _sharpness(small: np.ndarray) -> float:
     a = small.astype(np.float32)
     laplacian = a[1:-1, :-2] + a[1:-1, 2:] + a[:-2, 1:-1] + a[2:, 1:-1] - 4 * a[1:-1, 1:-1]
     return float(laplacian.var() / max(1.0, float(a.var())))
+
+
+# Cached by content in the catalog (search/per_content.py).
+LOOKS = Recipe("look", LOOK_VERSION, look_at_path, Look.to_bytes, Look.from_bytes)

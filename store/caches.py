@@ -1,6 +1,7 @@
-"""Derived results kept in the catalog: duplicate pairs per generation, local features per
-content. Written only when this process holds the writer lock or can take it at once (a cache
-write never waits for, or races, a command that changes the catalog)."""
+"""Derived results kept in the catalog: duplicate pairs per generation, and what is made
+from each content's pixels (local features, the keeper's look at a file) by content hash.
+Written only when this process holds the writer lock or can take it at once (a cache write
+never waits for, or races, a command that changes the catalog)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from store.errors import HomeNotWritable, IndexBusy
 from store.lock import exclusive_writer, holds_writer
-from store.schema import generation_of, local_features, results_cache
+from store.schema import content_cache, generation_of, results_cache
 
 _KEEP_RESULTS = 8  # cached results kept per catalog (the newest)
 
@@ -56,28 +57,31 @@ class ResultCaches:
                 )
         return True
 
-    def local_features(self, hashes: list[str], version: int) -> dict[str, bytes]:
-        """Cached local features of these contents, made by code of `version`."""
+    def content_cached(self, kind: str, hashes: list[str], version: int) -> dict[str, bytes]:
+        """What was made of `kind` from these contents by code of `version`, by content hash."""
         found: dict[str, bytes] = {}
         with self._engine.connect() as conn:
             for start in range(0, len(hashes), 10_000):
-                query = select(local_features.c.content_hash, local_features.c.data).where(
-                    local_features.c.content_hash.in_(hashes[start : start + 10_000]),
-                    local_features.c.version == version,
+                query = select(content_cache.c.content_hash, content_cache.c.data).where(
+                    content_cache.c.content_hash.in_(hashes[start : start + 10_000]),
+                    content_cache.c.kind == kind,
+                    content_cache.c.version == version,
                 )
                 found.update((h, bytes(d)) for h, d in conn.execute(query))
         return found
 
-    def save_local_features(self, features: dict[str, bytes], version: int) -> bool:
+    def save_content_cache(self, kind: str, made: dict[str, bytes], version: int) -> bool:
+        """Keep `made` (by content hash) as `kind` of `version`. False if not written."""
         with self._may_write() as allowed:
-            if not allowed or not features:
+            if not allowed or not made:
                 return False
-            rows = [{"content_hash": h, "version": version, "data": d} for h, d in features.items()]
+            rows = [{"content_hash": h, "kind": kind, "version": version, "data": d}
+                    for h, d in made.items()]  # fmt: skip
             with self._write.begin() as conn:
-                upsert = sqlite_insert(local_features)
+                upsert = sqlite_insert(content_cache)
                 conn.execute(
                     upsert.on_conflict_do_update(
-                        index_elements=[local_features.c.content_hash],
+                        index_elements=[content_cache.c.content_hash, content_cache.c.kind],
                         set_={"version": upsert.excluded.version, "data": upsert.excluded.data},
                     ),
                     rows,

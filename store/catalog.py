@@ -34,7 +34,7 @@ from store.lock import holds_writer, writer_active
 from store.pairs import DEFAULT_PROBES, Pair, cross_pairs, similar_pairs
 from store.reader import CatalogReader
 from store.records import Embedded, Failure, Hit, IndexMeta, Vectors
-from store.removed import forget_rows, restore_rows
+from store.removed import RemovedRows
 from store.schema import (
     SCHEMA_VERSION,
     blob,
@@ -54,7 +54,7 @@ from store.schema import (
 log = logging.getLogger("imgsearch.store")
 
 
-class Store(CatalogReader, IndexKinds, ResultCaches):
+class Store(CatalogReader, IndexKinds, ResultCaches, RemovedRows):
     """An index home. `Store.open(home)` reads; `writable=True` (or `Store.create`) writes, and
     the caller holds the writer lock (store.lock.exclusive_writer)."""
 
@@ -278,7 +278,7 @@ class Store(CatalogReader, IndexKinds, ResultCaches):
                 done = [e.file.path for e in embedded]
                 conn.execute(delete(failures).where(failures.c.path.in_(done)))
             tags.write(conn, embedded)
-            tags.prune(conn, old_hashes)
+            tags.prune_contents(conn, old_hashes)
             if failed:
                 failure_insert = sqlite_insert(failures)
                 upsert = failure_insert.on_conflict_do_update(
@@ -297,37 +297,6 @@ class Store(CatalogReader, IndexKinds, ResultCaches):
         if rows:
             index.add(ids, np.stack(rows))
         self._mark(generation)
-
-    def remove_paths(self, paths: Sequence[str], journal: str | None = None) -> int:
-        """Forget indexed files. With `journal` (an action moved or deleted them), their rows
-        are kept aside so that `restore_paths` can bring them back. Returns how many."""
-        if not paths:
-            return 0
-        index = self._ann()
-        with self._write.begin() as conn:
-            ids = forget_rows(conn, paths, journal)
-            generation = bump_generation(conn)
-        index.remove(np.array(ids, dtype=np.int64))
-        self._mark(generation)
-        return len(ids)
-
-    def restore_paths(self, journal: str, paths: Sequence[str]) -> int:
-        """Put back the rows `remove_paths(paths, journal)` kept aside: same ids, same vectors,
-        for files that are back on disk unchanged. Returns how many."""
-        if not paths:
-            return 0
-        index = self._ann()
-        with self._write.begin() as conn:
-            restored = restore_rows(conn, journal, paths, self.meta.dim)
-            generation = bump_generation(conn)
-        if restored:
-            index.remove(np.array([i for i, _ in restored], dtype=np.int64))
-            index.add(
-                np.array([i for i, _ in restored], dtype=np.int64),
-                np.stack([v for _, v in restored]),
-            )
-        self._mark(generation)
-        return len(restored)
 
     def record_setting(self, key: str, value: str) -> None:
         """Record a setting of the last run in `meta` (e.g. the precision it used)."""

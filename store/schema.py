@@ -29,7 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from store.errors import CatalogDamaged, HomeNotWritable
 from store.records import Vector
 
-# 2: images.views; keepers, removed_images, results_cache and local_features (added to an
+# 2: images.views; keepers, removed_images, results_cache and content_cache (added to an
 # older catalog by the first process that can write it: `migrate`).
 SCHEMA_VERSION = 2
 
@@ -135,9 +135,10 @@ removed_images = Table(
     Column("journal", String, nullable=False, index=True),
 )
 
-# Results that take long to compute, reusable while the catalog generation and the options
-# that produced them are the same: near-duplicate pairs (rotated ones included) and each
-# content's local features for verification (by content hash, valid across generations).
+# Results that take long to compute: near-duplicate pairs (rotated ones included), reusable
+# while the catalog generation and the options that produced them are the same; and what is
+# made from each content's pixels (`kind`: local features for verification, the keeper's look
+# at a file), by content hash, valid across generations while the code's `version` is the same.
 results_cache = Table(
     "results_cache",
     metadata,
@@ -145,10 +146,11 @@ results_cache = Table(
     Column("generation", Integer, nullable=False),
     Column("data", LargeBinary, nullable=False),
 )
-local_features = Table(
-    "local_features",
+content_cache = Table(
+    "content_cache",
     metadata,
     Column("content_hash", String, primary_key=True),
+    Column("kind", String, primary_key=True),
     Column("version", Integer, nullable=False),
     Column("data", LargeBinary, nullable=False),
 )

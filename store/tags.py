@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import Connection, Engine, delete, distinct, func, insert, select
 
 from store.records import Embedded
-from store.schema import images, tags
+from store.schema import content_cache, images, tags
 
 
 def write(conn: Connection, embedded: Sequence[Embedded]) -> None:
@@ -29,13 +29,15 @@ def write(conn: Connection, embedded: Sequence[Embedded]) -> None:
     conn.execute(insert(tags), rows)
 
 
-def prune(conn: Connection, candidates: Iterable[str]) -> None:
-    """Drop the tags of the `candidates` contents that no indexed file has any more."""
+def prune_contents(conn: Connection, candidates: Iterable[str]) -> None:
+    """Drop what is kept by content (tags, the content cache) for the `candidates` contents
+    that no indexed file has any more."""
     hashes = list(set(candidates))
     if hashes:
         still = select(images.c.content_hash).where(images.c.content_hash.in_(hashes))
-        orphan = tags.c.content_hash.in_(hashes) & tags.c.content_hash.not_in(still)
-        conn.execute(delete(tags).where(orphan))
+        for table in (tags, content_cache):
+            orphan = table.c.content_hash.in_(hashes) & table.c.content_hash.not_in(still)
+            conn.execute(delete(table).where(orphan))
 
 
 def counts(engine: Engine, min_score: float = 0.0) -> list[tuple[str, int]]:

@@ -139,6 +139,48 @@ def test_plain_dupes_finds_the_edited_copies_and_keeps_the_originals(
         assert not found - expected, f"a copy of another photo joined {stem}: {found - expected}"
 
 
+def test_a_second_run_reads_the_looks_and_features_from_the_catalog(
+    copies_home: tuple[Path, dict[str, dict[str, Path]]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import shutil
+    import sqlite3
+
+    from search import quality
+    from search.copies import verify as verifying
+    from search.dupes import DupeOptions, find_duplicates
+    from store import Store
+
+    home, _ = copies_home
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    with sqlite3.connect(copy / "catalog.sqlite") as db:
+        db.execute("DELETE FROM results_cache")
+        db.execute("DELETE FROM content_cache")
+    with Store.open(copy, writable=True) as store:
+        first = find_duplicates(store, DupeOptions())
+    with sqlite3.connect(copy / "catalog.sqlite") as db:
+        kinds = dict(db.execute("SELECT kind, count(*) FROM content_cache GROUP BY kind"))
+    members = {m.record.id for g in first.groups for m in g.members} | {
+        g.keep.id for g in first.groups
+    }
+    assert kinds["look"] >= len(members) > 0 and kinds["local_features"] > 0
+    with sqlite3.connect(copy / "catalog.sqlite") as db:
+        db.execute("DELETE FROM results_cache")  # pairs verified again, from cached features
+
+    def unreadable(path: str, mirror: bool = False) -> None:
+        raise AssertionError(f"{path} was read again")
+
+    monkeypatch.setattr(quality, "_look", unreadable)
+    monkeypatch.setattr(verifying, "features_of", unreadable)
+    with Store.open(copy, writable=True) as store:
+        again = find_duplicates(store, DupeOptions())
+    assert not again.cached and again.checked == first.checked
+    assert [(g.keep.id, g.reason, [m.record.id for m in g.members]) for g in again.groups] == [
+        (g.keep.id, g.reason, [m.record.id for m in g.members]) for g in first.groups
+    ]
+
+
 def test_queries_that_are_a_crop_or_a_pasted_copy_find_the_photo_first(
     copies_home: tuple[Path, dict[str, dict[str, Path]]], tmp_path: Path
 ) -> None:
@@ -171,7 +213,7 @@ def test_a_file_that_cannot_be_read_again_leaves_its_pairs_unverified(
     shutil.copytree(home, copy)
     with sqlite3.connect(copy / "catalog.sqlite") as db:  # nothing verified from the caches
         db.execute("DELETE FROM results_cache")
-        db.execute("DELETE FROM local_features")
+        db.execute("DELETE FROM content_cache")
     moved = sets["chelsea"]["corner"]
     backup = tmp_path / "corner.jpg"
     shutil.move(moved, backup)  # gone since it was indexed

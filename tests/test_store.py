@@ -155,6 +155,20 @@ def test_remove_paths(home: Path) -> None:
     assert "/photos/1.jpg" not in store.file_states()
 
 
+def test_the_content_cache_leaves_with_the_last_file_of_its_content(home: Path) -> None:
+    store, by_id = filled(home, 4)
+    store.commit_batch([embedded(9, by_id[min(by_id)], content="hash0")], [])  # a byte copy
+    made = {f"hash{i}": bytes([i]) for i in range(4)}
+    assert store.save_content_cache("look", made, version=1)
+    store.remove_paths(["/photos/0.jpg", "/photos/1.jpg"])
+    kept = store.content_cached("look", sorted(made), version=1)
+    assert kept == {"hash0": b"\x00", "hash2": b"\x02", "hash3": b"\x03"}  # hash0: 9.jpg
+    # Changed in place: the old content's results go with it.
+    store.commit_batch([embedded(2, by_id[min(by_id)], content="edited")], [])
+    assert set(store.content_cached("look", sorted(made), version=1)) == {"hash0", "hash3"}
+    assert store.content_cached("look", ["hash3"], version=2) == {}  # made by other code
+
+
 def test_stored_vectors_by_content_hash(home: Path) -> None:
     store, by_id = filled(home, 4)
     record = store.record_by_path("/photos/2.jpg")

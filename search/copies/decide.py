@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,14 +22,13 @@ from search.copies.verify import (
     FEATURES_VERSION,
     Features,
     Verification,
-    features_of,
+    features_or_none,
     verify,
-    worker_count,
 )
+from search.per_content import one_thread_each, worker_count
 from store import ImageRecord
 
 log = logging.getLogger("imgsearch.search")
-PARALLEL_FROM = 48  # images: below this, one process extracts features faster than a pool
 # Measured on bench/copydetect.py's development part (bench/RESULTS.md): candidates found through
 # views below this copy score were rarely verified copies, and they are many.
 VIEW_REJECT = 0.2
@@ -58,6 +56,11 @@ class Edge:
     check: Verification | None  # None: accepted by its score alone
 
 
+# Local features of records, by image id, and the paths that could not be read
+# (search/per_content.py, with the catalog's cache).
+FeaturesFor = Callable[[list[ImageRecord]], tuple[dict[int, Features], list[str]]]
+
+
 @dataclass(frozen=True)
 class Decided:
     edges: list[Edge]
@@ -67,60 +70,11 @@ class Decided:
     verify_seconds: float
 
 
-class FeatureCache:
-    """Local features by content hash: the catalog's cache first, then the files."""
-
-    def __init__(
-        self,
-        load: Callable[[list[str], int], dict[str, bytes]],
-        save: Callable[[dict[str, bytes], int], object],
-    ) -> None:
-        self.load, self.save = load, save
-
-    def get(self, records: Iterable[ImageRecord]) -> tuple[dict[int, Features], list[str]]:
-        """Features by image id, and the paths that could not be read."""
-        wanted = {r.id: r for r in records}
-        hashes = sorted({r.content_hash for r in wanted.values()})
-        stored = self.load(hashes, FEATURES_VERSION)
-        cached = {h: Features.from_bytes(d) for h, d in stored.items()}
-        missing = [r for r in wanted.values() if r.content_hash not in cached]
-        fresh, failed = _extract([r.path for r in missing])
-        made = {r.content_hash: fresh[r.path] for r in missing if r.path in fresh}
-        if made:
-            self.save({h: f.to_bytes() for h, f in made.items()}, FEATURES_VERSION)
-        cached.update(made)
-        found = {i: cached[r.content_hash] for i, r in wanted.items() if r.content_hash in cached}
-        return found, failed
-
-
-def _extract(paths: list[str]) -> tuple[dict[str, Features], list[str]]:
-    found: dict[str, Features] = {}
-    failed: list[str] = []
-    if len(paths) >= PARALLEL_FROM and worker_count() > 1:
-        with ProcessPoolExecutor(worker_count()) as pool:
-            results = list(pool.map(_try_features, paths, chunksize=8))
-    else:
-        results = [_try_features(path) for path in paths]
-    for path, result in zip(paths, results, strict=True):
-        if result is None:
-            failed.append(path)
-        else:
-            found[path] = result
-    return found, failed
-
-
-def _try_features(path: str, mirror: bool = False) -> Features | None:
-    try:
-        return features_of(path, mirror)
-    except Exception:  # PIL and OpenCV raise many kinds for a changed or broken file
-        return None
-
-
 def decide(
     candidates: Candidates,
     records: dict[int, ImageRecord],
     thresholds: Thresholds,
-    cache: FeatureCache,
+    features_for: FeaturesFor,
 ) -> Decided:
     """The copies among `candidates` (records: by image id, for paths and hashes)."""
     ids, pairs = candidates.ids, candidates.pairs
@@ -134,7 +88,7 @@ def decide(
         return Decided(edges, 0, [], 0.0, 0.0)
     started = time.perf_counter()
     involved = np.unique(pairs[band].ravel())
-    features, unreadable = cache.get(records[int(ids[p])] for p in involved)
+    features, unreadable = features_for([records[int(ids[p])] for p in involved])
     for path in unreadable:
         log.warning("could not read %s again: its candidate pairs stay unverified", path)
     feature_seconds = time.perf_counter() - started
@@ -167,7 +121,8 @@ def _verify_all(jobs: list[Job], features: dict[int, Features]) -> list[Verifica
             import multiprocessing
 
             chunks = [jobs[i : i + 256] for i in range(0, len(jobs), 256)]
-            with multiprocessing.get_context("fork").Pool(worker_count()) as pool:
+            context = multiprocessing.get_context("fork")
+            with context.Pool(worker_count(), initializer=one_thread_each) as pool:
                 return [v for part in pool.map(_verify_chunk, chunks) for v in part]
         return _verify_chunk(jobs)
     finally:
@@ -181,7 +136,7 @@ def _verify_chunk(jobs: list[Job]) -> list[Verification]:
         check = verify(_FEATURES[a], _FEATURES[b])
         if not check.verified and mirror_path is not None:  # a mirrored copy
             if mirror_path not in mirrors:
-                mirrors[mirror_path] = _try_features(mirror_path, mirror=True)
+                mirrors[mirror_path] = features_or_none(mirror_path, mirror=True)
             mirror = mirrors[mirror_path]
             if mirror is not None:
                 flipped = verify(_FEATURES[a], mirror, mirrored=True)
@@ -208,4 +163,4 @@ def _edge(candidates: Candidates, m: int, check: Verification | None) -> Edge:
     )
 
 
-__all__ = ["FEATURES_VERSION", "Decided", "Edge", "FeatureCache", "Thresholds", "decide"]
+__all__ = ["FEATURES_VERSION", "Decided", "Edge", "FeaturesFor", "Thresholds", "decide"]

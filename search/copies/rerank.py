@@ -13,7 +13,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from search.copies.verify import FEATURES_VERSION, Features, features_of, verify
+from search.copies.verify import LOCAL_FEATURES, Features, features_or_none, verify
+from search.per_content import per_content
 from store import Hit, ImageRecord, Store
 
 CANDIDATES = 20
@@ -47,25 +48,11 @@ def rerank(store: Store, query: Features | None, hits: Sequence[Hit],
 
 def candidate_features(store: Store, records: Sequence[ImageRecord]) -> dict[int, Features]:
     """Features of indexed files: from the catalog's cache, else from the files (and cached)."""
-    hashes = sorted({r.content_hash for r in records})
-    stored = {h: Features.from_bytes(d) for h, d in
-              store.local_features(hashes, FEATURES_VERSION).items()}  # fmt: skip
-    made: dict[str, Features] = {}
-    for record in records:
-        if record.content_hash in stored or record.content_hash in made:
-            continue
-        try:
-            made[record.content_hash] = features_of(record.path)
-        except Exception:
-            log.info("could not read %s to verify it", record.path)
-    if made:
-        store.save_local_features({h: f.to_bytes() for h, f in made.items()}, FEATURES_VERSION)
-    every = stored | made
-    return {r.id: every[r.content_hash] for r in records if r.content_hash in every}
+    found, failed = per_content(store, LOCAL_FEATURES, records)
+    for path in failed:
+        log.info("could not read %s to verify it", path)
+    return found
 
 
 def query_features(path: str) -> Features | None:
-    try:
-        return features_of(path)
-    except Exception:
-        return None
+    return features_or_none(path)

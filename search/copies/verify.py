@@ -18,11 +18,12 @@ among 13,202 verified negatives.
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+
+from search.per_content import Recipe
 
 FEATURE_SIDE = 256
 MAX_FEATURES = 600
@@ -127,6 +128,14 @@ def content_mask(grey: NDArray[np.uint8]) -> NDArray[np.uint8] | None:
     return eroded
 
 
+def features_or_none(path: str, mirror: bool = False) -> Features | None:
+    """Local features of an image file, None when it cannot be read (moved, changed, broken)."""
+    try:
+        return features_of(path, mirror)
+    except Exception:  # PIL and OpenCV raise many kinds for a changed or broken file
+        return None
+
+
 def features_of(path: str, mirror: bool = False) -> Features:
     """Local features of an image file. Raises OSError (or PIL's errors) when unreadable."""
     import cv2
@@ -186,5 +195,6 @@ def _coverage(points: NDArray[np.float32], shape: tuple[int, int]) -> float:
     return float(cv2.contourArea(hull)) / float(shape[0] * shape[1])
 
 
-def worker_count() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+# Cached by content in the catalog (search/per_content.py).
+LOCAL_FEATURES = Recipe("local_features", FEATURES_VERSION, features_or_none, Features.to_bytes,
+                        Features.from_bytes)  # fmt: skip
