@@ -24,7 +24,8 @@ demo: $(STAMP)
 	  im.crop((60, 40, 540, 360)).resize((240, 160)).save('$(DEMO_HOME)/edited-coffee.jpg', quality=50)"
 	$(BIN)/imgsearch --home $(DEMO_HOME) query $(DEMO_HOME)/edited-coffee.jpg -k 3
 	$(BIN)/imgsearch --home $(DEMO_HOME) query --path examples/chelsea.jpg -k 3
-	$(BIN)/imgsearch --home $(DEMO_HOME) dupes
+	@# The groups, each keeper's reason, and (a dry run) what moving the copies would do.
+	$(BIN)/imgsearch --home $(DEMO_HOME) dupes --move-to $(DEMO_HOME)/duplicates
 	$(BIN)/imgsearch --home $(DEMO_HOME) tags --min-score 0.2
 	$(BIN)/imgsearch --home $(DEMO_HOME) info
 
@@ -52,6 +53,7 @@ test: lint typecheck browser unit
 bench: $(STAMP)
 	$(BIN)/python bench/index_throughput.py
 	$(BIN)/python bench/query_cold_start.py
+	$(BIN)/python bench/faults.py
 
 clean:
 	rm -rf $(DEMO_HOME) $(DEMO_PHOTOS) .pytest_cache .mypy_cache .ruff_cache

@@ -4,13 +4,16 @@
     python bench/copyset.py --photos ~/devphotos --out ~/copyset        # once
     python bench/copydetect.py --set ~/copyset --split heldout           # the reported part
     python bench/copydetect.py --set ~/copyset --split dev               # what was tuned on
+    python bench/copydetect.py --set ~/copyset --split dev --model sscd --sweep 0.4,0.5,0.6,0.7
 
 Indexes the split with the default model (as `imgsearch index` does), runs duplicate finding
 with the default options (as plain `imgsearch dupes`), and prints JSON: pair precision and
 recall over the groups, recall per edit (the original and its edit in one group), the same
 with `--rotations`, how often the original is the kept copy (per edit of the copies it beat),
 query top-1 for each indexed copy (`query --path`) and for each copy queried from outside an
-index of originals and distractors (`query IMAGE`), and the seconds each step took.
+index of originals and distractors (`query IMAGE`), and the seconds each step took. To
+calibrate another model's copy thresholds (its card's `copy_accept`), sweep them on the dev
+split and check the choice on the held-out one.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.copyset import ROTATIONS, Row, read_labels
 from bench.machine import machine
-from indexer.options import IndexOptions
+from indexer.options import IndexOptions, ModelOptions
 from indexer.pipeline import index_folders
 from search.dupes import DupeOptions, Found, find_duplicates
 from search.query import QueryOptions, by_images, by_path
@@ -144,13 +147,21 @@ def main() -> None:
     parser.add_argument("--split", choices=["dev", "heldout"], default="heldout")
     parser.add_argument("--home", type=Path, help="reuse this index home (default: a new one)")
     parser.add_argument("--no-outside", action="store_true", help="skip the outside queries")
+    parser.add_argument("--model", help="another backbone (default: the default model)")
+    parser.add_argument("--weights", type=Path, help="its checkpoint, if not in the cache")
+    parser.add_argument(
+        "--sweep",
+        help="calibration: copy thresholds to try, e.g. 0.5,0.6,0.7 (pair precision and "
+        "recall at each, the uncertain band verified)",
+    )
     args = parser.parse_args()
+    options = IndexOptions(model=ModelOptions(args.model, args.weights))
     folder = args.set / args.split
     rows = {r.name: r for r in read_labels(folder)}
     with tempfile.TemporaryDirectory() as tmp:
         home = args.home or Path(tmp) / "home"
         started = time.perf_counter()
-        report = index_folders(home, [str(folder)], IndexOptions())
+        report = index_folders(home, [str(folder)], options)
         index_seconds = time.perf_counter() - started
         out: dict[str, Any] = {"benchmark": "copydetect", "split": args.split,
                                "images": len(rows), "index_seconds": round(index_seconds, 1),
@@ -177,6 +188,12 @@ def main() -> None:
                                                          / max(1, found.checked), 2),
                              "seconds_again": round(time.perf_counter() - again, 2)}  # fmt: skip
             out["query_path"] = query_scores(store, folder, rows)
+            for value in [float(v) for v in args.sweep.split(",")] if args.sweep else []:
+                found = find_duplicates(store, DupeOptions(copy_threshold=value))
+                scores = pair_scores(found, rows, skip_rotated=True)
+                out.setdefault("sweep", {})[str(value)] = {
+                    k: scores[k] for k in ("precision", "recall", "false_pairs")
+                }
         out["content_cache"] = cache_sizes(catalog, len(rows))
         if not args.no_outside:
             outside = Path(tmp) / "outside"
@@ -184,7 +201,7 @@ def main() -> None:
             for name, row in rows.items():
                 if row.edit in ("original", "distractor"):
                     (outside / name).symlink_to(folder / name)
-            index_folders(Path(tmp) / "outside-home", [str(outside)], IndexOptions())
+            index_folders(Path(tmp) / "outside-home", [str(outside)], options)
             started = time.perf_counter()
             out["query_outside"] = outside_scores(Path(tmp) / "outside-home", folder, rows)
             out["query_outside"]["seconds"] = round(time.perf_counter() - started, 1)

@@ -6,9 +6,10 @@
 On the same photo-sized JPEGs (2-12 MP), in one run, for each runtime: the bare forward rate
 (the embedder alone on decoded pixels, with the regional views and tags `index` computes), the
 CPU seconds per image of the model and of the decoder (read, hash, draft decode, resize), the
-ceiling they imply on this many cores (cores / (model + decode CPU seconds)), and `index` end to
-end as a share of that ceiling (on CUDA the CPU figures cover the host side only). Prints JSON with the machine it ran on. A Birder network other
-than the default runs with random weights (the same compute as the real ones).
+ceiling they imply on this many cores (cores / (model + decode CPU seconds)), and `index` end
+to end as a share of that ceiling (on CUDA the CPU figures cover the host side only). Prints
+JSON with the machine it ran on. A Birder network other than the default runs with random
+weights (the same compute as the real ones).
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Protocol
 
 from indexer.dataset import DecodeDataset, Item
@@ -34,9 +33,13 @@ def default_workers() -> int:
 
 
 def index_folders(
-    home: Path, roots: Sequence[str], options: IndexOptions, progress: Progress | None = None
+    home: str | os.PathLike[str],
+    roots: Sequence[str | os.PathLike[str]],
+    options: IndexOptions | None = None,
+    progress: Progress | None = None,
 ) -> IndexReport:
     """Bring the index in `home` up to date with the image files under `roots`."""
+    options = options or IndexOptions()
     folders = check_folders(roots)
     with IndexSession(home, options) as session:
         skipped: list[Skipped] = []

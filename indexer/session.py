@@ -11,6 +11,7 @@ into `Outcome`s and hand them to `commit`.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -77,19 +78,19 @@ class IndexReport:
 class IndexSession:
     """Use as a context manager: `with IndexSession(home, options) as session: ...`."""
 
-    def __init__(self, home: Path, options: IndexOptions) -> None:
+    def __init__(self, home: str | os.PathLike[str], options: IndexOptions) -> None:
         if options.model.batch_size is not None and options.model.batch_size < 1:
             raise InvalidOption(f"must be >= 1, got {options.model.batch_size}", field="batch_size")
         if options.max_pixels < 1:
             raise InvalidOption(f"must be >= 1, got {options.max_pixels}", field="max_pixels")
         resolve_runtime(options.model.compute)  # refuse a bad device or runtime before any work
-        self.home = home
+        self.home = Path(home)
         self.options = options
         self.started = time.perf_counter()
         self.store: Store | None = None
         self.spec: ModelSpec = resolve_model(options.model, None)
         self._embedder: Embedder | None = None
-        self._lock = exclusive_writer(home)
+        self._lock = exclusive_writer(self.home)
         self.added = self.updated = self.touched = self.embedded = self.reused = 0
         self.failed: list[Failure] = []
         self.previous_hashes: dict[str, str] = {}

@@ -206,8 +206,8 @@ def _act(store: Store, plan: ActionPlan, action: ActionRequest) -> None:
         if plan.actions or plan.skipped:
             click.echo(render.plan_text(plan, dry_run=True))
         click.echo(
-            f"dry run: {len(plan.actions)} file(s) would be affected, freeing "
-            f"{render.size_text(plan.freed_bytes)}; add --yes to do it",
+            f"dry run: {len(plan.actions)} file(s) would be affected, "
+            f"{_freed(action.kind, plan.freed_bytes, 'would be')}; add --yes to do it",
             err=True,
         )
         return
@@ -216,10 +216,20 @@ def _act(store: Store, plan: ActionPlan, action: ActionRequest) -> None:
     click.echo(render.plan_text(ActionPlan(report.done, plan.skipped), dry_run=False))
     for path, why in report.failures:
         click.echo(f"imgsearch: could not act on {path}: {why}", err=True)
-    freed = sum(a.size for a in report.done if a.kind != "symlink")
+    freed = sum(a.size for a in report.done)
     click.echo(
-        f"freed {render.size_text(freed)}; journal: {journal} (imgsearch undo {journal})", err=True
+        f"{_freed(action.kind, freed, 'were')}; journal: {journal} (imgsearch undo {journal})",
+        err=True,
     )
+
+
+def _freed(kind: ActionKind, size: int, verb: str) -> str:
+    """What the action does to the space the collection takes, in words."""
+    if kind == "symlink":
+        return "no file moves"
+    where = {"move": "moved out of the collection", "trash": "sent to the trash",
+             "delete": "deleted for good"}[kind]  # fmt: skip
+    return f"{render.size_text(size)} {verb} {where}"
 
 
 @click.command("apply")

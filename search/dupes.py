@@ -61,8 +61,9 @@ class Found:
     verify_seconds: float = 0.0  # matching and RANSAC over the `checked` pairs
 
 
-def find_duplicates(store: Store, options: DupeOptions) -> Found:
+def find_duplicates(store: Store, options: DupeOptions | None = None) -> Found:
     """Groups: exact ones first, then near ones, largest first; every file in one at most."""
+    options = options or DupeOptions()
     records = list(store.file_states().values())
     by_hash: dict[str, list[ImageRecord]] = {}
     for record in records:

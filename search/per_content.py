@@ -61,17 +61,9 @@ def per_content(
 def parallel_map(fn: Callable[[str], R], items: Sequence[str], chunksize: int = 8) -> list[R]:
     """`fn` of each item, in order: in worker processes when there are many."""
     if len(items) >= PARALLEL_FROM and worker_count() > 1:
-        with ProcessPoolExecutor(worker_count(), initializer=one_thread_each) as pool:
+        with ProcessPoolExecutor(worker_count()) as pool:
             return list(pool.map(fn, items, chunksize=chunksize))
     return [fn(item) for item in items]
-
-
-def one_thread_each() -> None:
-    """A worker process's initializer: OpenCV on one thread, since the workers already fill
-    the cores (its own threads on top made SIFT 1.3x slower, bench/RESULTS.md)."""
-    import cv2
-
-    cv2.setNumThreads(1)
 
 
 def worker_count() -> int:

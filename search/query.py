@@ -41,14 +41,14 @@ class QueryOptions:
     embedding: ModelOptions = field(default_factory=ModelOptions)
 
 
-def by_id(store: Store, image_id: int, options: QueryOptions) -> QueryResult:
+def by_id(store: Store, image_id: int, options: QueryOptions = QueryOptions()) -> QueryResult:
     """Neighbours of a stored image, itself excluded. Needs neither torch nor the model."""
     vector = store.vector(image_id)
     record = store.records([image_id])[image_id]
     return QueryResult(str(image_id), _indexed(store, record, vector, options), record)
 
 
-def by_path(store: Store, path: str, options: QueryOptions) -> QueryResult:
+def by_path(store: Store, path: str, options: QueryOptions = QueryOptions()) -> QueryResult:
     """Neighbours of an indexed file, itself excluded."""
     record = store.record_by_path(os.path.abspath(path))
     vector = store.vector(record.id)
@@ -62,7 +62,8 @@ def _indexed(store: Store, record: ImageRecord, vector: Vector,
     return _search(store, [query], options, frozenset({record.id}))[0]
 
 
-def by_vector(store: Store, vector: Vector, label: str, options: QueryOptions) -> QueryResult:
+def by_vector(store: Store, vector: Vector, label: str = "vector",
+              options: QueryOptions = QueryOptions()) -> QueryResult:  # fmt: skip
     """Neighbours of a vector made elsewhere (an upload, or a script's own embedding). It is
     L2-normalised here, so scores are cosines; a zero or non-finite vector is refused."""
     row = np.asarray(vector, dtype=np.float32).reshape(-1)
@@ -74,7 +75,8 @@ def by_vector(store: Store, vector: Vector, label: str, options: QueryOptions) -
     return QueryResult(label, _search(store, [Query(row / norm, None, None)], options)[0])
 
 
-def by_images(store: Store, paths: Sequence[str], options: QueryOptions) -> list[QueryResult]:
+def by_images(store: Store, paths: Sequence[str],
+              options: QueryOptions = QueryOptions()) -> list[QueryResult]:  # fmt: skip
     """Neighbours of image files, embedded with the index's own model.
 
     A file that is indexed and unchanged on disk uses its stored vector (and finds itself at

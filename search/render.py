@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from indexer.models import ModelCard
 from indexer.options import DEFAULT_MODEL
 from search.actions import ActionPlan
-from search.dupes import Found
+from search.dupes import Found, Member
 from search.quality import format_of
 from search.query import QueryResult
 from store import Failure, ImageRecord, IndexMeta, IndexSpec
@@ -68,9 +68,9 @@ def query_json(result: QueryResult) -> dict[str, Any]:
 
 
 def query_text(result: QueryResult) -> str:
-    asked = result.query
-    if result.record is not None and result.record.path != asked:
-        asked = f"id {asked} ({result.record.path})"
+    asked, record = result.query, result.record
+    if record is not None:  # an indexed image: by id, or by path
+        asked = f"id {record.id}  {record.path}"
     lines = [f"query: {asked}"]
     if not result.matches:
         lines.append("  (no results)")
@@ -199,7 +199,7 @@ def dupes_text(found: Found, keep: str) -> str:
         if g.reason:
             lines.append(f"        why: {g.reason}")
         lines += [
-            f"        {m.score:7.4f}  {m.record.id:>6}  {m.record.path}  ({m.how})"
+            f"        {m.cosine:7.4f}  {m.record.id:>6}  {m.record.path}  ({_found_how(m)})"
             for m in g.members
         ]
     exact = sum(g.kind == "exact" for g in found.groups)
@@ -213,6 +213,15 @@ def dupes_text(found: Found, keep: str) -> str:
         f"{duplicates} duplicates; {threshold}; keep: {keep}"
     )
     return "\n".join(lines)
+
+
+def _found_how(member: Member) -> str:
+    """How a member was found to be a copy of its keeper, in words (the column is the cosine)."""
+    if member.how == "score":
+        return f"copy score {member.score:.2f}"
+    if member.how == "verified":
+        return f"verified: {member.inliers} keypoints" if member.inliers else "verified"
+    return member.how
 
 
 def plan_text(plan: ActionPlan, dry_run: bool) -> str:

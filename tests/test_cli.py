@@ -142,7 +142,11 @@ def test_min_score_filters(home: Path, indexed: dict[str, Path]) -> None:
 def test_query_text_output(home: Path, indexed: dict[str, Path]) -> None:
     result = invoke(home, "query", "--path", str(indexed["red"]), "-k", "2")
     lines = result.stdout.strip().splitlines()
-    assert lines[0] == f"query: {indexed['red']}"
+    with Store.open(home) as store:
+        red = store.record_by_path(str(indexed["red"])).id
+    assert lines[0] == f"query: id {red}  {indexed['red']}"
+    by_id = invoke(home, "query", "--id", str(red), "-k", "2").stdout.strip().splitlines()
+    assert by_id == lines  # the same image asked by id: the same answer, file named
     assert lines[1].split() == ["rank", "score", "id", "path"]
     assert len(lines) == 4
     rank, score, _id, path = lines[2].split(maxsplit=3)

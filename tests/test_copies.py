@@ -181,6 +181,47 @@ def test_a_second_run_reads_the_looks_and_features_from_the_catalog(
     ]
 
 
+def test_workers_start_after_this_process_used_opencv(
+    copies_home: tuple[Path, dict[str, dict[str, Path]]], tmp_path: Path
+) -> None:
+    """A query verifies with OpenCV here, then dupes forks workers that use it too: none may
+    wait forever on the thread pool of the process it was forked from."""
+    import os
+    import shutil
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    home, sets = copies_home
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    with sqlite3.connect(copy / "catalog.sqlite") as db:
+        db.execute("DELETE FROM results_cache")
+        db.execute("DELETE FROM content_cache")
+    script = f"""
+import search.per_content, search.copies.decide
+search.per_content.PARALLEL_FROM = search.copies.decide.PARALLEL_PAIRS = 2  # always workers
+from search.dupes import find_duplicates
+from search.query import QueryOptions, by_images
+from store import Store
+with Store.open({str(copy)!r}, writable=True) as store:
+    by_images(store, [{str(sets["coffee"]["corner"])!r}], QueryOptions(k=5))
+    print(len(find_duplicates(store).groups))
+"""
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               cwd=Path(__file__).parent.parent)  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=120)  # about 5 s when nothing waits
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # its workers too
+        process.communicate()
+        raise AssertionError("dupes never finished: a worker waits on a dead thread") from None
+    assert process.returncode == 0, stderr
+    assert int(stdout) >= len(sets)
+
+
 def test_queries_that_are_a_crop_or_a_pasted_copy_find_the_photo_first(
     copies_home: tuple[Path, dict[str, dict[str, Path]]], tmp_path: Path
 ) -> None:

@@ -25,7 +25,7 @@ from search.copies.verify import (
     features_or_none,
     verify,
 )
-from search.per_content import one_thread_each, worker_count
+from search.per_content import worker_count
 from store import ImageRecord
 
 log = logging.getLogger("imgsearch.search")
@@ -121,8 +121,7 @@ def _verify_all(jobs: list[Job], features: dict[int, Features]) -> list[Verifica
             import multiprocessing
 
             chunks = [jobs[i : i + 256] for i in range(0, len(jobs), 256)]
-            context = multiprocessing.get_context("fork")
-            with context.Pool(worker_count(), initializer=one_thread_each) as pool:
+            with multiprocessing.get_context("fork").Pool(worker_count()) as pool:
                 return [v for part in pool.map(_verify_chunk, chunks) for v in part]
         return _verify_chunk(jobs)
     finally:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -103,9 +105,21 @@ def grey_frame(path: str, mirror: bool = False) -> NDArray[np.uint8]:
     return np.asarray(grey, dtype=np.uint8)
 
 
+@cache
+def opencv() -> Any:
+    """OpenCV, on one thread in this process. Its thread pool must not exist when a process
+    forks workers (search/per_content.py, decide.py): a forked child that reconfigures the
+    inherited pool waits forever on its dead threads, and the workers already fill the cores
+    (one thread each made SIFT 1.3x faster than two threads each, bench/RESULTS.md)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    return cv2
+
+
 def content_mask(grey: NDArray[np.uint8]) -> NDArray[np.uint8] | None:
     """255 on content, 0 on flat regions connected to the border (None: there are none)."""
-    import cv2
+    cv2 = opencv()
 
     height, width = grey.shape
     mask = np.zeros((height + 2, width + 2), np.uint8)
@@ -138,10 +152,10 @@ def features_or_none(path: str, mirror: bool = False) -> Features | None:
 
 def features_of(path: str, mirror: bool = False) -> Features:
     """Local features of an image file. Raises OSError (or PIL's errors) when unreadable."""
-    import cv2
+    cv2 = opencv()
 
     grey = grey_frame(path, mirror)
-    sift = cv2.SIFT_create(nfeatures=MAX_FEATURES, contrastThreshold=0.03)  # type: ignore[attr-defined]
+    sift = cv2.SIFT_create(nfeatures=MAX_FEATURES, contrastThreshold=0.03)
     keypoints, descriptors = sift.detectAndCompute(grey, content_mask(grey))
     points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
     if descriptors is None:
@@ -151,12 +165,12 @@ def features_of(path: str, mirror: bool = False) -> Features:
 
 def verify(a: Features, b: Features, mirrored: bool = False) -> Verification:
     """Whether a similarity transform maps enough of a's keypoints onto b's."""
-    import cv2
+    cv2 = opencv()
 
     if len(a.descriptors) < 4 or len(b.descriptors) < 4:
         return NO_MATCH
     matcher = cv2.BFMatcher(cv2.NORM_L2)
-    best: dict[int, cv2.DMatch] = {}  # one match per keypoint of b
+    best: dict[int, Any] = {}  # one match per keypoint of b
     for pair in matcher.knnMatch(a.descriptors, b.descriptors, k=2):
         if len(pair) == 2 and pair[0].distance < RATIO * pair[1].distance:
             first = pair[0]
@@ -187,7 +201,7 @@ def verify(a: Features, b: Features, mirrored: bool = False) -> Verification:
 
 
 def _coverage(points: NDArray[np.float32], shape: tuple[int, int]) -> float:
-    import cv2
+    cv2 = opencv()
 
     if len(points) < 3:
         return 0.0
