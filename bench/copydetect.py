@@ -155,13 +155,13 @@ def main() -> None:
         "recall at each, the uncertain band verified)",
     )
     args = parser.parse_args()
-    options = IndexOptions(model=ModelOptions(args.model, args.weights))
+    indexing = IndexOptions(model=ModelOptions(args.model, args.weights))
     folder = args.set / args.split
     rows = {r.name: r for r in read_labels(folder)}
     with tempfile.TemporaryDirectory() as tmp:
         home = args.home or Path(tmp) / "home"
         started = time.perf_counter()
-        report = index_folders(home, [str(folder)], options)
+        report = index_folders(home, [str(folder)], indexing)
         index_seconds = time.perf_counter() - started
         out: dict[str, Any] = {"benchmark": "copydetect", "split": args.split,
                                "images": len(rows), "index_seconds": round(index_seconds, 1),
@@ -201,7 +201,7 @@ def main() -> None:
             for name, row in rows.items():
                 if row.edit in ("original", "distractor"):
                     (outside / name).symlink_to(folder / name)
-            index_folders(Path(tmp) / "outside-home", [str(outside)], options)
+            index_folders(Path(tmp) / "outside-home", [str(outside)], indexing)
             started = time.perf_counter()
             out["query_outside"] = outside_scores(Path(tmp) / "outside-home", folder, rows)
             out["query_outside"]["seconds"] = round(time.perf_counter() - started, 1)

@@ -6,7 +6,7 @@ importing torch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -39,17 +39,23 @@ def embed_files(
 
 
 def embed_rotations(
-    paths: Sequence[str], embedder: Embedder, batch_size: int | None = None
+    paths: Sequence[str],
+    embedder: Embedder,
+    batch_size: int | None = None,
+    advance: Callable[[int], object] | None = None,
 ) -> tuple[list[int], Vectors]:
     """Descriptors of each file turned by 90, 180 and 270 degrees: (3 per readable file, d).
 
     Returns the position in `paths` of each row, so that unreadable files can be skipped.
+    `advance(n)`: told as files are done (a progress bar).
     """
     size = batch_size or embedder.default_batch
     rows: list[int] = []
     chunks = [np.zeros((0, embedder.dim), dtype=np.float32)]
     pending: list[Pixels] = []
     for position, path in enumerate(paths):
+        if advance is not None:
+            advance(1)
         try:
             image, _, _ = open_rgb(read_file(path).data, path, embedder.prep.size)
         except UnreadableImage:

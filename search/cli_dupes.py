@@ -174,7 +174,10 @@ def dupes(ctx: click.Context, ids: tuple[int, ...], ignore: bool, finding: DupeO
             return
         store.use_device(embedding.compute.device)
         options = dataclasses.replace(finding, embedding=embedding)
-        found = find_duplicates(store, options)
+        from search.progress import TqdmSteps  # tqdm: only when duplicates are looked for
+
+        quiet = bool(ctx.find_root().meta.get("quiet"))
+        found = find_duplicates(store, options, TqdmSteps(disable=quiet))
         keep = options.keep.name
         if outputs.csv_file:
             write_csv(found, outputs.csv_file, keep)

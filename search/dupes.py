@@ -29,6 +29,7 @@ from search.copies.verify import FEATURES_VERSION, LOCAL_FEATURES, Verification
 from search.keep import DEFAULT_KEEP, KeepPolicy, parse_keep
 from search.per_content import per_content
 from search.quality import LOOKS, Look, look_at
+from search.steps import SILENT, Steps
 from store import ImageRecord, Store
 
 __all__ = ["DupeOptions", "DuplicateGroup", "Found", "Member", "find_duplicates"]
@@ -61,8 +62,11 @@ class Found:
     verify_seconds: float = 0.0  # matching and RANSAC over the `checked` pairs
 
 
-def find_duplicates(store: Store, options: DupeOptions | None = None) -> Found:
-    """Groups: exact ones first, then near ones, largest first; every file in one at most."""
+def find_duplicates(
+    store: Store, options: DupeOptions | None = None, steps: Steps = SILENT
+) -> Found:
+    """Groups: exact ones first, then near ones, largest first; every file in one at most.
+    `steps`: where to report the long steps (the CLI's progress bars)."""
     options = options or DupeOptions()
     records = list(store.file_states().values())
     by_hash: dict[str, list[ImageRecord]] = {}
@@ -80,12 +84,12 @@ def find_duplicates(store: Store, options: DupeOptions | None = None) -> Found:
             mode, threshold, calibrated, checked, edges = _from_cache(stored)
             cached = True
         else:
-            mode, threshold, calibrated, decided = _pairs(store, ids, options)
+            mode, threshold, calibrated, decided = _pairs(store, ids, options, steps)
             edges, checked = decided.edges, decided.checked
             seconds = (decided.feature_seconds, decided.verify_seconds)
             store.cache(key, _to_cache(mode, threshold, calibrated, decided))
     similarity = _similarity(store, representatives) if edges else None
-    looks = _looks(store, by_hash, edges) if options.keep.key is None else look_at
+    looks = _looks(store, by_hash, edges, steps) if options.keep.key is None else look_at
     choose = _respecting(store.chosen_keepers(), options.keep.chooser(similarity, looks))
     groups = build_groups(records, edges, store.ignored_pairs(), choose)
     return Found(mode, threshold, groups, calibrated, checked, cached, *seconds)
@@ -105,13 +109,13 @@ def _respecting(chosen: set[str], choose: Chooser) -> Chooser:
     return chooser
 
 
-def _looks(store: Store, by_hash: dict[str, list[ImageRecord]], edges: Sequence[Edge]
-           ) -> Callable[[ImageRecord], Look | None]:  # fmt: skip
+def _looks(store: Store, by_hash: dict[str, list[ImageRecord]], edges: Sequence[Edge],
+           steps: Steps) -> Callable[[ImageRecord], Look | None]:  # fmt: skip
     """The keeper's look at every file of a near group, made at once (in parallel, cached in
     the catalog by content) rather than group by group."""
     paired = {i for e in edges for i in (e.a, e.b)}
     wanted = [r for files in by_hash.values() if any(f.id in paired for f in files) for r in files]
-    found, _ = per_content(store, LOOKS, wanted)
+    found, _ = per_content(store, LOOKS, wanted, steps)
     known = {r.id for r in wanted}
 
     def look(record: ImageRecord) -> Look | None:
@@ -133,7 +137,8 @@ def _similarity(store: Store, representatives: dict[str, ImageRecord]
     return cosine
 
 
-def _pairs(store: Store, ids: list[int], options: DupeOptions) -> tuple[str, float, bool, Decided]:
+def _pairs(store: Store, ids: list[int], options: DupeOptions,
+           steps: Steps) -> tuple[str, float, bool, Decided]:  # fmt: skip
     if options.threshold is not None:
         found = store.similar_pairs(options.threshold, ids)
         edges = [Edge(a, b, s, s, 0, None) for a, b, s in found]
@@ -156,15 +161,17 @@ def _pairs(store: Store, ids: list[int], options: DupeOptions) -> tuple[str, flo
         view_array = np.stack([views[int(i)] for i in stored_ids])
     descriptors = Descriptors(stored_ids, vectors, view_array)
     if options.rotations:
-        descriptors = _with_rotations(store, descriptors, options)
+        descriptors = _with_rotations(store, descriptors, options, steps)
     candidates = find_candidates(descriptors, store.gpu)
     records = store.records(stored_ids.tolist())
     thresholds = Thresholds(accept, reject, options.verify)
-    decided = decide(candidates, records, thresholds, partial(per_content, store, LOCAL_FEATURES))
+    features_for = partial(per_content, store, LOCAL_FEATURES, steps=steps)
+    decided = decide(candidates, records, thresholds, features_for, steps)
     return "copies", accept, calibrated, decided
 
 
-def _with_rotations(store: Store, found: Descriptors, options: DupeOptions) -> Descriptors:
+def _with_rotations(store: Store, found: Descriptors, options: DupeOptions,
+                    steps: Steps) -> Descriptors:  # fmt: skip
     """The descriptors of every image turned by 90, 180 and 270 degrees (runs the model)."""
     from indexer.embedding import ROTATIONS, embed_rotations
     from indexer.runtime import load_embedder
@@ -172,7 +179,9 @@ def _with_rotations(store: Store, found: Descriptors, options: DupeOptions) -> D
     spec = resolve_model(options.embedding, store.meta)
     records = store.records(found.ids.tolist())
     paths = [records[int(i)].path for i in found.ids]
-    rows, vectors = embed_rotations(paths, load_embedder(spec), spec.batch_size)
+    embedder = load_embedder(spec)
+    with steps.step("embedding rotations", len(paths)) as advance:
+        rows, vectors = embed_rotations(paths, embedder, spec.batch_size, advance)
     positions = np.asarray(rows, dtype=np.int64)
     angles = np.tile(np.asarray(ROTATIONS, dtype=np.int64), len(positions) // len(ROTATIONS))
     return Descriptors(found.ids, found.vectors, found.views, vectors, positions, angles)

@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from search.steps import SILENT, Advance, Steps
 from store import ImageRecord, Store
 
 T = TypeVar("T")
@@ -24,6 +25,7 @@ PARALLEL_FROM = 48  # files: below this, one process is faster than starting a p
 @dataclass(frozen=True)
 class Recipe(Generic[T]):
     kind: str  # its name in the cache
+    doing: str  # what making it is called on a progress bar
     version: int  # of the code that makes it: what an other version made is made again
     make: Callable[[str], T | None]  # from a file's path; None: unreadable (module-level: it
     # runs in worker processes)
@@ -32,7 +34,7 @@ class Recipe(Generic[T]):
 
 
 def per_content(
-    store: Store, recipe: Recipe[T], records: Iterable[ImageRecord]
+    store: Store, recipe: Recipe[T], records: Iterable[ImageRecord], steps: Steps = SILENT
 ) -> tuple[dict[int, T], list[str]]:
     """`recipe`'s result for each record, by image id, and the paths that could not be read."""
     wanted = {r.id: r for r in records}
@@ -44,8 +46,9 @@ def per_content(
     missing = [r for h, r in firsts.items() if h not in found]
     made: dict[str, T] = {}
     failed: list[str] = []
-    for record, result in zip(missing, parallel_map(recipe.make, [r.path for r in missing]),
-                              strict=True):  # fmt: skip
+    with steps.step(recipe.doing, len(missing)) as advance:
+        results = parallel_map(recipe.make, [r.path for r in missing], advance)
+    for record, result in zip(missing, results, strict=True):
         if result is None:
             failed.append(record.path)
         else:
@@ -58,12 +61,20 @@ def per_content(
     return {i: found[r.content_hash] for i, r in wanted.items() if r.content_hash in found}, failed
 
 
-def parallel_map(fn: Callable[[str], R], items: Sequence[str], chunksize: int = 8) -> list[R]:
+def parallel_map(fn: Callable[[str], R], items: Sequence[str], advance: Advance,
+                 chunksize: int = 8) -> list[R]:  # fmt: skip
     """`fn` of each item, in order: in worker processes when there are many."""
+    done: list[R] = []
     if len(items) >= PARALLEL_FROM and worker_count() > 1:
         with ProcessPoolExecutor(worker_count()) as pool:
-            return list(pool.map(fn, items, chunksize=chunksize))
-    return [fn(item) for item in items]
+            for result in pool.map(fn, items, chunksize=chunksize):
+                done.append(result)
+                advance(1)
+        return done
+    for item in items:
+        done.append(fn(item))
+        advance(1)
+    return done
 
 
 def worker_count() -> int:

@@ -1,10 +1,14 @@
-"""A tqdm progress bar on stderr, shaped for `indexer.pipeline.Progress`."""
+"""tqdm progress bars on stderr, for `indexer.pipeline.Progress` and `search.steps.Steps`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tqdm import tqdm
+
+from search.steps import Advance
 
 
 class TqdmProgress:
@@ -28,3 +32,16 @@ class TqdmProgress:
     def __exit__(self, *_exc: object) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+class TqdmSteps:
+    """One bar per long step of `dupes` (features, verification, the keeper's looks)."""
+
+    def __init__(self, *, disable: bool = False) -> None:
+        self._disable = True if disable else None  # None: tqdm hides itself off a TTY
+
+    @contextmanager
+    def step(self, name: str, total: int) -> Iterator[Advance]:
+        with tqdm(total=total, desc=name, disable=self._disable or total == 0 or None,
+                  dynamic_ncols=True, leave=False) as bar:  # fmt: skip
+            yield bar.update

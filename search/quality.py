@@ -308,4 +308,5 @@ def _sharpness(small: np.ndarray) -> float:
 
 
 # Cached by content in the catalog (search/per_content.py).
-LOOKS = Recipe("look", LOOK_VERSION, look_at_path, Look.to_bytes, Look.from_bytes)
+LOOKS = Recipe("look", "looking at the copies", LOOK_VERSION, look_at_path, Look.to_bytes,
+               Look.from_bytes)  # fmt: skip

@@ -222,6 +222,39 @@ with Store.open({str(copy)!r}, writable=True) as store:
     assert int(stdout) >= len(sets)
 
 
+def test_the_long_steps_are_reported_as_they_go(
+    copies_home: tuple[Path, dict[str, dict[str, Path]]], tmp_path: Path
+) -> None:
+    import shutil
+    import sqlite3
+    from collections.abc import Iterator
+    from contextlib import contextmanager
+
+    from search.dupes import DupeOptions, find_duplicates
+    from store import Store
+
+    home, _ = copies_home
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    with sqlite3.connect(copy / "catalog.sqlite") as db:
+        db.execute("DELETE FROM results_cache")
+        db.execute("DELETE FROM content_cache")
+    seen: dict[str, list[int]] = {}
+
+    class Recorded:
+        @contextmanager
+        def step(self, name: str, total: int) -> Iterator[object]:
+            done = seen.setdefault(name, [total, 0])
+            yield lambda n: done.__setitem__(1, done[1] + n)
+
+    with Store.open(copy, writable=True) as store:
+        found = find_duplicates(store, DupeOptions(), Recorded())
+    assert set(seen) == {"reading local features", "verifying candidate pairs",
+                         "looking at the copies"}  # fmt: skip
+    assert all(total == done > 0 for total, done in seen.values()), seen
+    assert seen["verifying candidate pairs"][0] == found.checked
+
+
 def test_queries_that_are_a_crop_or_a_pasted_copy_find_the_photo_first(
     copies_home: tuple[Path, dict[str, dict[str, Path]]], tmp_path: Path
 ) -> None:

@@ -26,6 +26,7 @@ from search.copies.verify import (
     verify,
 )
 from search.per_content import worker_count
+from search.steps import SILENT, Advance, Steps
 from store import ImageRecord
 
 log = logging.getLogger("imgsearch.search")
@@ -34,6 +35,7 @@ log = logging.getLogger("imgsearch.search")
 VIEW_REJECT = 0.2
 MIRROR_FROM = 0.5  # a mirrored copy scores high globally: only such pairs try the mirror
 PARALLEL_PAIRS = 512
+CHUNK_PAIRS = 128  # pairs a worker verifies per task
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ def decide(
     records: dict[int, ImageRecord],
     thresholds: Thresholds,
     features_for: FeaturesFor,
+    steps: Steps = SILENT,
 ) -> Decided:
     """The copies among `candidates` (records: by image id, for paths and hashes)."""
     ids, pairs = candidates.ids, candidates.pairs
@@ -99,7 +102,8 @@ def decide(
         if a in features and b in features:
             mirror = records[b].path if best[m] >= MIRROR_FROM else None
             jobs.append((int(m), a, b, mirror))
-    found = _verify_all(jobs, features)
+    with steps.step("verifying candidate pairs", len(jobs)) as advance:
+        found = _verify_all(jobs, features, advance)
     edges += [
         _edge(candidates, m, check)
         for (m, _, _, _), check in zip(jobs, found, strict=True)
@@ -112,18 +116,26 @@ Job = tuple[int, int, int, str | None]  # (candidate row, image a, image b, b's 
 _FEATURES: dict[int, Features] = {}  # what forked verification workers read (copy-on-write)
 
 
-def _verify_all(jobs: list[Job], features: dict[int, Features]) -> list[Verification]:
+def _verify_all(jobs: list[Job], features: dict[int, Features],
+                advance: Advance) -> list[Verification]:  # fmt: skip
     """Verify every job, in parallel (forked workers share `features` without copying)."""
     global _FEATURES
     _FEATURES = features
+    chunks = [jobs[i : i + CHUNK_PAIRS] for i in range(0, len(jobs), CHUNK_PAIRS)]
+    found: list[Verification] = []
     try:
         if len(jobs) >= PARALLEL_PAIRS and worker_count() > 1 and _can_fork():
             import multiprocessing
 
-            chunks = [jobs[i : i + 256] for i in range(0, len(jobs), 256)]
             with multiprocessing.get_context("fork").Pool(worker_count()) as pool:
-                return [v for part in pool.map(_verify_chunk, chunks) for v in part]
-        return _verify_chunk(jobs)
+                for part in pool.imap(_verify_chunk, chunks):
+                    found += part
+                    advance(len(part))
+            return found
+        for chunk in chunks:
+            found += _verify_chunk(chunk)
+            advance(len(chunk))
+        return found
     finally:
         _FEATURES = {}
 

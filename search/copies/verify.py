@@ -210,5 +210,5 @@ def _coverage(points: NDArray[np.float32], shape: tuple[int, int]) -> float:
 
 
 # Cached by content in the catalog (search/per_content.py).
-LOCAL_FEATURES = Recipe("local_features", FEATURES_VERSION, features_or_none, Features.to_bytes,
-                        Features.from_bytes)  # fmt: skip
+LOCAL_FEATURES = Recipe("local_features", "reading local features", FEATURES_VERSION,
+                        features_or_none, Features.to_bytes, Features.from_bytes)  # fmt: skip
