@@ -1,12 +1,15 @@
 """Duplicate detection at scale over N stored vectors: the copy candidates (every image's 20
-nearest, scored) and the plain mode's range join (`dupes --threshold`).
+nearest, scored, and the whole-against-view join of its regional views) and the plain mode's
+range join (`dupes --threshold`).
 
-    python bench/dupes_scale.py --n 1000000 [--dim 384] [--threshold 0.9] [--probes 4]
+    python bench/dupes_scale.py --n 1000000 [--dim 384] [--views 5] [--threshold 0.9]
 
-Vectors (clustered, with planted near-duplicates: tests/helpers.py) go in through the store's
-own API, like an index run's batches. The candidates' neighbour recall and the range join's pair
-recall are measured against exact search for a random sample of 2,000 vectors. Prints JSON with
-seconds, recall and peak memory.
+Vectors (clustered, with planted near-duplicates: tests/helpers.py) and `--views` regional
+views per image (noisy variants of the image's vector, stored float16 as an index run stores
+them; 0: none) go in through the store's own API, like an index run's batches. The candidate
+stage reads them back as plain `dupes` does. The candidates' neighbour recall and the range
+join's pair recall are measured against exact search for a random sample of vectors. Prints
+JSON with seconds, recall and peak memory.
 """
 
 from __future__ import annotations
@@ -30,22 +33,40 @@ from store import Embedded, ImageFile, Store
 from tests.helpers import clustered_with_duplicates
 
 
-def fill(store: Store, vectors: np.ndarray, batch: int = 20_000) -> None:
+def fill(store: Store, vectors: np.ndarray, views: int, batch: int = 20_000) -> None:
+    rng = np.random.RandomState(5)
     for start in range(0, len(vectors), batch):
+        stop = min(len(vectors), start + batch)
+        regional = _views(vectors[start:stop], views, rng)
         rows = [
             Embedded(
-                ImageFile(f"/photos/{i:08}.jpg", 1000 + i, i, f"{i:032x}"), 640, 480, vectors[i]
+                ImageFile(f"/photos/{i:08}.jpg", 1000 + i, i, f"{i:032x}"),
+                640,
+                480,
+                vectors[i],
+                views=None if regional is None else regional[i - start],
             )
-            for i in range(start, min(len(vectors), start + batch))
+            for i in range(start, stop)
         ]
         store.commit_batch(rows, [])
     store.flush()
+
+
+def _views(vectors: np.ndarray, count: int, rng: np.random.RandomState) -> np.ndarray | None:
+    """`count` views per vector at cosine ~0.75 to it (a region resembles its whole)."""
+    if count == 0:
+        return None
+    noise = rng.randn(len(vectors), count, vectors.shape[1]).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=-1, keepdims=True)
+    views = vectors[:, None, :] + 0.9 * noise
+    return views / np.linalg.norm(views, axis=-1, keepdims=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--views", type=int, default=5, help="regional views per image")
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--probes", type=int, default=4)
     args = parser.parse_args()
@@ -53,12 +74,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         with Store.create(Path(home), "synthetic", args.dim) as store:
             started = time.perf_counter()
-            fill(store, vectors)
+            fill(store, vectors, args.views)
             insert_seconds = time.perf_counter() - started
         with Store.open(Path(home)) as store:
             started = time.perf_counter()
             ids, stored = store.vectors_of()
-            candidates = find_candidates(Descriptors(ids, stored))
+            views = store.views_array(ids.tolist()) if args.views else None
+            candidates = find_candidates(Descriptors(ids, stored, views))
             candidate_seconds = time.perf_counter() - started
             started = time.perf_counter()
             pairs = store.similar_pairs(args.threshold, probes=args.probes)
@@ -88,7 +110,7 @@ def main() -> None:
             found_near += (min(i, j), max(i, j)) in listed
     print(json.dumps({
         "benchmark": "dupes_scale", "n": args.n, "dim": args.dim, "threshold": args.threshold,
-        "probes": args.probes, "pairs": len(pairs), "groups": len(groups),
+        "views": args.views, "probes": args.probes, "pairs": len(pairs), "groups": len(groups),
         "insert_seconds": round(insert_seconds, 1),
         "candidate_seconds": round(candidate_seconds, 1), "candidate_pairs": len(candidates.pairs),
         "candidate_neighbour_recall_vs_exact": round(found_near / max(1, wanted), 4),

@@ -155,11 +155,7 @@ def _pairs(store: Store, ids: list[int], options: DupeOptions,
             accept,
         )
     stored_ids, vectors = store.vectors_of(ids)
-    views = store.views(stored_ids.tolist())
-    view_array = None
-    if views and len(views) == len(stored_ids):
-        view_array = np.stack([views[int(i)] for i in stored_ids])
-    descriptors = Descriptors(stored_ids, vectors, view_array)
+    descriptors = Descriptors(stored_ids, vectors, store.views_array(stored_ids.tolist()))
     if options.rotations:
         descriptors = _with_rotations(store, descriptors, options, steps)
     candidates = find_candidates(descriptors, store.gpu)

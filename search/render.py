@@ -152,14 +152,8 @@ def api_page(schema: dict[str, Any]) -> str:
 
 
 def file_json(record: ImageRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "path": record.path,
-        "width": record.width,
-        "height": record.height,
-        "bytes": record.size,
-        "format": format_of(record),
-    }
+    """A file of a duplicate group: the catalog's row and the file's format."""
+    return {**record_json(record), "format": format_of(record)}
 
 
 def dupes_json(found: Found, keep: str) -> dict[str, Any]:

@@ -228,11 +228,17 @@ def views_blob(views: NDArray[np.float32] | None) -> bytes | None:
 
 
 def views_unblob(data: bytes | None, dim: int) -> NDArray[np.float32] | None:
+    half = views_half(data, dim)
+    return None if half is None else half.astype(np.float32)
+
+
+def views_half(data: bytes | None, dim: int) -> NDArray[np.float16] | None:
+    """Stored views (R, d) as they are stored, float16 (read-only)."""
     if data is None:
         return None
     if len(data) % (2 * dim):
         raise CatalogDamaged(f"stored views of {len(data)} bytes are not float16 rows of {dim}")
-    return np.frombuffer(data, dtype="<f2").astype(np.float32).reshape(-1, dim)
+    return np.frombuffer(data, dtype="<f2").reshape(-1, dim)
 
 
 def writing(engine: Engine) -> Engine:

@@ -29,6 +29,10 @@ NEIGHBOURS = 20  # candidates per image by global score
 DENSITY_K = 20  # the neighbour whose cosine measures how crowded an image's surroundings are
 BETA = 0.5
 VIEW_NEIGHBOURS = 10  # candidates per image (and per view) through regional views
+# Measured on bench/copydetect.py's development part (bench/RESULTS.md): pairs found through
+# views below this copy score were rarely verified copies, and they are many (at a million
+# images, most of the view join's rows): they are dropped as they are found.
+VIEW_REJECT = 0.2
 
 GLOBAL, VIEWS, ROTATED = 1, 2, 4  # how a candidate was found (bits)
 
@@ -57,16 +61,21 @@ class Descriptors:
 
     ids: NDArray[np.int64]
     vectors: Vectors
-    views: NDArray[np.float32] | None = None
+    views: NDArray[np.floating] | None = None  # float16 as stored, or float32
     rotated: Vectors | None = None
     rotated_of: NDArray[np.int64] | None = None
     rotated_angle: NDArray[np.int64] | None = None
 
 
-def centred(vectors: NDArray[np.float32], mean: NDArray[np.float32]) -> NDArray[np.float32]:
-    shifted = vectors - mean
-    norms = np.linalg.norm(shifted, axis=-1, keepdims=True)
-    unit: NDArray[np.float32] = (shifted / np.maximum(norms, 1e-12)).astype(np.float32)
+def centred(vectors: NDArray[np.floating], mean: NDArray[np.float32],
+             chunk: int = 65_536) -> NDArray[np.float32]:  # fmt: skip
+    """(vectors - mean), L2-normalised along the last axis, as float32: a chunk of rows at a
+    time, so that a million images' views cost one float32 copy and no temporaries."""
+    unit = np.empty(vectors.shape, dtype=np.float32)
+    for start in range(0, len(vectors), chunk):
+        shifted = vectors[start : start + chunk].astype(np.float32) - mean
+        norms = np.linalg.norm(shifted, axis=-1, keepdims=True)
+        unit[start : start + chunk] = shifted / np.maximum(norms, 1e-12)
     return unit
 
 
@@ -75,7 +84,7 @@ class _Edges:
 
     def __init__(self, density: NDArray[np.float32]) -> None:
         self.density = density
-        self.parts: list[tuple[NDArray[np.int64], ...]] = []
+        self.parts: list[tuple[NDArray[np.generic], ...]] = []
 
     def add(
         self,
@@ -84,23 +93,28 @@ class _Edges:
         cosine: NDArray[np.float32],
         how: int,
         angle: NDArray[np.int64] | int = 0,
+        floor: float = -np.inf,
     ) -> None:
-        """Pairs (a[i], b[i]) at centred cosine[i]; `angle`: b's turn (positive) that matched."""
+        """Pairs (a[i], b[i]) at centred cosine[i]; `angle`: b's turn (positive) that matched;
+        pairs whose copy score is below `floor` are dropped. Rows are kept compact (int32
+        positions, float32 scores): a million images add tens of millions of them."""
         keep = (a >= 0) & (b >= 0) & (a != b) & np.isfinite(cosine)
         a, b, cosine = a[keep], b[keep], cosine[keep]
-        turn = np.broadcast_to(np.asarray(angle, dtype=np.int64), keep.shape)[keep]
+        turn = np.broadcast_to(np.asarray(angle, dtype=np.int16), keep.shape)[keep]
         score = cosine - BETA * (self.density[a] + self.density[b]) / 2
-        low, high = np.minimum(a, b), np.maximum(a, b)
+        high_enough = score >= floor
+        a, b, score, turn = a[high_enough], b[high_enough], score[high_enough], turn[high_enough]
+        low, high = np.minimum(a, b).astype(np.int32), np.maximum(a, b).astype(np.int32)
         signed = np.where(b == high, turn, -turn)  # + : the larger position was turned
-        how_column = np.full(len(a), how, dtype=np.int64)
-        self.parts.append((low, high, score.astype(np.float64), how_column, signed))
+        how_column = np.full(len(a), how, dtype=np.uint8)
+        self.parts.append((low, high, score.astype(np.float32), how_column, signed))
 
     def reduce(self) -> _Reduced:
         """One row per pair: how it was found, and its best score by views and by turns."""
         empty = np.zeros(0, dtype=np.int64)
         if not self.parts:
-            none = np.zeros(0, dtype=np.float64)
-            return _Reduced(empty, empty, empty, none, none, empty)
+            none = np.zeros(0, dtype=np.float32)
+            return _Reduced(empty, empty, empty, none, none, np.zeros(0, dtype=np.int16))
         low, high, score, how, angle = (np.concatenate(c) for c in zip(*self.parts, strict=True))
         order = np.lexsort((-score, high, low))  # by pair, best score first
         low, high, score, how, angle = (
@@ -116,17 +130,24 @@ class _Edges:
         pairs = int(first.sum())
         found_by = np.zeros(pairs, dtype=np.int64)
         np.bitwise_or.at(found_by, group, how)
-        best: dict[int, NDArray[np.float64]] = {}
-        turn = np.zeros(pairs, dtype=np.int64)
+        best: dict[int, NDArray[np.float32]] = {}
+        turn = np.zeros(pairs, dtype=np.int16)
         for kind in (VIEWS, ROTATED):
-            values = np.full(pairs, -np.inf)
+            values = np.full(pairs, -np.inf, dtype=np.float32)
             mine = how == kind
             np.maximum.at(values, group[mine], score[mine])
             best[kind] = values
         # The angle of the best-scoring turn (rows are sorted best first within a pair).
         turned = np.nonzero(how == ROTATED)[0][::-1]
         turn[group[turned]] = angle[turned]
-        return _Reduced(low[first], high[first], found_by, best[VIEWS], best[ROTATED], turn)
+        return _Reduced(
+            low[first].astype(np.int64),
+            high[first].astype(np.int64),
+            found_by,
+            best[VIEWS],
+            best[ROTATED],
+            turn,
+        )
 
 
 @dataclass(frozen=True)
@@ -134,9 +155,9 @@ class _Reduced:
     low: NDArray[np.int64]
     high: NDArray[np.int64]
     found_by: NDArray[np.int64]
-    view_score: NDArray[np.float64]
-    turn_score: NDArray[np.float64]
-    angle: NDArray[np.int64]
+    view_score: NDArray[np.float32]
+    turn_score: NDArray[np.float32]
+    angle: NDArray[np.int16]
 
 
 def find_candidates(found: Descriptors, gpu: Gpu | None = None) -> Candidates:
@@ -176,8 +197,8 @@ def find_candidates(found: Descriptors, gpu: Gpu | None = None) -> Candidates:
     found_pairs = edges.reduce()
     low, high = found_pairs.low, found_pairs.high
     pairs = np.stack([low, high], axis=1).reshape(-1, 2)
-    raw = np.einsum("md,md->m", found.vectors[low], found.vectors[high])
-    centred_cosine = np.einsum("md,md->m", unit[low], unit[high])
+    raw = _dots(found.vectors, low, high)
+    centred_cosine = _dots(unit, low, high)
     score = centred_cosine - BETA * (edges.density[low] + edges.density[high]) / 2
     return Candidates(
         found.ids,
@@ -189,6 +210,17 @@ def find_candidates(found: Descriptors, gpu: Gpu | None = None) -> Candidates:
         found_pairs.found_by.astype(np.uint8),
         found_pairs.angle.astype(np.int16),
     )
+
+
+def _dots(vectors: Vectors, low: NDArray[np.int64], high: NDArray[np.int64],
+          chunk: int = 65_536) -> NDArray[np.float32]:  # fmt: skip
+    """The dot product of each pair of rows, a chunk of pairs at a time (gathering all the
+    rows at once would hold two copies of (pairs, d) floats: gigabytes at a million images)."""
+    out = np.empty(len(low), dtype=np.float32)
+    for start in range(0, len(low), chunk):
+        part = slice(start, start + chunk)
+        out[part] = np.einsum("md,md->m", vectors[low[part]], vectors[high[part]])
+    return out
 
 
 def _density(scores: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -203,7 +235,7 @@ def _density(scores: NDArray[np.float32]) -> NDArray[np.float32]:
 
 def _view_candidates(
     unit: Vectors, views: NDArray[np.float32], edges: _Edges, gpu: Gpu | None
-) -> None:
+) -> None:  # views: centred
     """Whole against view, both ways: a crop matches a view of its source, and a view of a
     canvas matches the photo pasted on it."""
     n, regions, dim = views.shape
@@ -213,7 +245,8 @@ def _view_candidates(
     near, cos = nearest_in(unit, flat, (VIEW_NEIGHBOURS + 1) * regions, gpu=gpu)
     owners = np.where(near >= 0, owner[np.maximum(near, 0)], -1)
     owners = np.where(owners == np.arange(n)[:, None], -1, owners)
-    edges.add(np.repeat(np.arange(n), near.shape[1]), owners.ravel(), cos.ravel(), VIEWS)
+    rows = np.repeat(np.arange(n), near.shape[1])
+    edges.add(rows, owners.ravel(), cos.ravel(), VIEWS, floor=VIEW_REJECT)
     # Views -> wholes.
     near, cos = nearest_in(flat, unit, VIEW_NEIGHBOURS + 1, gpu=gpu)
-    edges.add(np.repeat(owner, near.shape[1]), near.ravel(), cos.ravel(), VIEWS)
+    edges.add(np.repeat(owner, near.shape[1]), near.ravel(), cos.ravel(), VIEWS, floor=VIEW_REJECT)

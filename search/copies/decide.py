@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from search.copies.candidates import Candidates
+from search.copies.candidates import VIEW_REJECT, Candidates
 from search.copies.verify import (
     FEATURES_VERSION,
     Features,
@@ -30,9 +30,6 @@ from search.steps import SILENT, Advance, Steps
 from store import ImageRecord
 
 log = logging.getLogger("imgsearch.search")
-# Measured on bench/copydetect.py's development part (bench/RESULTS.md): candidates found through
-# views below this copy score were rarely verified copies, and they are many.
-VIEW_REJECT = 0.2
 MIRROR_FROM = 0.5  # a mirrored copy scores high globally: only such pairs try the mirror
 PARALLEL_PAIRS = 512
 CHUNK_PAIRS = 128  # pairs a worker verifies per task
@@ -43,7 +40,8 @@ class Thresholds:
     accept: float  # a copy score at least this is a copy (global, or with one image turned)
     reject: float  # below this (global, or turned), not a copy
     verify: bool = True  # check the band with local features
-    view_reject: float = VIEW_REJECT  # candidates found through views: verified from this
+    # Candidates found through views: verified from this (candidates holds none below VIEW_REJECT)
+    view_reject: float = VIEW_REJECT
 
 
 @dataclass(frozen=True)
