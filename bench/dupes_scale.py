@@ -27,7 +27,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.machine import machine
-from search.copies.candidates import NEIGHBOURS, Descriptors, centred, find_candidates
+from search.copies.candidates import (
+    BETA,
+    DENSITY_K,
+    NEIGHBOURS,
+    VIEW_NEIGHBOURS,
+    VIEW_REJECT,
+    Descriptors,
+    centred,
+    find_candidates,
+)
 from search.dupes import DupeOptions, find_duplicates
 from store import Embedded, ImageFile, Store
 from tests.helpers import clustered_with_duplicates
@@ -108,18 +117,52 @@ def main() -> None:
         for j in np.argsort(-scores)[:NEIGHBOURS]:
             wanted += 1
             found_near += (min(i, j), max(i, j)) in listed
+    view_recall = None if views is None else _view_recall(unit, mean, views, listed, sample[:200])
     print(json.dumps({
         "benchmark": "dupes_scale", "n": args.n, "dim": args.dim, "threshold": args.threshold,
         "views": args.views, "probes": args.probes, "pairs": len(pairs), "groups": len(groups),
         "insert_seconds": round(insert_seconds, 1),
         "candidate_seconds": round(candidate_seconds, 1), "candidate_pairs": len(candidates.pairs),
         "candidate_neighbour_recall_vs_exact": round(found_near / max(1, wanted), 4),
+        "view_pair_recall_vs_exact": view_recall,
         "similar_pairs_seconds": round(pairs_seconds, 1),
         "dupes_seconds": round(dupes_seconds, 1),
         "pair_recall_vs_exact": round(hit / max(1, expected), 4), "sampled_pairs": expected,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "machine": machine(),
     }, indent=2))  # fmt: skip
+
+
+def _view_recall(unit: np.ndarray, mean: np.ndarray, views: np.ndarray,
+                 listed: set[tuple[int, int]], sample: np.ndarray) -> float:  # fmt: skip
+    """Of the pairs that exact search finds through each sampled image's whole against the
+    others' views (its VIEW_NEIGHBOURS nearest other images, scoring at least VIEW_REJECT),
+    the share among the candidates."""
+    n, regions, _ = views.shape
+    flat = centred(views.reshape(n * regions, -1), mean)
+
+    def density(i: int) -> float:
+        scores = unit @ unit[i]
+        scores[i] = -np.inf
+        return float(np.partition(-scores, DENSITY_K - 1)[DENSITY_K - 1] * -1)
+
+    wanted = hit = 0
+    for i in sample:
+        scores = flat @ unit[i]
+        scores[i * regions : (i + 1) * regions] = -np.inf
+        owners: list[int] = []
+        for row in np.argsort(-scores)[: (VIEW_NEIGHBOURS + 1) * regions]:
+            if row // regions not in owners:
+                owners.append(int(row // regions))
+            if len(owners) == VIEW_NEIGHBOURS:
+                break
+        own = density(int(i))
+        for j in owners:
+            best = scores[j * regions : (j + 1) * regions].max()
+            if best - BETA * (own + density(j)) / 2 >= VIEW_REJECT:
+                wanted += 1
+                hit += (min(int(i), j), max(int(i), j)) in listed
+    return round(hit / max(1, wanted), 4)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ NEIGHBOURS = 20  # candidates per image by global score
 DENSITY_K = 20  # the neighbour whose cosine measures how crowded an image's surroundings are
 BETA = 0.5
 VIEW_NEIGHBOURS = 10  # candidates per image (and per view) through regional views
+VIEW_PROBES = 4  # k-means cells each whole or view probes in the view joins (above EXACT_LIMIT)
 # Measured on bench/copydetect.py's development part (bench/RESULTS.md): pairs found through
 # views below this copy score were rarely verified copies, and they are many (at a million
 # images, most of the view join's rows): they are dropped as they are found.
@@ -242,11 +243,11 @@ def _view_candidates(
     flat = np.ascontiguousarray(views.reshape(n * regions, dim))
     owner = np.repeat(np.arange(n), regions)
     # Whole -> views: an image's own views are left out by masking them to -1.
-    near, cos = nearest_in(unit, flat, (VIEW_NEIGHBOURS + 1) * regions, gpu=gpu)
+    near, cos = nearest_in(unit, flat, (VIEW_NEIGHBOURS + 1) * regions, VIEW_PROBES, gpu)
     owners = np.where(near >= 0, owner[np.maximum(near, 0)], -1)
     owners = np.where(owners == np.arange(n)[:, None], -1, owners)
     rows = np.repeat(np.arange(n), near.shape[1])
     edges.add(rows, owners.ravel(), cos.ravel(), VIEWS, floor=VIEW_REJECT)
     # Views -> wholes.
-    near, cos = nearest_in(flat, unit, VIEW_NEIGHBOURS + 1, gpu=gpu)
+    near, cos = nearest_in(flat, unit, VIEW_NEIGHBOURS + 1, VIEW_PROBES, gpu)
     edges.add(np.repeat(owner, near.shape[1]), near.ravel(), cos.ravel(), VIEWS, floor=VIEW_REJECT)
