@@ -273,8 +273,12 @@ def model_options(fn: F) -> F:
 
 
 def _set_home(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-    if value:
-        ctx.find_root().obj = resolve_home(value)
+    if value:  # every context up to the root: a command's context copied its parent's obj
+        home = resolve_home(value)
+        here: click.Context | None = ctx
+        while here is not None:
+            here.obj = home
+            here = here.parent
 
 
 HOME_HELP = "Index directory (default: $IMGSEARCH_HOME, else the user data dir)."

@@ -168,6 +168,14 @@ def test_info_and_path(
     runner = CliRunner()
     assert runner.invoke(cli, ["path"]).stdout.strip() == str(home / "from-env")
     assert runner.invoke(cli, ["--home", str(home), "path"]).stdout.strip() == str(home)
+    # --home after the command name: every command reads it, the environment's home stays out.
+    assert runner.invoke(cli, ["path", "--home", str(home)]).stdout.strip() == str(home)
+    after = runner.invoke(cli, ["info", "--json", "--home", str(home)])
+    assert after.exit_code == 0 and json.loads(after.stdout) == data
+    with Store.open(home) as store:
+        record = store.record_by_path(str(indexed["red"]))
+    query = ["query", "--id", str(record.id), "-k", "2", "--json"]
+    assert runner.invoke(cli, [*query, "--home", str(home)]).stdout == invoke(home, *query).stdout
 
 
 @pytest.mark.parametrize(
