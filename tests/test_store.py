@@ -178,6 +178,27 @@ def test_stored_vectors_by_content_hash(home: Path) -> None:
     assert (found["hash2"].width, found["hash2"].height) == (640, 480)
 
 
+def test_views_come_back_as_stored_in_the_order_asked(home: Path) -> None:
+    rng = np.random.RandomState(3)
+    views = unit(rng, 5 * 3).reshape(5, 3, DIM)  # 3 views of each of 5 images
+    store = Store.create(home, "test-model", DIM)
+    rows = [Embedded(embedded(i, unit(rng, 1)[0]).file, 640, 480, unit(rng, 1)[0],
+                     views=views[i]) for i in range(5)]  # fmt: skip
+    store.commit_batch([*rows, embedded(9, unit(rng, 1)[0])], [])
+    ids = [store.record_by_path(f"/photos/{i}.jpg").id for i in (4, 0, 2)]
+    array = store.views_array(ids)
+    assert array is not None and array.dtype == np.float16 and array.shape == (3, 3, DIM)
+    one_by_one = store.views(ids)
+    for position, image_id in enumerate(ids):
+        assert np.array_equal(array[position].astype(np.float32), one_by_one[image_id])
+        assert np.allclose(one_by_one[image_id], views[[4, 0, 2][position]], atol=1e-3)
+    # One image without views: no array (the view join needs every image's).
+    without = store.record_by_path("/photos/9.jpg").id
+    assert store.views_array([*ids, without]) is None
+    assert store.views_array([]) is None
+    store.close()
+
+
 def test_open_without_index_and_model_mismatch(home: Path) -> None:
     with pytest.raises(IndexNotFound):
         Store.open(home)
