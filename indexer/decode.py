@@ -48,11 +48,13 @@ class Preprocess:
     view_size: tuple[int, int] | None = None
 
 
-# The regions of an image embedded as its views, as fractions (left, top, right, bottom): the
-# four quadrants and the central 60 %. A crop or corner of a photo matches one of its views,
-# and a photo pasted small onto a canvas matches one of the canvas's views (bench/RESULTS.md).
-VIEW_BOXES = ((0.0, 0.0, 0.5, 0.5), (0.5, 0.0, 1.0, 0.5), (0.0, 0.5, 0.5, 1.0),
-              (0.5, 0.5, 1.0, 1.0), (0.2, 0.2, 0.8, 0.8))  # fmt: skip
+Box = tuple[float, float, float, float]  # (left, top, right, bottom), fractions of the image
+# The regions of an image embedded as its views: the four quadrants and the central 60 %. A
+# crop or corner of a photo matches one of its views, and a photo pasted small onto a canvas
+# matches one of the canvas's views (bench/RESULTS.md). Each is as wide as it is tall, as
+# fractions, so a region's longer side is the same share of every image's.
+VIEW_BOXES: tuple[Box, ...] = ((0.0, 0.0, 0.5, 0.5), (0.5, 0.0, 1.0, 0.5), (0.0, 0.5, 0.5, 1.0),
+                               (0.5, 0.5, 1.0, 1.0), (0.2, 0.2, 0.8, 0.8))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -189,20 +191,15 @@ def views_of(image: Image.Image, prep: Preprocess) -> Pixels | None:
     """The image's regional views (R, 3, h, w), or None when the backbone takes none."""
     if prep.view_size is None:
         return None
-    w, h = image.size
     view_prep = Preprocess(prep.view_size, prep.mean, prep.std)
-    crops = [
-        image.crop(
-            (
-                round(a * w),
-                round(b * h),
-                max(round(a * w) + 1, round(c * w)),
-                max(round(b * h) + 1, round(d * h)),
-            )
-        )
-        for a, b, c, d in VIEW_BOXES
-    ]
-    return np.stack([to_pixels(crop, view_prep) for crop in crops])  # fmt: skip
+    crops = [image.crop(box_pixels(box, image.width, image.height)) for box in VIEW_BOXES]
+    return np.stack([to_pixels(crop, view_prep) for crop in crops])
+
+
+def box_pixels(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
+    """A region given as fractions, in pixels of a width x height image (at least one)."""
+    left, top = round(box[0] * width), round(box[1] * height)
+    return left, top, max(left + 1, round(box[2] * width)), max(top + 1, round(box[3] * height))
 
 
 def decode_file(path: str, prep: Preprocess, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:

@@ -25,9 +25,9 @@ from indexer.spec import resolve_model
 from search.copies.candidates import Descriptors, find_candidates
 from search.copies.decide import Decided, Edge, Thresholds, decide
 from search.copies.groups import Chooser, DuplicateGroup, Member, build_groups
-from search.copies.verify import FEATURES_VERSION, LOCAL_FEATURES, Verification
+from search.copies.verify import FEATURES_VERSION, Verification
 from search.keep import DEFAULT_KEEP, KeepPolicy, parse_keep
-from search.per_content import per_content
+from search.per_content import per_content, per_contents
 from search.quality import LOOKS, Look, look_at
 from search.steps import SILENT, Steps
 from store import ImageRecord, Store
@@ -161,7 +161,7 @@ def _pairs(store: Store, ids: list[int], options: DupeOptions,
     candidates = find_candidates(descriptors, store.gpu)
     records = store.records(stored_ids.tolist())
     thresholds = Thresholds(accept, reject, options.verify)
-    features_for = partial(per_content, store, LOCAL_FEATURES, steps=steps)
+    features_for = partial(per_contents, store, steps=steps)
     decided = decide(candidates, records, thresholds, features_for, steps)
     return "copies", accept, calibrated, decided
 

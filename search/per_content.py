@@ -19,6 +19,7 @@ from store import ImageRecord, Store
 
 T = TypeVar("T")
 R = TypeVar("R")
+Item = TypeVar("Item")
 PARALLEL_FROM = 48  # files: below this, one process is faster than starting a pool
 
 
@@ -37,31 +38,50 @@ def per_content(
     store: Store, recipe: Recipe[T], records: Iterable[ImageRecord], steps: Steps = SILENT
 ) -> tuple[dict[int, T], list[str]]:
     """`recipe`'s result for each record, by image id, and the paths that could not be read."""
-    wanted = {r.id: r for r in records}
-    firsts: dict[str, ImageRecord] = {}
-    for record in sorted(wanted.values(), key=lambda r: r.id):
-        firsts.setdefault(record.content_hash, record)
-    stored = store.content_cached(recipe.kind, sorted(firsts), recipe.version)
-    found = {h: recipe.decode(data) for h, data in stored.items()}
-    missing = [r for h, r in firsts.items() if h not in found]
-    made: dict[str, T] = {}
-    failed: list[str] = []
-    with steps.step(recipe.doing, len(missing)) as advance:
-        results = parallel_map(recipe.make, [r.path for r in missing], advance)
-    for record, result in zip(missing, results, strict=True):
-        if result is None:
-            failed.append(record.path)
-        else:
-            made[record.content_hash] = result
-    if made:
-        store.save_content_cache(
-            recipe.kind, {h: recipe.encode(v) for h, v in made.items()}, recipe.version
-        )
-    found.update(made)
-    return {i: found[r.content_hash] for i, r in wanted.items() if r.content_hash in found}, failed
+    return per_contents(store, [(recipe, records)], steps)[0]
 
 
-def parallel_map(fn: Callable[[str], R], items: Sequence[str], advance: Advance,
+def per_contents(
+    store: Store, orders: Sequence[tuple[Recipe[T], Iterable[ImageRecord]]], steps: Steps = SILENT
+) -> list[tuple[dict[int, T], list[str]]]:
+    """`per_content` of several recipes at once: what is missing is made in one pool, as one
+    step named after the first recipe."""
+    wanted = [{r.id: r for r in records} for _, records in orders]
+    found: list[dict[str, T]] = []
+    missing: list[tuple[int, ImageRecord]] = []  # (order, the record to make it from)
+    for n, ((recipe, _), mine) in enumerate(zip(orders, wanted, strict=True)):
+        firsts: dict[str, ImageRecord] = {}
+        for record in sorted(mine.values(), key=lambda r: r.id):
+            firsts.setdefault(record.content_hash, record)
+        stored = store.content_cached(recipe.kind, sorted(firsts), recipe.version)
+        found.append({h: recipe.decode(data) for h, data in stored.items()})
+        missing += [(n, r) for h, r in firsts.items() if h not in found[n]]
+    failed: list[list[str]] = [[] for _ in orders]
+    if missing:
+        with steps.step(orders[0][0].doing, len(missing)) as advance:
+            work = [(orders[n][0].make, record.path) for n, record in missing]
+            results = parallel_map(_make, work, advance)
+        for n, (recipe, _) in enumerate(orders):
+            made = {r.content_hash: v for (m, r), v in zip(missing, results, strict=True)
+                    if m == n and v is not None}  # fmt: skip
+            failed[n] = [r.path for (m, r), v in zip(missing, results, strict=True)
+                         if m == n and v is None]  # fmt: skip
+            if made:
+                encoded = {h: recipe.encode(v) for h, v in made.items()}
+                store.save_content_cache(recipe.kind, encoded, recipe.version)
+            found[n].update(made)
+    return [
+        ({i: known[r.content_hash] for i, r in mine.items() if r.content_hash in known}, lost)
+        for mine, known, lost in zip(wanted, found, failed, strict=True)
+    ]
+
+
+def _make(work: tuple[Callable[[str], R], str]) -> R:
+    make, path = work
+    return make(path)
+
+
+def parallel_map(fn: Callable[[Item], R], items: Sequence[Item], advance: Advance,
                  chunksize: int = 8) -> list[R]:  # fmt: skip
     """`fn` of each item, in order: in worker processes when there are many."""
     done: list[R] = []

@@ -23,19 +23,20 @@ from numpy.typing import NDArray
 
 from store import Vectors
 from store.gpu import Gpu
-from store.pairs import nearest, nearest_in
+from store.pairs import DEFAULT_PROBES, EXACT_LIMIT, Cells, Side, cells_of, floor_join, nearest_in
 
 NEIGHBOURS = 20  # candidates per image by global score
 DENSITY_K = 20  # the neighbour whose cosine measures how crowded an image's surroundings are
 BETA = 0.5
 VIEW_NEIGHBOURS = 10  # candidates per image (and per view) through regional views
-VIEW_PROBES = 4  # k-means cells each whole or view probes in the view joins (above EXACT_LIMIT)
+VIEW_PROBES = 4  # k-means cells each whole probes in the view join (above its exact size)
 # Measured on bench/copydetect.py's development part (bench/RESULTS.md): pairs found through
 # views below this copy score were rarely verified copies, and they are many (at a million
 # images, most of the view join's rows): they are dropped as they are found.
 VIEW_REJECT = 0.2
 
 GLOBAL, VIEWS, ROTATED = 1, 2, 4  # how a candidate was found (bits)
+_CHUNK = 65_536  # views centred at a time to place them in cells
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class Candidates:
     # (m,) the counter-clockwise turn that made the pair match: positive, b turned matches a;
     # negative, a turned matches b; 0 upright.
     angle: NDArray[np.int16]
+    # (m,) the regional view behind `view_score`: r + 1 when a's whole matched b's view r
+    # (indexer.decode.VIEW_BOXES[r]), -(r + 1) when b's whole matched a's view r; 0 none.
+    region: NDArray[np.int8]
 
 
 @dataclass(frozen=True)
@@ -71,12 +75,14 @@ class Descriptors:
 def centred(vectors: NDArray[np.floating], mean: NDArray[np.float32],
              chunk: int = 65_536) -> NDArray[np.float32]:  # fmt: skip
     """(vectors - mean), L2-normalised along the last axis, as float32: a chunk of rows at a
-    time, so that a million images' views cost one float32 copy and no temporaries."""
+    time, in place, so that a million images' views cost one float32 copy and no temporaries."""
     unit = np.empty(vectors.shape, dtype=np.float32)
     for start in range(0, len(vectors), chunk):
-        shifted = vectors[start : start + chunk].astype(np.float32) - mean
-        norms = np.linalg.norm(shifted, axis=-1, keepdims=True)
-        unit[start : start + chunk] = shifted / np.maximum(norms, 1e-12)
+        part = unit[start : start + chunk]
+        part[...] = vectors[start : start + chunk]
+        part -= mean
+        norms = np.sqrt(np.einsum("...d,...d->...", part, part))
+        part /= np.maximum(norms, 1e-12)[..., None]
     return unit
 
 
@@ -93,20 +99,21 @@ class _Edges:
         b: NDArray[np.int64],
         cosine: NDArray[np.float32],
         how: int,
-        angle: NDArray[np.int64] | int = 0,
+        detail: NDArray[np.int64] | int = 0,
         floor: float = -np.inf,
     ) -> None:
-        """Pairs (a[i], b[i]) at centred cosine[i]; `angle`: b's turn (positive) that matched;
-        pairs whose copy score is below `floor` are dropped. Rows are kept compact (int32
-        positions, float32 scores): a million images add tens of millions of them."""
+        """Pairs (a[i], b[i]) at centred cosine[i]; `detail`, what of b matched a: its turn
+        (ROTATED rows) or its region + 1 (VIEWS rows); pairs whose copy score is below `floor`
+        are dropped. Rows are kept compact (int32 positions, float32 scores): a million images
+        add tens of millions of them."""
         keep = (a >= 0) & (b >= 0) & (a != b) & np.isfinite(cosine)
         a, b, cosine = a[keep], b[keep], cosine[keep]
-        turn = np.broadcast_to(np.asarray(angle, dtype=np.int16), keep.shape)[keep]
+        of_b = np.broadcast_to(np.asarray(detail, dtype=np.int16), keep.shape)[keep]
         score = cosine - BETA * (self.density[a] + self.density[b]) / 2
         high_enough = score >= floor
-        a, b, score, turn = a[high_enough], b[high_enough], score[high_enough], turn[high_enough]
+        a, b, score, of_b = a[high_enough], b[high_enough], score[high_enough], of_b[high_enough]
         low, high = np.minimum(a, b).astype(np.int32), np.maximum(a, b).astype(np.int32)
-        signed = np.where(b == high, turn, -turn)  # + : the larger position was turned
+        signed = np.where(b == high, of_b, -of_b)  # + : of the larger position
         how_column = np.full(len(a), how, dtype=np.uint8)
         self.parts.append((low, high, score.astype(np.float32), how_column, signed))
 
@@ -115,39 +122,35 @@ class _Edges:
         empty = np.zeros(0, dtype=np.int64)
         if not self.parts:
             none = np.zeros(0, dtype=np.float32)
-            return _Reduced(empty, empty, empty, none, none, np.zeros(0, dtype=np.int16))
-        low, high, score, how, angle = (np.concatenate(c) for c in zip(*self.parts, strict=True))
-        order = np.lexsort((-score, high, low))  # by pair, best score first
-        low, high, score, how, angle = (
-            low[order],
-            high[order],
-            score[order],
-            how[order],
-            angle[order],
-        )
-        first = np.ones(len(low), dtype=bool)
-        first[1:] = (low[1:] != low[:-1]) | (high[1:] != high[:-1])
-        group = np.cumsum(first) - 1
-        pairs = int(first.sum())
-        found_by = np.zeros(pairs, dtype=np.int64)
-        np.bitwise_or.at(found_by, group, how)
+            return _Reduced(empty, empty, empty, none, none, *(np.zeros(0, np.int16),) * 2)
+        low, high, score, how, detail = (np.concatenate(c) for c in zip(*self.parts, strict=True))
+        n = len(self.density)
+        keys, group = np.unique(low.astype(np.int64) * n + high, return_inverse=True)
+        found_by = np.zeros(len(keys), dtype=np.int64)
         best: dict[int, NDArray[np.float32]] = {}
-        turn = np.zeros(pairs, dtype=np.int16)
-        for kind in (VIEWS, ROTATED):
-            values = np.full(pairs, -np.inf, dtype=np.float32)
-            mine = how == kind
-            np.maximum.at(values, group[mine], score[mine])
-            best[kind] = values
-        # The angle of the best-scoring turn (rows are sorted best first within a pair).
-        turned = np.nonzero(how == ROTATED)[0][::-1]
-        turn[group[turned]] = angle[turned]
+        of_best: dict[int, NDArray[np.int16]] = {}
+        for kind in (GLOBAL, VIEWS, ROTATED):
+            mine = np.nonzero(how == kind)[0]
+            found_by[group[mine]] |= kind
+            if kind == GLOBAL:
+                continue  # its score is the pair's global score, computed for every pair
+            # The best-scoring row of each pair, and its detail.
+            order = mine[np.lexsort((-score[mine], group[mine]))]
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = group[order][1:] != group[order][:-1]
+            winners = order[first]
+            best[kind] = np.full(len(keys), -np.inf, dtype=np.float32)
+            best[kind][group[winners]] = score[winners]
+            of_best[kind] = np.zeros(len(keys), dtype=np.int16)
+            of_best[kind][group[winners]] = detail[winners]
         return _Reduced(
-            low[first].astype(np.int64),
-            high[first].astype(np.int64),
+            keys // n,
+            keys % n,
             found_by,
             best[VIEWS],
             best[ROTATED],
-            turn,
+            of_best[ROTATED],
+            of_best[VIEWS],
         )
 
 
@@ -159,6 +162,7 @@ class _Reduced:
     view_score: NDArray[np.float32]
     turn_score: NDArray[np.float32]
     angle: NDArray[np.int16]
+    region: NDArray[np.int16]
 
 
 def find_candidates(found: Descriptors, gpu: Gpu | None = None) -> Candidates:
@@ -175,18 +179,27 @@ def find_candidates(found: Descriptors, gpu: Gpu | None = None) -> Candidates:
             empty,
             np.zeros(0, np.uint8),
             np.zeros(0, np.int16),
+            np.zeros(0, np.int8),
         )
     mean = found.vectors.mean(axis=0)
     unit = centred(found.vectors, mean)
-    neighbours, scores = nearest(unit, max(NEIGHBOURS, DENSITY_K), gpu=gpu)
+    # One set of cells for every join. The views' join compares each whole with `regions`
+    # times as many vectors, so it leaves the exact join at a smaller collection.
+    regions = 0 if found.views is None else found.views.shape[1]
+    cells = cells_of(unit, gpu, exact_up_to=int(EXACT_LIMIT / np.sqrt(1 + regions)))
+    probed = cells.nearest(unit, max(DEFAULT_PROBES, VIEW_PROBES))
+    k = max(NEIGHBOURS, DENSITY_K)
+    neighbours, scores = nearest_in(unit, unit, k, cells, probed[:, :DEFAULT_PROBES], same=True)
     edges = _Edges(_density(scores))
     rows = np.repeat(np.arange(n), NEIGHBOURS)
     edges.add(rows, neighbours[:, :NEIGHBOURS].ravel(), scores[:, :NEIGHBOURS].ravel(), GLOBAL)
     if found.views is not None:
-        _view_candidates(unit, centred(found.views, mean), edges, gpu)
+        _view_candidates(unit, found.views, mean, cells, probed[:, :VIEW_PROBES], edges)
     if found.rotated is not None and found.rotated_of is not None:
         angles = found.rotated_angle if found.rotated_angle is not None else 0
-        near, cos = nearest_in(centred(found.rotated, mean), unit, NEIGHBOURS + 1, gpu=gpu)
+        turned = centred(found.rotated, mean)
+        probes = cells.nearest(turned, DEFAULT_PROBES)
+        near, cos = nearest_in(turned, unit, NEIGHBOURS + 1, cells, probes)
         width = near.shape[1]
         edges.add(
             near.ravel(),
@@ -198,8 +211,7 @@ def find_candidates(found: Descriptors, gpu: Gpu | None = None) -> Candidates:
     found_pairs = edges.reduce()
     low, high = found_pairs.low, found_pairs.high
     pairs = np.stack([low, high], axis=1).reshape(-1, 2)
-    raw = _dots(found.vectors, low, high)
-    centred_cosine = _dots(unit, low, high)
+    raw, centred_cosine = _cosines(found.vectors, mean, low, high)
     score = centred_cosine - BETA * (edges.density[low] + edges.density[high]) / 2
     return Candidates(
         found.ids,
@@ -210,18 +222,30 @@ def find_candidates(found: Descriptors, gpu: Gpu | None = None) -> Candidates:
         found_pairs.turn_score.astype(np.float32),
         found_pairs.found_by.astype(np.uint8),
         found_pairs.angle.astype(np.int16),
+        found_pairs.region.astype(np.int8),
     )
 
 
-def _dots(vectors: Vectors, low: NDArray[np.int64], high: NDArray[np.int64],
-          chunk: int = 65_536) -> NDArray[np.float32]:  # fmt: skip
-    """The dot product of each pair of rows, a chunk of pairs at a time (gathering all the
-    rows at once would hold two copies of (pairs, d) floats: gigabytes at a million images)."""
-    out = np.empty(len(low), dtype=np.float32)
+def _cosines(vectors: Vectors, mean: NDArray[np.float32], low: NDArray[np.int64],
+             high: NDArray[np.int64], chunk: int = 65_536
+             ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:  # fmt: skip
+    """The raw and the centred cosine of each pair of rows, from one gather of their raw
+    vectors, a chunk of pairs at a time (gathering all at once would hold two copies of
+    (pairs, d) floats: gigabytes at a million images). With m the mean, (x - m).(y - m) is
+    x.y - x.m - y.m + m.m."""
+    along = np.einsum("nd,d->n", vectors, mean).astype(np.float64)
+    squares = np.einsum("nd,nd->n", vectors, vectors).astype(np.float64)
+    middle = float(mean.astype(np.float64) @ mean)
+    lengths = np.sqrt(np.maximum(squares - 2 * along + middle, 1e-24))
+    raw = np.empty(len(low), dtype=np.float32)
+    centred_cosine = np.empty(len(low), dtype=np.float32)
     for start in range(0, len(low), chunk):
-        part = slice(start, start + chunk)
-        out[part] = np.einsum("md,md->m", vectors[low[part]], vectors[high[part]])
-    return out
+        a, b = low[start : start + chunk], high[start : start + chunk]
+        dots = np.einsum("md,md->m", vectors[a], vectors[b])
+        raw[start : start + chunk] = dots
+        shifted = dots - along[a] - along[b] + middle
+        centred_cosine[start : start + chunk] = shifted / (lengths[a] * lengths[b])
+    return raw, centred_cosine
 
 
 def _density(scores: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -234,20 +258,30 @@ def _density(scores: NDArray[np.float32]) -> NDArray[np.float32]:
     return np.where(np.isnan(kth), fallback, kth).astype(np.float32)
 
 
-def _view_candidates(
-    unit: Vectors, views: NDArray[np.float32], edges: _Edges, gpu: Gpu | None
-) -> None:  # views: centred
-    """Whole against view, both ways: a crop matches a view of its source, and a view of a
-    canvas matches the photo pasted on it."""
+def _view_candidates(unit: Vectors, views: NDArray[np.floating], mean: NDArray[np.float32],
+                     cells: Cells, probed: NDArray[np.int64], edges: _Edges) -> None:  # fmt: skip
+    """Whole against view, both ways, in one join: a crop's whole matches a view of its source,
+    and a canvas's view matches the photo pasted on it. Pairs below VIEW_REJECT are never
+    kept. Views stay as stored (float16) and are centred a cell at a time: a million images'
+    1,280-d views would take 26 GB as float32."""
     n, regions, dim = views.shape
-    flat = np.ascontiguousarray(views.reshape(n * regions, dim))
-    owner = np.repeat(np.arange(n), regions)
-    # Whole -> views: an image's own views are left out by masking them to -1.
-    near, cos = nearest_in(unit, flat, (VIEW_NEIGHBOURS + 1) * regions, VIEW_PROBES, gpu)
-    owners = np.where(near >= 0, owner[np.maximum(near, 0)], -1)
-    owners = np.where(owners == np.arange(n)[:, None], -1, owners)
-    rows = np.repeat(np.arange(n), near.shape[1])
-    edges.add(rows, owners.ravel(), cos.ravel(), VIEWS, floor=VIEW_REJECT)
-    # Views -> wholes.
-    near, cos = nearest_in(flat, unit, VIEW_NEIGHBOURS + 1, VIEW_PROBES, gpu)
-    edges.add(np.repeat(owner, near.shape[1]), near.ravel(), cos.ravel(), VIEWS, floor=VIEW_REJECT)
+    flat = views.reshape(n * regions, dim)
+    home = np.concatenate([
+        cells.nearest(centred(flat[start : start + _CHUNK], mean), 1)[:, 0]
+        for start in range(0, len(flat), _CHUNK)
+    ])  # fmt: skip
+    # A pair's copy score is its cosine less half of each image's density term.
+    half = (BETA * edges.density / 2).astype(np.float32)
+
+    def whole(rows: NDArray[np.int64]) -> Vectors:
+        return unit[rows]
+
+    def view(rows: NDArray[np.int64]) -> Vectors:
+        return centred(flat[rows], mean)
+
+    # Each whole keeps its best views (its own among them, left out below), each view its best
+    # wholes, as two nearest-neighbour searches would.
+    wholes = Side(whole, probed, VIEW_REJECT + half, (VIEW_NEIGHBOURS + 1) * regions)
+    of_views = Side(view, home[:, None], np.repeat(half, regions), VIEW_NEIGHBOURS + 1)
+    for rows, columns, cosine in floor_join(wholes, of_views, cells.count, cells.gpu):
+        edges.add(rows, columns // regions, cosine, VIEWS, columns % regions + 1, VIEW_REJECT)

@@ -12,25 +12,33 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from indexer.decode import VIEW_BOXES
 from search.copies.candidates import VIEW_REJECT, Candidates
 from search.copies.verify import (
     FEATURES_VERSION,
+    LOCAL_FEATURES,
+    MIN_COVERAGE,
+    REGION_FEATURES,
     Features,
     Verification,
     features_or_none,
+    in_whole_frame,
     verify,
 )
-from search.per_content import worker_count
-from search.steps import SILENT, Advance, Steps
+from search.per_content import Recipe, worker_count
+from search.steps import SILENT, Steps
 from store import ImageRecord
 
 log = logging.getLogger("imgsearch.search")
 MIRROR_FROM = 0.5  # a mirrored copy scores high globally: only such pairs try the mirror
+# Pairs found through a view from this view score are checked against that region when their
+# whole frames do not verify (tuned on bench/copydetect.py's development part).
+REGION_FROM = 0.3
 PARALLEL_PAIRS = 512
 CHUNK_PAIRS = 128  # pairs a worker verifies per task
 
@@ -56,9 +64,13 @@ class Edge:
     check: Verification | None  # None: accepted by its score alone
 
 
-# Local features of records, by image id, and the paths that could not be read
-# (search/per_content.py, with the catalog's cache).
-FeaturesFor = Callable[[list[ImageRecord]], tuple[dict[int, Features], list[str]]]
+# For each (recipe, records) asked, the features made from the records, by image id, and the
+# paths that could not be read: local features of whole images or of one of their regions
+# (search/per_content.py's per_contents, with the catalog's cache).
+FeaturesFor = Callable[
+    [Sequence[tuple[Recipe[Features], list[ImageRecord]]]],
+    list[tuple[dict[int, Features], list[str]]],
+]
 
 
 @dataclass(frozen=True)
@@ -87,53 +99,129 @@ def decide(
     edges = [_edge(candidates, int(m), None) for m in np.nonzero(accepted)[0]]
     if not thresholds.verify or not band.any():
         return Decided(edges, 0, [], 0.0, 0.0)
-    started = time.perf_counter()
-    involved = np.unique(pairs[band].ravel())
-    features, unreadable = features_for([records[int(ids[p])] for p in involved])
+    checking = _Checking(records, features_for, steps)
+    unreadable = checking.make({WHOLE: {int(ids[p]) for p in pairs[band].ravel()}})
     for path in unreadable:
         log.warning("could not read %s again: its candidate pairs stay unverified", path)
-    feature_seconds = time.perf_counter() - started
-    started = time.perf_counter()
     jobs = []
     for m in np.nonzero(band)[0]:
         a, b = int(ids[pairs[m, 0]]), int(ids[pairs[m, 1]])
-        if a in features and b in features:
-            mirror = records[b].path if best[m] >= MIRROR_FROM else None
-            jobs.append((int(m), a, b, mirror))
-    with steps.step("verifying candidate pairs", len(jobs)) as advance:
-        found = _verify_all(jobs, features, advance)
-    edges += [
-        _edge(candidates, m, check)
-        for (m, _, _, _), check in zip(jobs, found, strict=True)
-        if check.verified
-    ]
-    return Decided(edges, len(jobs), unreadable, feature_seconds, time.perf_counter() - started)
+        mirror = records[b].path if best[m] >= MIRROR_FROM else None
+        jobs.append(Job(int(m), (a, WHOLE), (b, WHOLE), mirror))
+    jobs, found = checking.run(jobs, "verifying candidate pairs")
+    edges += [_edge(candidates, j.row, c) for j, c in zip(jobs, found, strict=True) if c.verified]
+    failed = [j.row for j, c in zip(jobs, found, strict=True) if not c.verified]
+    edges += _in_regions(candidates, failed, checking)
+    return Decided(edges, len(jobs), unreadable, checking.feature_seconds, checking.verify_seconds)
 
 
-Job = tuple[int, int, int, str | None]  # (candidate row, image a, image b, b's path to mirror)
-_FEATURES: dict[int, Features] = {}  # what forked verification workers read (copy-on-write)
+def _in_regions(candidates: Candidates, rows: list[int], checking: _Checking) -> list[Edge]:
+    """Pairs found through a regional view that did not verify on whole frames, checked again
+    against that region of the image that holds it, in a frame of its own: a corner crop or a
+    pasted thumbnail is a quarter of its container, too small in the container's whole frame
+    to keep enough keypoints (bench/RESULTS.md)."""
+    ids, region = candidates.ids, candidates.region
+    jobs = []
+    for m in rows:
+        if region[m] == 0 or candidates.view_score[m] < REGION_FROM:
+            continue
+        a, b, r = int(ids[candidates.pairs[m, 0]]), int(ids[candidates.pairs[m, 1]]), int(region[m])
+        # r + 1 > 0: b holds a's whole in its region r; -(r + 1): a holds b's.
+        jobs.append(Job(m, (a, WHOLE), (b, r - 1)) if r > 0 else Job(m, (a, -r - 1), (b, WHOLE)))
+    holders: dict[int, set[int]] = {}  # region -> the images whose region is needed
+    for key in (k for j in jobs for k in (j.a, j.b) if k[1] != WHOLE):
+        holders.setdefault(key[1], set()).add(key[0])
+    checking.make(holders)
+    jobs, found = checking.run(jobs, "verifying against regions")
+    edges = []
+    for job, check in zip(jobs, found, strict=True):
+        in_b = job.b[1] != WHOLE
+        # The match must cover part of the region itself (measured on bench/copydetect.py's
+        # development part: the false matches covered under 2 % of it, true ones 10 % or more).
+        if check.verified and (check.coverage_b if in_b else check.coverage_a) >= MIN_COVERAGE:
+            box = VIEW_BOXES[job.b[1] if in_b else job.a[1]]
+            edges.append(_edge(candidates, job.row, in_whole_frame(check, box, in_b)))
+    return edges
 
 
-def _verify_all(jobs: list[Job], features: dict[int, Features],
-                advance: Advance) -> list[Verification]:  # fmt: skip
-    """Verify every job, in parallel (forked workers share `features` without copying)."""
+Key = tuple[int, int]  # (image id, its region; WHOLE for the whole image)
+WHOLE = -1
+_RECIPES = {WHOLE: LOCAL_FEATURES, **dict(enumerate(REGION_FEATURES))}
+
+
+@dataclass(frozen=True)
+class Job:
+    row: int  # candidate row
+    a: Key
+    b: Key
+    mirror: str | None = None  # b's path, to try its mirror image when the pair fails
+
+
+class _Checking:
+    """Features made so far, by (image id, region), and the seconds spent making them and
+    verifying with them."""
+
+    def __init__(self, records: dict[int, ImageRecord], features_for: FeaturesFor,
+                 steps: Steps) -> None:  # fmt: skip
+        self.records, self.features_for, self.steps = records, features_for, steps
+        self.features: dict[Key, Features] = {}
+        self.feature_seconds = self.verify_seconds = 0.0
+
+    def make(self, wanted: dict[int, set[int]]) -> list[str]:
+        """Features of images by region (WHOLE: of the whole images), made at once; the paths
+        that could not be read."""
+        wanted = {region: ids for region, ids in sorted(wanted.items()) if ids}
+        if not wanted:
+            return []
+        started = time.perf_counter()
+        orders = [(_RECIPES[region], [self.records[i] for i in sorted(ids)])
+                  for region, ids in wanted.items()]  # fmt: skip
+        unreadable: list[str] = []
+        for region, (made, lost) in zip(wanted, self.features_for(orders), strict=True):
+            self.features.update({(i, region): f for i, f in made.items()})
+            unreadable += lost
+        self.feature_seconds += time.perf_counter() - started
+        return unreadable
+
+    def run(self, jobs: list[Job], name: str) -> tuple[list[Job], list[Verification]]:
+        """The jobs whose features could be made, and their checks."""
+        jobs = [j for j in jobs if j.a in self.features and j.b in self.features]
+        started = time.perf_counter()
+        found = _run(jobs, self.features, name, self.steps) if jobs else []
+        self.verify_seconds += time.perf_counter() - started
+        return jobs, found
+
+
+_FEATURES: dict[Key, Features] = {}  # what forked verification workers read (copy-on-write)
+
+
+def _run(jobs: list[Job], features: dict[Key, Features], name: str,
+         steps: Steps) -> list[Verification]:  # fmt: skip
+    """Verify every job, in parallel (forked workers share `features` without copying). Each
+    process verifies on one BLAS thread: the workers fill the cores, as for OpenCV
+    (verify.opencv)."""
+    from threadpoolctl import threadpool_limits
+
     global _FEATURES
     _FEATURES = features
     chunks = [jobs[i : i + CHUNK_PAIRS] for i in range(0, len(jobs), CHUNK_PAIRS)]
     found: list[Verification] = []
     try:
-        if len(jobs) >= PARALLEL_PAIRS and worker_count() > 1 and _can_fork():
-            import multiprocessing
+        with steps.step(name, len(jobs)) as advance:
+            if len(jobs) >= PARALLEL_PAIRS and worker_count() > 1 and _can_fork():
+                import multiprocessing
 
-            with multiprocessing.get_context("fork").Pool(worker_count()) as pool:
-                for part in pool.imap(_verify_chunk, chunks):
-                    found += part
-                    advance(len(part))
+                context = multiprocessing.get_context("fork")
+                with context.Pool(worker_count(), threadpool_limits, (1,)) as pool:
+                    for part in pool.imap(_verify_chunk, chunks):
+                        found += part
+                        advance(len(part))
+                return found
+            with threadpool_limits(1):
+                for chunk in chunks:
+                    found += _verify_chunk(chunk)
+                    advance(len(chunk))
             return found
-        for chunk in chunks:
-            found += _verify_chunk(chunk)
-            advance(len(chunk))
-        return found
     finally:
         _FEATURES = {}
 
@@ -141,14 +229,14 @@ def _verify_all(jobs: list[Job], features: dict[int, Features],
 def _verify_chunk(jobs: list[Job]) -> list[Verification]:
     mirrors: dict[str, Features | None] = {}
     found = []
-    for _, a, b, mirror_path in jobs:
-        check = verify(_FEATURES[a], _FEATURES[b])
-        if not check.verified and mirror_path is not None:  # a mirrored copy
-            if mirror_path not in mirrors:
-                mirrors[mirror_path] = features_or_none(mirror_path, mirror=True)
-            mirror = mirrors[mirror_path]
+    for job in jobs:
+        check = verify(_FEATURES[job.a], _FEATURES[job.b])
+        if not check.verified and job.mirror is not None:  # a mirrored copy
+            if job.mirror not in mirrors:
+                mirrors[job.mirror] = features_or_none(job.mirror, mirror=True)
+            mirror = mirrors[job.mirror]
             if mirror is not None:
-                flipped = verify(_FEATURES[a], mirror, mirrored=True)
+                flipped = verify(_FEATURES[job.a], mirror, mirrored=True)
                 check = flipped if flipped.inliers > check.inliers else check
         found.append(check)
     return found
