@@ -58,6 +58,32 @@ def model_costs(
             "model_cpu_seconds_per_image": (time.process_time() - cpu) / images}  # fmt: skip
 
 
+def model_gflop(embedder: Embedder, sample: list[Path]) -> float:
+    """Floating-point operations of one image through `index`'s embedder (with its views and
+    tags), counted by torch on the torch runtime's run: what any runtime has to compute."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    decoded = decode_file(str(sample[0]), embedder.prep)
+    views = None if decoded.views is None else decoded.views[None]
+    with FlopCounterMode(display=False) as counter:
+        embedder.run(decoded.pixels[None], TOP_TAGS if embedder.labels else 0, views)
+    return float(counter.get_total_flops()) / 1e9
+
+
+def gemm_gflops(size: int = 2048, rounds: int = 10) -> float:
+    """This machine's fp32 matrix-product rate on all its cores (torch, the best of `rounds`):
+    what the cores can do, against which a model's forward rate is compared."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
 def decode_cpu(paths: list[Path], embedder: Embedder) -> float:
     """CPU seconds per image of the decode stage (read, hash, decode, resize, views)."""
     dataset = DecodeDataset([_stat(p) for p in paths], embedder.prep, frozenset(), 250_000_000)
@@ -80,6 +106,7 @@ def measure(runtime: str, args: argparse.Namespace, photos: list[Path],
                          args.batch_size)  # fmt: skip
     embedder = load_embedder(resolve_model(model, None), labels=True)
     costs = model_costs(embedder, photos[:8], args.batch_size, max(4, args.count // 32))
+    flops = model_gflop(embedder, photos) if embedder.runtime == "torch" else None
     decoding = decode_cpu(photos[:40], embedder)
     cores = os.cpu_count() or 1
     ceiling = cores / (costs["model_cpu_seconds_per_image"] + decoding)
@@ -103,6 +130,7 @@ def measure(runtime: str, args: argparse.Namespace, photos: list[Path],
         "index_images_per_second": round(end_to_end, 2),
         "share_of_ceiling": round(end_to_end / ceiling, 3),
         "index_seconds": round(wall, 2),
+        "model_gflop_per_image": None if flops is None else round(flops, 2),
     }  # fmt: skip
 
 
@@ -147,6 +175,17 @@ def main() -> None:
         out["default_over_torch_end_to_end"] = round(
             runs["auto"]["index_images_per_second"] / runs["torch"]["index_images_per_second"], 2
         )
+    flops = next((r["model_gflop_per_image"] for r in runs.values() if r["model_gflop_per_image"]),
+                 None)  # fmt: skip
+    if flops and args.device == "cpu":
+        # How close each runtime's forward pass comes to the cores' matrix-product rate: no
+        # runtime can go faster than that in fp32.
+        peak = gemm_gflops()
+        out["gemm_gflops_per_second"] = round(peak, 1)
+        for run in runs.values():
+            run["forward_share_of_gemm_rate"] = round(
+                run["forward_images_per_second"] * flops / peak, 3
+            )
     out["machine"] = machine()
     print(json.dumps(out, indent=2))
 

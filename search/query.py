@@ -12,8 +12,8 @@ from indexer.errors import UnreadableImage
 from indexer.options import ModelOptions
 from indexer.runtime import Embedder
 from indexer.spec import resolve_model
-from search.copies.rerank import CANDIDATES, Checked, query_features, rerank
-from store import Hit, ImageRecord, InvalidOption, ItemNotFound, Store, Vector, Vectors
+from search.copies.rerank import CANDIDATES, Checked, Query, rerank
+from store import Hit, ImageRecord, InvalidOption, ItemNotFound, Store, Vector
 
 VIEW_HITS = 5  # images each regional view of a query adds as candidates
 
@@ -101,15 +101,6 @@ def by_images(store: Store, paths: Sequence[str],
     return [QueryResult(path, matches) for path, matches in zip(paths, found, strict=True)]
 
 
-@dataclass(frozen=True)
-class Query:
-    """One query: its unit vector (d,), its views' (R, d) if any, its file for verification."""
-
-    vector: Vector
-    views: Vectors | None
-    path: str | None
-
-
 def _stored_query(store: Store, path: str, options: QueryOptions) -> Query | None:
     """An indexed, unchanged file's stored vector (no model needed), or None."""
     try:
@@ -177,6 +168,4 @@ def _with_views(store: Store, query: Query, row: list[Hit], exclude: frozenset[i
 
 def _checked(store: Store, query: Query, row: list[Hit],
              records: dict[int, ImageRecord]) -> list[Checked]:  # fmt: skip
-    if query.path is None:
-        return [Checked(h, None) for h in row]
-    return rerank(store, query_features(query.path), row, records)
+    return rerank(store, query, row, records)

@@ -97,10 +97,11 @@ def nearest_in(
     of `cells`, trained on `base`): (positions, cosines), best first, -1 and -inf padding.
     `same`: the queries are `base` itself, and a row is not its own neighbour."""
     nq, probes = probed.shape
-    best = np.full((nq, probes, k), -1, dtype=np.int64)
-    scores = np.full((nq, probes, k), -np.inf, dtype=np.float32)
+    # One sorted list per query and probe, merged at the end (FAISS's merge of shards).
+    best = np.full((probes, nq, k), -1, dtype=np.int64)
+    scores = np.full((probes, nq, k), -np.inf, dtype=np.float32)
     if not nq or not len(base) or k <= 0:
-        return best[:, 0], scores[:, 0]
+        return best[0], scores[0]
     knn = _knn(cells.gpu)
     members = _members(cells.home, cells.count)
     for cell, rows, slots in _probing(probed, cells.count):
@@ -110,18 +111,15 @@ def nearest_in(
         take = min(k + same, len(mine))
         found, near = knn(queries[rows], base[mine], take)
         near = np.where(near >= 0, mine[np.maximum(near, 0)], -1)
-        if same:  # a row's own vector is among its cell's members: drop it
-            found = np.where(near == rows[:, None], -np.inf, found)
-        keep = np.argsort(-found, axis=1, kind="stable")[:, :k]
-        width = min(k, take)
-        best[rows, slots, :width] = np.take_along_axis(near, keep, axis=1)
-        scores[rows, slots, :width] = np.take_along_axis(found, keep, axis=1)
+        if same:  # a row's own vector lies in its cell: drop it (else the last), keep the order
+            other = near != rows[:, None]
+            other[other.all(axis=1), -1] = False
+            near, found = near[other].reshape(len(rows), -1), found[other].reshape(len(rows), -1)
+        width = near.shape[1]
+        best[slots, rows, :width], scores[slots, rows, :width] = near, found
     # Each base vector lies in one cell, so the P lists of a query never share a row.
-    flat_best, flat_scores = best.reshape(nq, -1), scores.reshape(nq, -1)
-    order = np.argsort(-flat_scores, axis=1, kind="stable")[:, :k]
-    out = np.take_along_axis(flat_best, order, axis=1)
-    out_scores = np.take_along_axis(flat_scores, order, axis=1)
-    out[~np.isfinite(out_scores)] = -1
+    out_scores, out = import_faiss().merge_knn_results(scores, best, keep_max=True)
+    out_scores[out < 0] = -np.inf  # FAISS pads with -FLT_MAX
     return out, out_scores
 
 

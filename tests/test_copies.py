@@ -350,9 +350,9 @@ def test_a_corner_crop_too_small_in_its_source_verifies_in_the_region(tmp_path: 
     """A corner crop of a small photo keeps too few keypoints in the photo's whole frame; in
     the frame of the region that holds it, it verifies, and the check is reported in whole
     frames (the crop covers a quarter of its source, at half the scale) for the keeper."""
+    from indexer.decode import VIEW_BOXES
     from search.copies.candidates import GLOBAL, VIEWS, Candidates
     from search.copies.decide import Thresholds, decide
-    from search.copies.verify import VIEW_BOXES
     from store import ImageRecord
 
     image = Image.open(EXAMPLES / "rocket.jpg").convert("RGB")
@@ -468,3 +468,28 @@ def test_candidates_through_cells_find_the_crops() -> None:
     assert sum(m is not None and found.found_by[m] & VIEWS > 0 for m in hits) >= 0.99 * len(crops)
     assert all(found.view_score[m] >= best[pair] - 1e-3
                for pair, m in zip(crops, hits, strict=True) if m is not None)  # fmt: skip
+
+
+def test_a_query_that_is_a_small_corner_of_a_photo_is_verified_in_its_region(
+    tmp_path: Path,
+) -> None:
+    """The corner of a small photo has too few keypoints in the photo's whole frame; the query
+    is checked against the photo's region that matches it best and comes first, verified."""
+    image = Image.open(EXAMPLES / "rocket.jpg").convert("RGB")
+    image.thumbnail((480, 480))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    image.save(folder / "rocket.png")
+    for photo in PHOTOS:
+        Image.open(photo).convert("RGB").save(folder / photo.name, quality=90)
+    w, h = image.size
+    corner = tmp_path / "corner.jpg"
+    image.crop((w - w // 2, h - h // 2, w, h)).save(corner, quality=90)
+    assert not verify(features_of(str(folder / "rocket.png")), features_of(str(corner))).verified
+    home = tmp_path / "home"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--home", str(home), "index", str(folder)]).exit_code == 0
+    result = runner.invoke(cli, ["--home", str(home), "query", str(corner), "--json"])
+    assert result.exit_code == 0, result.output
+    top = json.loads(result.stdout)["results"][0]
+    assert Path(top["path"]).name == "rocket.png" and top["verified"] > 0, top

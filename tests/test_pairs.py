@@ -41,3 +41,17 @@ def test_celled_join_recall_and_exact_scores() -> None:
     assert recall >= 0.99, recall
     for key, score in list(found.items())[:1000]:
         assert abs(score - expected[key]) < 1e-5
+
+
+def test_nearest_pads_rows_with_fewer_others_than_asked() -> None:
+    """k above the set's size: each row's others, best first, then -1 ids at -inf scores."""
+    rng = np.random.RandomState(3)
+    vectors = rng.randn(6, 16).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    near, scores = pairs.nearest(vectors, 8)
+    expected = vectors @ vectors.T
+    np.fill_diagonal(expected, -np.inf)
+    order = np.argsort(-expected, axis=1)[:, :5]
+    assert (near[:, :5] == order).all()
+    assert np.allclose(scores[:, :5], np.take_along_axis(expected, order, axis=1))
+    assert (near[:, 5:] == -1).all() and np.isneginf(scores[:, 5:]).all()

@@ -29,7 +29,7 @@ NEIGHBOURS = 20  # candidates per image by global score
 DENSITY_K = 20  # the neighbour whose cosine measures how crowded an image's surroundings are
 BETA = 0.5
 VIEW_NEIGHBOURS = 10  # candidates per image (and per view) through regional views
-VIEW_PROBES = 4  # k-means cells each whole probes in the view join (above its exact size)
+VIEW_PROBES = 2  # k-means cells each whole probes in the view join (above its exact size)
 # Measured on bench/copydetect.py's development part (bench/RESULTS.md): pairs found through
 # views below this copy score were rarely verified copies, and they are many (at a million
 # images, most of the view join's rows): they are dropped as they are found.

@@ -22,7 +22,6 @@ from search.copies.candidates import VIEW_REJECT, Candidates
 from search.copies.verify import (
     FEATURES_VERSION,
     LOCAL_FEATURES,
-    MIN_COVERAGE,
     REGION_FEATURES,
     Features,
     Verification,
@@ -136,11 +135,9 @@ def _in_regions(candidates: Candidates, rows: list[int], checking: _Checking) ->
     edges = []
     for job, check in zip(jobs, found, strict=True):
         in_b = job.b[1] != WHOLE
-        # The match must cover part of the region itself (measured on bench/copydetect.py's
-        # development part: the false matches covered under 2 % of it, true ones 10 % or more).
-        if check.verified and (check.coverage_b if in_b else check.coverage_a) >= MIN_COVERAGE:
-            box = VIEW_BOXES[job.b[1] if in_b else job.a[1]]
-            edges.append(_edge(candidates, job.row, in_whole_frame(check, box, in_b)))
+        whole_frame = in_whole_frame(check, VIEW_BOXES[job.b[1] if in_b else job.a[1]], in_b)
+        if whole_frame.verified:
+            edges.append(_edge(candidates, job.row, whole_frame))
     return edges
 
 

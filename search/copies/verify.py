@@ -235,7 +235,11 @@ def _coverage(points: NDArray[np.float32], shape: tuple[int, int]) -> float:
 def in_whole_frame(check: Verification, box: Box, b_holds: bool) -> Verification:
     """A check made against one image's region `box` (b's when `b_holds`, else a's), as if
     made against that image's whole frame: the region covers box-area of it, and its frame
-    shows the region's longer side where the whole frame shows the image's."""
+    shows the region's longer side where the whole frame shows the image's. NO_MATCH unless
+    the match covers MIN_COVERAGE of the region itself (bench/copydetect.py's development
+    part: false matches against a region covered under 2 % of it, true ones 10 % or more)."""
+    if not check.verified or (check.coverage_b if b_holds else check.coverage_a) < MIN_COVERAGE:
+        return NO_MATCH
     area = (box[2] - box[0]) * (box[3] - box[1])
     side = _box_side(box)
     if b_holds:
