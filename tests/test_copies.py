@@ -304,7 +304,7 @@ def test_a_file_that_cannot_be_read_again_leaves_its_pairs_unverified(
 
 def test_ratio_matches_are_those_of_opencvs_matcher(tmp_path: Path) -> None:
     """verify.matches is Lowe's ratio test with one match per keypoint of b, as OpenCV's
-    BFMatcher.knnMatch and a loop made them (at a fifth of the time)."""
+    BFMatcher.knnMatch and a loop made them (at a third of the time)."""
     from search.copies.verify import matches, opencv
 
     made = edits(PHOTOS[1], tmp_path)

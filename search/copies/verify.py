@@ -199,8 +199,8 @@ def matches(a: NDArray[np.float32], b: NDArray[np.float32]
             ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:  # fmt: skip
     """Lowe's ratio test between descriptors a (n, 128) and b (m, 128), m >= 2, with at most
     one match per keypoint of b (its closest): (rows of a, rows of b). One matrix product:
-    OpenCV's knnMatch gave the same matches at 5x the time, most of it spent making a
-    Python object per match."""
+    OpenCV's knnMatch gave the same matches at 3x the time (1.33 against 0.45 ms for dev's
+    pairs), most of it spent making a Python object per match."""
     distance = np.einsum("ij,ij->i", a, a)[:, None] + np.einsum("ij,ij->i", b, b)[None, :]
     distance -= 2 * (a @ b.T)
     rows = np.arange(len(a))
