@@ -11,9 +11,11 @@ with the default options (as plain `imgsearch dupes`), and prints JSON: pair pre
 recall over the groups, recall per edit (the original and its edit in one group), the same
 with `--rotations`, how often the original is the kept copy (per edit of the copies it beat),
 query top-1 for each indexed copy (`query --path`) and for each copy queried from outside an
-index of originals and distractors (`query IMAGE`), and the seconds each step took. To
-calibrate another model's copy thresholds (its card's `copy_accept`), sweep them on the dev
-split and check the choice on the held-out one.
+index of originals and distractors (`query IMAGE`), the seconds each step took, and the same
+`dupes` on small collections drawn from the split (about 100 files, each indexed alone:
+density normalisation has fewer neighbours to go by there). To calibrate another model's
+copy thresholds (its card's `copy_accept` and `copy_density_floor`), sweep them on the dev split
+and check the choice on the held-out one.
 """
 
 from __future__ import annotations
@@ -128,6 +130,39 @@ def _top1(per_edit: dict[str, list[bool]]) -> dict[str, Any]:
     }
 
 
+def small_collections(folder: Path, rows: dict[str, Row], count: int,
+                      indexing: IndexOptions) -> dict[str, Any]:  # fmt: skip
+    """Plain `dupes` on `count` small collections drawn from the split (a folder a person
+    keeps: 8 originals with their copies and 30 distractors, about 100 files), each indexed on
+    its own: pooled pair precision and recall, and the false pairs in each."""
+    import os
+    import random
+
+    rng = random.Random(1)
+    originals = sorted({r.source for r in rows.values() if r.source})
+    distractors = sorted(n for n, r in rows.items() if r.edit == "distractor")
+    found = []
+    for number in range(count):
+        picked = set(rng.sample(originals, min(8, len(originals))))
+        names = [n for n, r in rows.items() if r.source in picked]
+        names += rng.sample(distractors, min(30, len(distractors)))
+        with tempfile.TemporaryDirectory() as tmp:
+            files = Path(tmp) / f"small-{number}"
+            files.mkdir()
+            for name in names:
+                os.symlink(folder / name, files / name)
+            index_folders(Path(tmp) / "home", [str(files)], indexing)
+            with Store.open(Path(tmp) / "home") as store:
+                groups = find_duplicates(store, DupeOptions())
+        found.append(pair_scores(groups, {n: rows[n] for n in names}, skip_rotated=True))
+    true = sum(f["true_pairs"] for f in found)
+    false = sum(f["false_pairs"] for f in found)
+    return {"collections": count, "files_each": len(names),
+            "precision": round(true / max(1, true + false), 4),
+            "recall_mean": round(float(np.mean([f["recall"] for f in found])), 4),
+            "false_pairs_each": [f["false_pairs"] for f in found]}  # fmt: skip
+
+
 def cache_sizes(catalog: Path, images: int) -> dict[str, dict[str, int]]:
     """What `dupes` cached by content: how many contents, bytes each, bytes per indexed image."""
     import sqlite3
@@ -147,6 +182,9 @@ def main() -> None:
     parser.add_argument("--split", choices=["dev", "heldout"], default="heldout")
     parser.add_argument("--home", type=Path, help="reuse this index home (default: a new one)")
     parser.add_argument("--no-outside", action="store_true", help="skip the outside queries")
+    parser.add_argument(
+        "--subsets", type=int, default=10, help="small collections, each indexed alone (0: none)"
+    )
     parser.add_argument("--model", help="another backbone (default: the default model)")
     parser.add_argument("--weights", type=Path, help="its checkpoint, if not in the cache")
     parser.add_argument(
@@ -205,6 +243,8 @@ def main() -> None:
             started = time.perf_counter()
             out["query_outside"] = outside_scores(Path(tmp) / "outside-home", folder, rows)
             out["query_outside"]["seconds"] = round(time.perf_counter() - started, 1)
+    if args.subsets:
+        out["small_collections"] = small_collections(folder, rows, args.subsets, indexing)
     out["machine"] = machine()
     print(json.dumps(out, indent=2))
 

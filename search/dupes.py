@@ -34,7 +34,7 @@ from store import ImageRecord, Store
 
 __all__ = ["DupeOptions", "DuplicateGroup", "Found", "Member", "find_duplicates"]
 log = logging.getLogger("imgsearch.search")
-CACHE_VERSION = 2  # of how pairs are found: cached pairs of another version are found again
+CACHE_VERSION = 3  # of how pairs are found: cached pairs of another version are found again
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,8 @@ def _pairs(store: Store, ids: list[int], options: DupeOptions,
         edges = [Edge(a, b, s, s, 0, None) for a, b, s in found]
         return "cosine", options.threshold, False, Decided(edges, 0, [], 0.0, 0.0)
     spec = resolve_model(options.embedding, store.meta)
-    accept, reject, calibrated = spec.copy_thresholds
+    card = spec.copy_thresholds
+    accept, reject, calibrated = card.accept, card.reject, card.calibrated
     if options.copy_threshold is not None:
         accept, calibrated = options.copy_threshold, False
     elif not calibrated:
@@ -158,7 +159,7 @@ def _pairs(store: Store, ids: list[int], options: DupeOptions,
     descriptors = Descriptors(stored_ids, vectors, store.views_array(stored_ids.tolist()))
     if options.rotations:
         descriptors = _with_rotations(store, descriptors, options, steps)
-    candidates = find_candidates(descriptors, store.gpu)
+    candidates = find_candidates(descriptors, store.gpu, card.density_floor)
     records = store.records(stored_ids.tolist())
     thresholds = Thresholds(accept, reject, options.verify)
     features_for = partial(per_contents, store, steps=steps)

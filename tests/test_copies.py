@@ -493,3 +493,26 @@ def test_a_query_that_is_a_small_corner_of_a_photo_is_verified_in_its_region(
     assert result.exit_code == 0, result.output
     top = json.loads(result.stdout)["results"][0]
     assert Path(top["path"]).name == "rocket.png" and top["verified"] > 0, top
+
+
+def test_a_density_floor_keeps_a_small_collection_from_inflating_scores() -> None:
+    """In a small collection every image's 20th neighbour is far, so every score runs high;
+    the card's floor gives each image at least that density (exactly, against brute force)."""
+    from indexer.models import copy_thresholds, find_card
+    from indexer.options import DEFAULT_MODEL
+
+    rng = np.random.RandomState(5)
+    vectors = unit(rng.randn(40, 64))
+    vectors[1] = at_cosine(vectors[0], 0.7, rng)  # two look-alikes, not copies
+    ids = np.arange(1, 41)
+    plain = find_candidates(Descriptors(ids, vectors))
+    floored = find_candidates(Descriptors(ids, vectors), density_floor=0.5)
+    _, density, _ = _exact(vectors, unit(vectors[:, None, :].repeat(5, axis=1)))
+    a, b = floored.pairs[:, 0], floored.pairs[:, 1]
+    raised = np.maximum(density, 0.5)
+    lowered = plain.score - BETA * ((raised[a] - density[a]) + (raised[b] - density[b])) / 2
+    assert np.allclose(floored.score, lowered, atol=1e-5)
+    pair = plain.pairs.tolist().index([0, 1])
+    card = copy_thresholds(find_card(DEFAULT_MODEL))
+    assert plain.score[pair] >= card.accept > floored.score[pair]
+    assert card.calibrated and 0 < card.density_floor < card.accept

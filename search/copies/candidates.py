@@ -165,8 +165,11 @@ class _Reduced:
     region: NDArray[np.int16]
 
 
-def find_candidates(found: Descriptors, gpu: Gpu | None = None) -> Candidates:
-    """Stage 1: candidate pairs with copy scores."""
+def find_candidates(
+    found: Descriptors, gpu: Gpu | None = None, density_floor: float = -1.0
+) -> Candidates:
+    """Stage 1: candidate pairs with copy scores. `density_floor`: the least density an image
+    is given (the model card's, see indexer.models.CopyThresholds; -1: none)."""
     n = len(found.ids)
     if n < 2:
         empty = np.zeros(0, dtype=np.float32)
@@ -190,7 +193,7 @@ def find_candidates(found: Descriptors, gpu: Gpu | None = None) -> Candidates:
     probed = cells.nearest(unit, max(DEFAULT_PROBES, VIEW_PROBES))
     k = max(NEIGHBOURS, DENSITY_K)
     neighbours, scores = nearest_in(unit, unit, k, cells, probed[:, :DEFAULT_PROBES], same=True)
-    edges = _Edges(_density(scores))
+    edges = _Edges(np.maximum(_density(scores), np.float32(density_floor)))
     rows = np.repeat(np.arange(n), NEIGHBOURS)
     edges.add(rows, neighbours[:, :NEIGHBOURS].ravel(), scores[:, :NEIGHBOURS].ravel(), GLOBAL)
     if found.views is not None:
