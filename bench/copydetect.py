@@ -130,7 +130,7 @@ def _top1(per_edit: dict[str, list[bool]]) -> dict[str, Any]:
     }
 
 
-def small_collections(folder: Path, rows: dict[str, Row], count: int,
+def small_collections(folder: Path, rows: dict[str, Row], count: int, seed: int,
                       indexing: IndexOptions) -> dict[str, Any]:  # fmt: skip
     """Plain `dupes` on `count` small collections drawn from the split (a folder a person
     keeps: 8 originals with their copies and 30 distractors, about 100 files), each indexed on
@@ -138,7 +138,7 @@ def small_collections(folder: Path, rows: dict[str, Row], count: int,
     import os
     import random
 
-    rng = random.Random(1)
+    rng = random.Random(seed)
     originals = sorted({r.source for r in rows.values() if r.source})
     distractors = sorted(n for n, r in rows.items() if r.edit == "distractor")
     found = []
@@ -244,7 +244,7 @@ def main() -> None:
             out["query_outside"] = outside_scores(Path(tmp) / "outside-home", folder, rows)
             out["query_outside"]["seconds"] = round(time.perf_counter() - started, 1)
     if args.subsets:
-        out["small_collections"] = small_collections(folder, rows, args.subsets, indexing)
+        out["small_collections"] = small_collections(folder, rows, args.subsets, 1, indexing)
     out["machine"] = machine()
     print(json.dumps(out, indent=2))
 
