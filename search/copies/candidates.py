@@ -9,7 +9,8 @@ the score normalisation of the Image Similarity Challenge 2021 winners and SSCD.
 
 Regional views (the quadrants and centre of each image, stored at index time) add candidates a
 global vector misses: an image whose whole matches another's view (a crop, a corner) and a view
-that matches another's whole (a photo pasted small on a canvas). Rotated descriptors
+that matches another's whole (a photo pasted small on a canvas); each pair records which view
+matched, for stage 2 to look there. Rotated descriptors
 (`dupes --rotations`) add pairs where one image turned by 90/180/270 degrees matches the other.
 Measured on bench/copydetect.py (bench/RESULTS.md).
 """

@@ -3,9 +3,11 @@
 A candidate whose copy score reaches the model's `accept` threshold is a copy. One in the
 uncertain band (from `reject` up), and every candidate found through a regional view or a
 rotation, is a copy only if local features verify it geometrically (search/copies/verify.py).
-Only candidates are verified, so the cost follows them, not N^2. Features are cached in the
-catalog by content hash (when this process may write it), so a re-run verifies without
-decoding again.
+A pair found through a view that fails on whole frames is checked again against the matched
+region of the image that holds the other, in a frame of its own (a corner crop is too small in
+its source's whole frame). Only candidates are verified, so the cost follows them, not N^2.
+Features of wholes and of regions are cached in the catalog by content hash (when this process
+may write it), so a re-run verifies without decoding again.
 """
 
 from __future__ import annotations
