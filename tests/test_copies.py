@@ -346,53 +346,6 @@ def test_candidates_name_the_view_that_matched() -> None:
     assert all(found.view_score[m] < found.view_score[rows[(7, 21)]] for m in unrelated)
 
 
-def test_a_corner_crop_too_small_in_its_source_verifies_in_the_region(tmp_path: Path) -> None:
-    """A corner crop of a small photo keeps too few keypoints in the photo's whole frame; in
-    the frame of the region that holds it, it verifies, and the check is reported in whole
-    frames (the crop covers a quarter of its source, at half the scale) for the keeper."""
-    from indexer.decode import VIEW_BOXES
-    from search.copies.candidates import GLOBAL, VIEWS, Candidates
-    from search.copies.decide import Thresholds, decide
-    from store import ImageRecord
-
-    image = Image.open(EXAMPLES / "rocket.jpg").convert("RGB")
-    image.thumbnail((480, 480))
-    w, h = image.size
-    paths = [tmp_path / "rocket.png", tmp_path / "corner.jpg", tmp_path / "coffee.jpg"]
-    image.save(paths[0])
-    image.crop((w - w // 2, h - h // 2, w, h)).save(paths[1], quality=90)
-    Image.open(PHOTOS[0]).convert("RGB").resize((w, h)).save(paths[2])
-    assert not verify(features_of(str(paths[0])), features_of(str(paths[1]))).verified
-    records = {i + 1: ImageRecord(i + 1, str(p), 1, 1, f"h{i}", w, h) for i, p in enumerate(paths)}
-    f32 = np.float32
-    candidates = Candidates(
-        ids=np.array([1, 2, 3]),
-        pairs=np.array([[0, 1], [1, 2]]),
-        cosine=np.array([0.6, 0.5], f32),
-        score=np.array([0.1, 0.1], f32),  # below `reject`: only the view brings them in
-        view_score=np.array([0.5, 0.5], f32),
-        turn_score=np.full(2, -np.inf, f32),
-        found_by=np.array([GLOBAL | VIEWS, VIEWS], np.uint8),
-        angle=np.zeros(2, np.int16),
-        region=np.array([-(3 + 1), 1 + 1], np.int8),  # the rocket's region 3; coffee's 1
-    )
-    made: list[tuple[str, int]] = []
-
-    def features_for(orders):  # type: ignore[no-untyped-def]
-        made.extend((recipe.kind, len(wanted)) for recipe, wanted in orders)
-        return [({r.id: recipe.make(r.path) for r in wanted}, []) for recipe, wanted in orders]
-
-    decided = decide(candidates, records, Thresholds(0.6, 0.3), features_for)
-    assert [(e.a, e.b) for e in decided.edges] == [(1, 2)]  # the corner; not coffee
-    assert made == [("local_features", 3), ("local_features_view1", 1), ("local_features_view3", 1)]
-    check = decided.edges[0].check
-    assert check is not None and check.verified
-    # a is the source: b's frame shows half its width, so b shows it twice as large ...
-    assert 1.6 < check.scale < 2.4
-    assert check.coverage_a <= 0.25 + 1e-6 < check.coverage_b  # ... and a quarter of it
-    assert VIEW_BOXES[3] == (0.5, 0.5, 1.0, 1.0)
-
-
 def _planted(vectors: np.ndarray, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
     """Views of each image (its regions: like it, not the same), and for every 7th image a
     view that is the whole of another image (a crop of that image): (views, cropped)."""
@@ -468,31 +421,6 @@ def test_candidates_through_cells_find_the_crops() -> None:
     assert sum(m is not None and found.found_by[m] & VIEWS > 0 for m in hits) >= 0.99 * len(crops)
     assert all(found.view_score[m] >= best[pair] - 1e-3
                for pair, m in zip(crops, hits, strict=True) if m is not None)  # fmt: skip
-
-
-def test_a_query_that_is_a_small_corner_of_a_photo_is_verified_in_its_region(
-    tmp_path: Path,
-) -> None:
-    """The corner of a small photo has too few keypoints in the photo's whole frame; the query
-    is checked against the photo's region that matches it best and comes first, verified."""
-    image = Image.open(EXAMPLES / "rocket.jpg").convert("RGB")
-    image.thumbnail((480, 480))
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    image.save(folder / "rocket.png")
-    for photo in PHOTOS:
-        Image.open(photo).convert("RGB").save(folder / photo.name, quality=90)
-    w, h = image.size
-    corner = tmp_path / "corner.jpg"
-    image.crop((w - w // 2, h - h // 2, w, h)).save(corner, quality=90)
-    assert not verify(features_of(str(folder / "rocket.png")), features_of(str(corner))).verified
-    home = tmp_path / "home"
-    runner = CliRunner()
-    assert runner.invoke(cli, ["--home", str(home), "index", str(folder)]).exit_code == 0
-    result = runner.invoke(cli, ["--home", str(home), "query", str(corner), "--json"])
-    assert result.exit_code == 0, result.output
-    top = json.loads(result.stdout)["results"][0]
-    assert Path(top["path"]).name == "rocket.png" and top["verified"] > 0, top
 
 
 def test_a_density_floor_keeps_a_small_collection_from_inflating_scores() -> None:

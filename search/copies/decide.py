@@ -29,6 +29,7 @@ from search.copies.verify import (
     Verification,
     features_or_none,
     in_whole_frame,
+    region_likeness,
     verify,
 )
 from search.per_content import Recipe, worker_count
@@ -40,6 +41,13 @@ MIRROR_FROM = 0.5  # a mirrored copy scores high globally: only such pairs try t
 # Pairs found through a view from this view score are checked against that region when their
 # whole frames do not verify (tuned on bench/copydetect.py's development part).
 REGION_FROM = 0.3
+# An image no check has joined to any other gets a second look: its best SECOND_LOOK_PAIRS pairs
+# found through a view from SECOND_LOOK_FROM, each in the region of the other image that looks
+# most like it pixel for pixel (verify.region_likeness, at least SECOND_LOOK_LIKENESS), when that
+# is not the region already tried. Tuned on bench/copydetect.py's development part.
+SECOND_LOOK_FROM = 0.25
+SECOND_LOOK_PAIRS = 6
+SECOND_LOOK_LIKENESS = 0.5
 PARALLEL_PAIRS = 512
 CHUNK_PAIRS = 128  # pairs a worker verifies per task
 
@@ -113,6 +121,7 @@ def decide(
     edges += [_edge(candidates, j.row, c) for j, c in zip(jobs, found, strict=True) if c.verified]
     failed = [j.row for j, c in zip(jobs, found, strict=True) if not c.verified]
     edges += _in_regions(candidates, failed, checking)
+    edges += _second_look(candidates, failed, edges, checking)
     return Decided(edges, len(jobs), unreadable, checking.feature_seconds, checking.verify_seconds)
 
 
@@ -121,19 +130,72 @@ def _in_regions(candidates: Candidates, rows: list[int], checking: _Checking) ->
     against that region of the image that holds it, in a frame of its own: a corner crop or a
     pasted thumbnail is a quarter of its container, too small in the container's whole frame
     to keep enough keypoints (bench/RESULTS.md)."""
-    ids, region = candidates.ids, candidates.region
     jobs = []
     for m in rows:
-        if region[m] == 0 or candidates.view_score[m] < REGION_FROM:
-            continue
-        a, b, r = int(ids[candidates.pairs[m, 0]]), int(ids[candidates.pairs[m, 1]]), int(region[m])
-        # r + 1 > 0: b holds a's whole in its region r; -(r + 1): a holds b's.
-        jobs.append(Job(m, (a, WHOLE), (b, r - 1)) if r > 0 else Job(m, (a, -r - 1), (b, WHOLE)))
+        if candidates.region[m] != 0 and candidates.view_score[m] >= REGION_FROM:
+            jobs.append(_region_job(candidates, m, abs(int(candidates.region[m])) - 1))
+    return _check_regions(candidates, jobs, checking, "verifying against regions")
+
+
+def _second_look(candidates: Candidates, rows: list[int], edges: list[Edge],
+                 checking: _Checking) -> list[Edge]:  # fmt: skip
+    """Pairs found through a view that no check verified, of an image still joined to none,
+    looked at again in the region of the other image that looks most like it: the region whose
+    view scored best can be the wrong one in a star field or a texture, where a corner crop's
+    pixels still say which quadrant it was cut from (bench/RESULTS.md)."""
+    joined = {i for e in edges for i in (e.a, e.b)}
+    mine: dict[int, list[int]] = {}  # an image's whole -> its rows
+    for m in rows:
+        if candidates.region[m] != 0 and candidates.view_score[m] >= SECOND_LOOK_FROM:
+            whole = _sides(candidates, m)[0]
+            if whole not in joined:
+                mine.setdefault(whole, []).append(m)
+    chosen = [
+        m
+        for found in mine.values()
+        for m in sorted(found, key=lambda m: -candidates.view_score[m])[:SECOND_LOOK_PAIRS]
+    ]
+    jobs = []
+    for m in chosen:
+        whole, holder, region = _sides(candidates, m)
+        if (whole, WHOLE) not in checking.features or (holder, WHOLE) not in checking.features:
+            continue  # unreadable
+        likeness = region_likeness(checking.features[whole, WHOLE],
+                                   checking.features[holder, WHOLE])  # fmt: skip
+        if candidates.view_score[m] >= REGION_FROM:
+            likeness[abs(region) - 1] = -np.inf  # tried by _in_regions
+        best = int(np.argmax(likeness))
+        if likeness[best] >= SECOND_LOOK_LIKENESS:
+            jobs.append(_region_job(candidates, m, best))
+    return _check_regions(candidates, jobs, checking, "looking again in regions")
+
+
+def _sides(candidates: Candidates, m: int) -> tuple[int, int, int]:
+    """A view pair's (the image whose whole matched, the image holding it, Candidates.region)."""
+    a, b = (int(candidates.ids[p]) for p in candidates.pairs[m])
+    region = int(candidates.region[m])
+    return (a, b, region) if region > 0 else (b, a, region)
+
+
+def _region_job(candidates: Candidates, m: int, region: int) -> Job:
+    """Candidate row m's whole image against region `region` of the image that holds it."""
+    a, b = (int(candidates.ids[p]) for p in candidates.pairs[m])
+    # Candidates.region > 0: b holds a's whole; < 0: a holds b's.
+    return (
+        Job(m, (a, WHOLE), (b, region))
+        if candidates.region[m] > 0
+        else Job(m, (a, region), (b, WHOLE))
+    )
+
+
+def _check_regions(candidates: Candidates, jobs: list[Job], checking: _Checking,
+                   name: str) -> list[Edge]:  # fmt: skip
+    """The edges among region jobs, their checks given in whole frames."""
     holders: dict[int, set[int]] = {}  # region -> the images whose region is needed
     for key in (k for j in jobs for k in (j.a, j.b) if k[1] != WHOLE):
         holders.setdefault(key[1], set()).add(key[0])
     checking.make(holders)
-    jobs, found = checking.run(jobs, "verifying against regions")
+    jobs, found = checking.run(jobs, name)
     edges = []
     for job, check in zip(jobs, found, strict=True):
         in_b = job.b[1] != WHOLE

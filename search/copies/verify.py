@@ -18,7 +18,7 @@ among 13,202 verified negatives.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cache, partial
 from typing import Any
 
@@ -34,16 +34,20 @@ RATIO = 0.8  # Lowe's ratio test
 MIN_INLIERS = 6
 MIN_COVERAGE = 0.1
 MAX_SCALE = 12.0
-FEATURES_VERSION = 2  # of what `Features.to_bytes` holds: cached rows of another are recomputed
+FEATURES_VERSION = 3  # of what `Features.to_bytes` holds: cached rows of another are recomputed
+THUMB_SHRINK = 4  # Features.thumb: the frame at a quarter of its size
+LIKENESS_SIDE = 16  # region_likeness compares pixels on this grid
 
 
 @dataclass(frozen=True)
 class Features:
-    """An image's keypoints (n, 2) float32 in a FEATURE_SIDE frame and descriptors (n, 128)."""
+    """An image's keypoints (n, 2) float32 in a FEATURE_SIDE frame and descriptors (n, 128),
+    and the frame itself at 1/THUMB_SHRINK of its size (for region_likeness)."""
 
     points: NDArray[np.float32]
     descriptors: NDArray[np.float32]
     shape: tuple[int, int]  # (height, width) of the frame
+    thumb: NDArray[np.uint8] = field(default_factory=lambda: np.zeros((0, 0), np.uint8))
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -52,6 +56,7 @@ class Features:
             points=self.points,
             descriptors=self.descriptors.astype(np.uint8),
             shape=np.array(self.shape),
+            thumb=self.thumb,
         )
         return buffer.getvalue()
 
@@ -62,6 +67,7 @@ class Features:
                 stored["points"],
                 stored["descriptors"].astype(np.float32),
                 (int(stored["shape"][0]), int(stored["shape"][1])),
+                stored["thumb"],
             )
 
 
@@ -166,7 +172,34 @@ def features_of(path: str, mirror: bool = False, box: Box | None = None) -> Feat
     points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
     if descriptors is None:
         descriptors = np.zeros((0, 128), dtype=np.float32)
-    return Features(points, descriptors.astype(np.float32), (grey.shape[0], grey.shape[1]))
+    height, width = grey.shape
+    size = (max(1, width // THUMB_SHRINK), max(1, height // THUMB_SHRINK))
+    thumb = np.asarray(cv2.resize(grey, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    return Features(points, descriptors.astype(np.float32), (height, width), thumb)
+
+
+def region_likeness(whole: Features, holder: Features) -> NDArray[np.float32]:
+    """How much each of holder's regions (indexer.decode.VIEW_BOXES) looks like whole, pixel
+    for pixel: the normalised correlation of the two at LIKENESS_SIDE x LIKENESS_SIDE, from -1
+    to 1 (0 where either is flat). A crop of a photo correlates near 1 with the region it was
+    cut from, where an embedding may rank another region of a star field or a texture first;
+    it says where to look, local features decide."""
+    cv2 = opencv()
+
+    def grid(image: NDArray[np.uint8], box: Box | None = None) -> NDArray[np.float32]:
+        if image.size == 0:
+            return np.zeros(LIKENESS_SIDE**2, np.float32)
+        if box is not None:
+            left, top, right, bottom = box_pixels(box, image.shape[1], image.shape[0])
+            image = image[top:bottom, left:right]
+        side = (LIKENESS_SIDE, LIKENESS_SIDE)
+        cells = np.asarray(cv2.resize(image, side, interpolation=cv2.INTER_AREA), np.float32)
+        cells = cells.ravel() - cells.mean()
+        norm = float(np.linalg.norm(cells))
+        return cells / norm if norm > 1e-3 else np.zeros_like(cells)
+
+    mine = grid(whole.thumb)
+    return np.array([mine @ grid(holder.thumb, box) for box in VIEW_BOXES], dtype=np.float32)
 
 
 def verify(a: Features, b: Features, mirrored: bool = False) -> Verification:
