@@ -34,7 +34,7 @@ from store import ImageRecord, Store
 
 __all__ = ["DupeOptions", "DuplicateGroup", "Found", "Member", "find_duplicates"]
 log = logging.getLogger("imgsearch.search")
-CACHE_VERSION = 4  # of how pairs are found: cached pairs of another version are found again
+CACHE_VERSION = 5  # of how pairs are found: cached pairs of another version are found again
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,8 @@ def _pairs(store: Store, ids: list[int], options: DupeOptions,
         return "cosine", options.threshold, False, Decided(edges, 0, [], 0.0, 0.0)
     spec = resolve_model(options.embedding, store.meta)
     card = spec.copy_thresholds
-    accept, reject, calibrated = card.accept, card.reject, card.calibrated
+    stored_ids, vectors = store.vectors_of(ids)
+    accept, reject, calibrated = card.accept_in(len(stored_ids)), card.reject, card.calibrated
     if options.copy_threshold is not None:
         accept, calibrated = options.copy_threshold, False
     elif not calibrated:
@@ -155,7 +156,6 @@ def _pairs(store: Store, ids: list[int], options: DupeOptions,
             spec.name,
             accept,
         )
-    stored_ids, vectors = store.vectors_of(ids)
     descriptors = Descriptors(stored_ids, vectors, store.views_array(stored_ids.tolist()))
     if options.rotations:
         descriptors = _with_rotations(store, descriptors, options, steps)

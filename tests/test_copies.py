@@ -3,6 +3,7 @@ real photos and their edited copies (the bundled backbone), and queries that are
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -11,6 +12,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
+from indexer.models import (
+    FALLBACK_ACCEPT,
+    LARGE_COLLECTION,
+    SMALL_COLLECTION,
+    copy_thresholds,
+    find_card,
+)
+from indexer.options import DEFAULT_MODEL
 from search.cli import cli
 from search.copies.candidates import BETA, Descriptors, find_candidates
 from search.copies.verify import features_of, verify
@@ -128,6 +137,9 @@ def test_plain_dupes_finds_the_edited_copies_and_keeps_the_originals(
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["mode"] == "copies"
+    # A collection this small takes the card's small-collection score; the rest verifies.
+    card = copy_thresholds(find_card(DEFAULT_MODEL))
+    assert data["threshold"] == pytest.approx(card.small_accept) and card.small_accept > card.accept
     groups = {Path(g["keep"]["path"]).name: {Path(m["path"]).name for m in g["members"]}
               for g in data["groups"]}  # fmt: skip
     for stem, made in sets.items():
@@ -423,12 +435,20 @@ def test_candidates_through_cells_find_the_crops() -> None:
                for pair, m in zip(crops, hits, strict=True) if m is not None)  # fmt: skip
 
 
+def test_the_score_that_accepts_alone_eases_from_small_to_large_collections() -> None:
+    card = copy_thresholds(find_card(DEFAULT_MODEL))
+    sizes = [1, SMALL_COLLECTION, 150, 250, LARGE_COLLECTION, 10**6]
+    accepts = [card.accept_in(n) for n in sizes]
+    assert accepts[0] == accepts[1] == pytest.approx(card.small_accept)
+    assert accepts[-2] == accepts[-1] == pytest.approx(card.accept)
+    assert all(a > b for a, b in itertools.pairwise(accepts[1:5]))
+    plain = copy_thresholds(None)  # uncalibrated: one fallback for every size
+    assert plain.accept_in(10) == plain.accept_in(10**6) == FALLBACK_ACCEPT
+
+
 def test_a_density_floor_keeps_a_small_collection_from_inflating_scores() -> None:
     """In a small collection every image's 20th neighbour is far, so every score runs high;
     the card's floor gives each image at least that density (exactly, against brute force)."""
-    from indexer.models import copy_thresholds, find_card
-    from indexer.options import DEFAULT_MODEL
-
     rng = np.random.RandomState(5)
     vectors = unit(rng.randn(40, 64))
     vectors[1] = at_cosine(vectors[0], 0.7, rng)  # two look-alikes, not copies
