@@ -158,3 +158,34 @@ def test_a_query_that_is_a_small_corner_of_a_photo_is_verified_in_its_region(
     assert result.exit_code == 0, result.output
     top = json.loads(result.stdout)["results"][0]
     assert Path(top["path"]).name == "rocket.png" and top["verified"] > 0, top
+
+
+def test_a_query_joined_to_nothing_looks_again_where_its_pixels_are(tmp_path: Path) -> None:
+    """A query that verified with no candidate is checked again in the region whose pixels
+    look most like the other whole: the photo's quarter it was cut from, or its own quarter the
+    photo was pasted in; a region already tried is not tried twice."""
+    from search.copies.rerank import _second_look, _Try
+    from store import Hit
+
+    photo = Image.open(EXAMPLES / "chelsea.jpg").convert("RGB")
+    photo.thumbnail((400, 400))
+    w, h = photo.size
+    photo.save(tmp_path / "photo.png")
+    photo.crop((0, h // 2, w // 2, h)).save(tmp_path / "quarter.jpg", quality=90)  # region 2
+    canvas = Image.new("RGB", (2 * w, 2 * h), (30, 90, 160))
+    canvas.paste(photo, (w, 0))  # the canvas's region 1
+    canvas.save(tmp_path / "canvas.jpg", quality=90)
+    other = Image.open(PHOTOS[2]).convert("RGB")
+    other.thumbnail((400, 400))
+    other.save(tmp_path / "other.png")
+    wholes = {1: features_of(str(tmp_path / "photo.png")),
+              2: features_of(str(tmp_path / "other.png"))}  # fmt: skip
+    hits = [Hit(2, 0.9), Hit(1, 0.8)]
+
+    def looks(query: str, tried: list[_Try]) -> list[tuple[int, int, bool]]:
+        found = _second_look(features_of(str(tmp_path / query)), wholes, hits, tried)
+        return [(t.hit.id, t.region, t.theirs) for t in found]
+
+    assert looks("quarter.jpg", []) == [(1, 2, True)]
+    assert looks("quarter.jpg", [_Try(hits[1], 2, True)]) == []
+    assert looks("canvas.jpg", []) == [(1, 1, False)]

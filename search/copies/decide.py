@@ -41,10 +41,10 @@ MIRROR_FROM = 0.5  # a mirrored copy scores high globally: only such pairs try t
 # Pairs found through a view from this view score are checked against that region when their
 # whole frames do not verify (tuned on bench/copydetect.py's development part).
 REGION_FROM = 0.3
-# An image no check has joined to any other gets a second look: its best SECOND_LOOK_PAIRS pairs
-# found through a view from SECOND_LOOK_FROM, each in the region of the other image that looks
-# most like it pixel for pixel (verify.region_likeness, at least SECOND_LOOK_LIKENESS), when that
-# is not the region already tried. Tuned on bench/copydetect.py's development part.
+# An image no check has joined to any other gets a second look: its pairs found through a view
+# from SECOND_LOOK_FROM, each in the region of the other image that looks most like it pixel for
+# pixel (verify.region_likeness, at least SECOND_LOOK_LIKENESS; not the region already tried),
+# the SECOND_LOOK_PAIRS likest. Tuned on bench/copydetect.py's development part.
 SECOND_LOOK_FROM = 0.25
 SECOND_LOOK_PAIRS = 6
 SECOND_LOOK_LIKENESS = 0.5
@@ -144,29 +144,24 @@ def _second_look(candidates: Candidates, rows: list[int], edges: list[Edge],
     view scored best can be the wrong one in a star field or a texture, where a corner crop's
     pixels still say which quadrant it was cut from (bench/RESULTS.md)."""
     joined = {i for e in edges for i in (e.a, e.b)}
-    mine: dict[int, list[int]] = {}  # an image's whole -> its rows
+    mine: dict[int, list[tuple[float, Job]]] = {}  # an image's whole -> its tries, by likeness
     for m in rows:
-        if candidates.region[m] != 0 and candidates.view_score[m] >= SECOND_LOOK_FROM:
-            whole = _sides(candidates, m)[0]
-            if whole not in joined:
-                mine.setdefault(whole, []).append(m)
-    chosen = [
-        m
-        for found in mine.values()
-        for m in sorted(found, key=lambda m: -candidates.view_score[m])[:SECOND_LOOK_PAIRS]
-    ]
-    jobs = []
-    for m in chosen:
+        if candidates.region[m] == 0 or candidates.view_score[m] < SECOND_LOOK_FROM:
+            continue
         whole, holder, region = _sides(candidates, m)
-        if (whole, WHOLE) not in checking.features or (holder, WHOLE) not in checking.features:
-            continue  # unreadable
+        if whole in joined or {(whole, WHOLE), (holder, WHOLE)} - checking.features.keys():
+            continue  # joined, or unreadable
         likeness = region_likeness(checking.features[whole, WHOLE],
                                    checking.features[holder, WHOLE])  # fmt: skip
         if candidates.view_score[m] >= REGION_FROM:
             likeness[abs(region) - 1] = -np.inf  # tried by _in_regions
         best = int(np.argmax(likeness))
         if likeness[best] >= SECOND_LOOK_LIKENESS:
-            jobs.append(_region_job(candidates, m, best))
+            mine.setdefault(whole, []).append(
+                (float(likeness[best]), _region_job(candidates, m, best))
+            )
+    jobs = [job for tries in mine.values()
+            for _, job in sorted(tries, key=lambda t: -t[0])[:SECOND_LOOK_PAIRS]]  # fmt: skip
     return _check_regions(candidates, jobs, checking, "looking again in regions")
 
 

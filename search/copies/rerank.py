@@ -19,12 +19,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexer.decode import VIEW_BOXES
+from search.copies.decide import SECOND_LOOK_LIKENESS, SECOND_LOOK_PAIRS
 from search.copies.verify import (
     LOCAL_FEATURES,
     REGION_FEATURES,
     Features,
     features_or_none,
     in_whole_frame,
+    region_likeness,
     verify,
 )
 from search.per_content import per_content, per_contents
@@ -64,7 +66,11 @@ def rerank(store: Store, query: Query, hits: Sequence[Hit],
             check = verify(mine, features[hit.id])
             inliers[hit.id] = check.inliers if check.verified else 0
     failed = [h for h in head if inliers.get(h.id) == 0]
-    inliers |= _in_regions(store, query, mine, failed, records)
+    in_regions, tried = _in_regions(store, query, mine, failed, records)
+    inliers |= in_regions
+    if not any(inliers.values()):
+        again = _second_look(mine, features, failed, tried)
+        inliers |= _check(store, query, mine, again, records)
     checked = [Checked(hit, inliers.get(hit.id)) for hit in hits]
     verified = sorted((c for c in checked if c.inliers), key=lambda c: -(c.inliers or 0))
     return verified + [c for c in checked if not c.inliers]
@@ -78,10 +84,40 @@ class _Try:
 
 
 def _in_regions(store: Store, query: Query, mine: Features, hits: list[Hit],
-                records: dict[int, ImageRecord]) -> dict[int, int]:  # fmt: skip
+                records: dict[int, ImageRecord]) -> tuple[dict[int, int], list[_Try]]:  # fmt: skip
     """Inliers of the candidates that verify in a region: the query's whole against the
-    candidate's best region, or the candidate's whole against the query's best region."""
+    candidate's best region, or the candidate's whole against the query's best region; and
+    the regions tried."""
     tries = _region_tries(store, query, hits)[:REGION_TRIES]
+    return _check(store, query, mine, tries, records), tries
+
+
+def _second_look(mine: Features, wholes: dict[int, Features], hits: list[Hit],
+                 tried: list[_Try]) -> list[_Try]:  # fmt: skip
+    """For a query that verified with none of its candidates: the candidates to check again
+    in the region, theirs or the query's, whose pixels look most like the other whole (at
+    least SECOND_LOOK_LIKENESS; the SECOND_LOOK_PAIRS likest), as `dupes` looks again at an
+    image joined to nothing (search/copies/decide.py)."""
+    done = {(t.hit.id, t.region, t.theirs) for t in tried}
+    tries = []
+    for hit in (h for h in hits if h.id in wholes):
+        theirs = region_likeness(mine, wholes[hit.id])  # the query cut from the candidate
+        ours = region_likeness(wholes[hit.id], mine)  # the candidate pasted in the query
+        for region in range(len(VIEW_BOXES)):  # not again where _in_regions looked
+            theirs[region] = -np.inf if (hit.id, region, True) in done else theirs[region]
+            ours[region] = -np.inf if (hit.id, region, False) in done else ours[region]
+        crop = bool(theirs.max() >= ours.max())
+        likeness = theirs if crop else ours
+        region = int(likeness.argmax())
+        if likeness[region] >= SECOND_LOOK_LIKENESS:
+            tries.append((float(likeness[region]), _Try(hit, region, crop)))
+    tries.sort(key=lambda t: -t[0])
+    return [t for _, t in tries[:SECOND_LOOK_PAIRS]]
+
+
+def _check(store: Store, query: Query, mine: Features, tries: list[_Try],
+           records: dict[int, ImageRecord]) -> dict[int, int]:  # fmt: skip
+    """Inliers of the tries that verify, each in its region."""
     theirs = sorted({t.region for t in tries if t.theirs})
     orders = [(REGION_FEATURES[r], [records[t.hit.id] for t in tries if t.theirs and t.region == r])
               for r in theirs]  # fmt: skip
