@@ -46,8 +46,8 @@ REGION_FROM = 0.3
 # pixel (verify.region_likeness, at least SECOND_LOOK_LIKENESS; not the region already tried),
 # the SECOND_LOOK_PAIRS likest. Tuned on bench/copydetect.py's development part.
 SECOND_LOOK_FROM = 0.25
-SECOND_LOOK_PAIRS = 6
-SECOND_LOOK_LIKENESS = 0.5
+SECOND_LOOK_PAIRS = 2
+SECOND_LOOK_LIKENESS = 0.7
 PARALLEL_PAIRS = 512
 CHUNK_PAIRS = 128  # pairs a worker verifies per task
 
