@@ -40,7 +40,7 @@ log = logging.getLogger("imgsearch.search")
 MIRROR_FROM = 0.5  # a mirrored copy scores high globally: only such pairs try the mirror
 # Pairs found through a view from this view score are checked against that region when their
 # whole frames do not verify (tuned on bench/copydetect.py's development part).
-REGION_FROM = 0.3
+REGION_FROM = 0.35
 # An image no check has joined to any other gets a second look: its pairs found through a view
 # from SECOND_LOOK_FROM, each in the region of the other image that looks most like it pixel for
 # pixel (verify.region_likeness, at least SECOND_LOOK_LIKENESS; not the region already tried),
