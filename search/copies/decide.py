@@ -5,7 +5,9 @@ uncertain band (from `reject` up), and every candidate found through a regional 
 rotation, is a copy only if local features verify it geometrically (search/copies/verify.py).
 A pair found through a view that fails on whole frames is checked again against the matched
 region of the image that holds the other, in a frame of its own (a corner crop is too small in
-its source's whole frame). Only candidates are verified, so the cost follows them, not N^2.
+its source's whole frame). An image no check joined to anything gets a second look, in the
+region of another image whose pixels look most like it (a star field's best view can name the
+wrong quadrant). Only candidates are verified, so the cost follows them, not N^2.
 Features of wholes and of regions are cached in the catalog by content hash (when this process
 may write it), so a re-run verifies without decoding again.
 """

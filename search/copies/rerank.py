@@ -7,7 +7,9 @@ rank 1. The top CANDIDATES candidates are verified geometrically against the que
 others, most matched keypoints first. A candidate that fails on whole frames but whose regional
 view matches the query better than its whole (the query is a crop of it), or that matches one
 of the query's views better (it is pasted in the query), is checked again in that region, as
-`dupes` does (search/copies/decide.py). Cosines stay the scores reported.
+`dupes` does (search/copies/decide.py); a query that verified with none is checked again in
+the region, its own or a candidate's, whose pixels look most like the other whole. Cosines
+stay the scores reported.
 """
 
 from __future__ import annotations
