@@ -29,7 +29,6 @@ from search.copies.verify import (
     REGION_FEATURES,
     Features,
     Verification,
-    features_or_none,
     in_whole_frame,
     region_likeness,
     verify,
@@ -117,8 +116,7 @@ def decide(
     jobs = []
     for m in np.nonzero(band)[0]:
         a, b = int(ids[pairs[m, 0]]), int(ids[pairs[m, 1]])
-        mirror = records[b].path if best[m] >= MIRROR_FROM else None
-        jobs.append(Job(int(m), (a, WHOLE), (b, WHOLE), mirror))
+        jobs.append(Job(int(m), (a, WHOLE), (b, WHOLE), bool(best[m] >= MIRROR_FROM)))
     jobs, found = checking.run(jobs, "verifying candidate pairs")
     edges += [_edge(candidates, j.row, c) for j, c in zip(jobs, found, strict=True) if c.verified]
     failed = [j.row for j, c in zip(jobs, found, strict=True) if not c.verified]
@@ -212,7 +210,7 @@ class Job:
     row: int  # candidate row
     a: Key
     b: Key
-    mirror: str | None = None  # b's path, to try its mirror image when the pair fails
+    mirror: bool = False  # try b's mirror image when the pair fails
 
 
 class _Checking:
@@ -285,17 +283,12 @@ def _run(jobs: list[Job], features: dict[Key, Features], name: str,
 
 
 def _verify_chunk(jobs: list[Job]) -> list[Verification]:
-    mirrors: dict[str, Features | None] = {}
     found = []
     for job in jobs:
         check = verify(_FEATURES[job.a], _FEATURES[job.b])
-        if not check.verified and job.mirror is not None:  # a mirrored copy
-            if job.mirror not in mirrors:
-                mirrors[job.mirror] = features_or_none(job.mirror, mirror=True)
-            mirror = mirrors[job.mirror]
-            if mirror is not None:
-                flipped = verify(_FEATURES[job.a], mirror, mirrored=True)
-                check = flipped if flipped.inliers > check.inliers else check
+        if not check.verified and job.mirror:  # a mirrored copy
+            flipped = verify(_FEATURES[job.a], _FEATURES[job.b].mirrored(), mirrored=True)
+            check = flipped if flipped.inliers > check.inliers else check
         found.append(check)
     return found
 
