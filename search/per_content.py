@@ -20,7 +20,7 @@ from store import ImageRecord, Store
 T = TypeVar("T")
 R = TypeVar("R")
 Item = TypeVar("Item")
-PARALLEL_FROM = 48  # files: below this, one process is faster than starting a pool
+PARALLEL_FROM = 16  # files: below this, one process is faster than starting a pool (30 ms)
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def per_contents(
     failed: list[list[str]] = [[] for _ in orders]
     if missing:
         with steps.step(orders[0][0].doing, len(missing)) as advance:
-            work = [(orders[n][0].make, record.path) for n, record in missing]
+            work = [(orders[n][0], record.path) for n, record in missing]
             results = parallel_map(_make, work, advance)
         for n, (recipe, _) in enumerate(orders):
             made = {r.content_hash: v for (m, r), v in zip(missing, results, strict=True)
@@ -67,18 +67,21 @@ def per_contents(
             failed[n] = [r.path for (m, r), v in zip(missing, results, strict=True)
                          if m == n and v is None]  # fmt: skip
             if made:
-                encoded = {h: recipe.encode(v) for h, v in made.items()}
+                encoded = {h: data for h, (_, data) in made.items()}
                 store.save_content_cache(recipe.kind, encoded, recipe.version)
-            found[n].update(made)
+            found[n].update({h: value for h, (value, _) in made.items()})
     return [
         ({i: known[r.content_hash] for i, r in mine.items() if r.content_hash in known}, lost)
         for mine, known, lost in zip(wanted, found, failed, strict=True)
     ]
 
 
-def _make(work: tuple[Callable[[str], R], str]) -> R:
-    make, path = work
-    return make(path)
+def _make(work: tuple[Recipe[T], str]) -> tuple[T, bytes] | None:
+    """The recipe's result for a file and its encoding, both made in the worker (encoding in
+    this process took 0.8 s of a 16 s dupes); None when unreadable."""
+    recipe, path = work
+    made = recipe.make(path)
+    return None if made is None else (made, recipe.encode(made))
 
 
 def parallel_map(fn: Callable[[Item], R], items: Sequence[Item], advance: Advance,
