@@ -5,6 +5,8 @@ pixels the crop has when the best-scoring view named another."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from search.copies.decide import (
     decide,
 )
 from search.copies.verify import Features, features_of, region_likeness, verify
+from search.steps import SILENT, Steps
 from store import ImageRecord
 from tests.helpers import EXAMPLES
 
@@ -41,14 +44,26 @@ def _rocket_and_corner(folder: Path) -> tuple[list[Path], int, int]:
 
 
 def _decide(paths: list[Path], w: int, h: int, candidates: Candidates,
-            made: list[tuple[str, int]]) -> Decided:  # fmt: skip
+            made: list[tuple[str, int]], steps: Steps = SILENT) -> Decided:  # fmt: skip
     records = {i + 1: ImageRecord(i + 1, str(p), 1, 1, f"h{i}", w, h) for i, p in enumerate(paths)}
 
     def features_for(orders):  # type: ignore[no-untyped-def]
         made.extend((recipe.kind, len(wanted)) for recipe, wanted in orders)
         return [({r.id: recipe.make(r.path) for r in wanted}, []) for recipe, wanted in orders]
 
-    return decide(candidates, records, Thresholds(0.6, 0.3), features_for)
+    return decide(candidates, records, Thresholds(0.6, 0.3), features_for, steps)
+
+
+class _Recorded:
+    """Steps that record each step's name, total and what was reported done."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, list[int]] = {}
+
+    @contextmanager
+    def step(self, name: str, total: int) -> Iterator[Callable[[int], None]]:
+        done = self.seen.setdefault(name, [total, 0])
+        yield lambda n: done.__setitem__(1, done[1] + n)
 
 
 def _candidates(pairs: list[list[int]], score: list[float], view_score: list[float],
@@ -77,9 +92,12 @@ def test_a_corner_crop_too_small_in_its_source_verifies_in_the_region(tmp_path: 
     made: list[tuple[str, int]] = []
     # Scores below `reject`: only the views bring them in; the rocket's region 3, coffee's 1.
     candidates = _candidates([[0, 1], [1, 2]], [0.1, 0.1], [0.5, 0.5], [-(3 + 1), 1 + 1])
-    decided = _decide(paths, w, h, candidates, made)
+    steps = _Recorded()
+    decided = _decide(paths, w, h, candidates, made, steps)
     assert [(e.a, e.b) for e in decided.edges] == [(1, 2)]  # the corner; not coffee
-    assert made == [("local_features", 3), ("local_features_view1", 1), ("local_features_view3", 1)]
+    # Coffee's region 1 looks nothing like the corner, pixel for pixel: it is not even read.
+    assert made == [("local_features", 3), ("local_features_view3", 1)]
+    assert steps.seen == {"verifying candidate pairs": [2, 2], "verifying against regions": [1, 1]}
     check = decided.edges[0].check
     assert check is not None and check.verified
     # a is the source: b's frame shows half its width, so b shows it twice as large ...

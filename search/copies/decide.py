@@ -5,9 +5,10 @@ uncertain band (from `reject` up), and every candidate found through a regional 
 rotation, is a copy only if local features verify it geometrically (search/copies/verify.py).
 A pair found through a view that fails on whole frames is checked again against the matched
 region of the image that holds the other, in a frame of its own (a corner crop is too small in
-its source's whole frame). An image no check joined to anything gets a second look, in the
-region of another image whose pixels look most like it (a star field's best view can name the
-wrong quadrant). Only candidates are verified, so the cost follows them, not N^2.
+its source's whole frame), when that region's pixels look like the other image at all. An
+image no check joined to anything gets a second look, in the region of another image whose
+pixels look most like it (a star field's best view can name the wrong quadrant). Only
+candidates are verified, so the cost follows them, not N^2.
 Features of wholes and of regions are cached in the catalog by content hash (when this process
 may write it), so a re-run verifies without decoding again.
 """
@@ -20,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from indexer.decode import VIEW_BOXES
 from search.copies.candidates import VIEW_REJECT, Candidates
@@ -40,8 +42,12 @@ from store import ImageRecord
 log = logging.getLogger("imgsearch.search")
 MIRROR_FROM = 0.5  # a mirrored copy scores high globally: only such pairs try the mirror
 # Pairs found through a view from this view score are checked against that region when their
-# whole frames do not verify (tuned on bench/copydetect.py's development part).
+# whole frames do not verify, if the whole looks at least REGION_LIKENESS like the region pixel
+# for pixel (verify.region_likeness; a copy's crop 0.95-1.00). Tuned on bench/copydetect.py's
+# development part: recall stayed the same for likeness floors from 0.0 to 0.5, and the
+# region checks fell from 533 to 137 at 0.3 (the rest were other photos of a look-alike set).
 REGION_FROM = 0.35
+REGION_LIKENESS = 0.3
 # An image no check has joined to any other gets a second look: its pairs found through a view
 # from SECOND_LOOK_FROM, each in the region of the other image that looks most like it pixel for
 # pixel (verify.region_likeness, at least SECOND_LOOK_LIKENESS; not the region already tried),
@@ -132,8 +138,12 @@ def _in_regions(candidates: Candidates, rows: list[int], checking: _Checking) ->
     to keep enough keypoints (bench/RESULTS.md)."""
     jobs = []
     for m in rows:
-        if candidates.region[m] != 0 and candidates.view_score[m] >= REGION_FROM:
-            jobs.append(_region_job(candidates, m, abs(int(candidates.region[m])) - 1))
+        if candidates.region[m] == 0 or candidates.view_score[m] < REGION_FROM:
+            continue
+        whole, holder, region = _sides(candidates, m)
+        likeness = _likeness(checking, whole, holder)
+        if likeness is not None and likeness[abs(region) - 1] >= REGION_LIKENESS:
+            jobs.append(_region_job(candidates, m, abs(region) - 1))
     return _check_regions(candidates, jobs, checking, "verifying against regions")
 
 
@@ -149,12 +159,11 @@ def _second_look(candidates: Candidates, rows: list[int], edges: list[Edge],
         if candidates.region[m] == 0 or candidates.view_score[m] < SECOND_LOOK_FROM:
             continue
         whole, holder, region = _sides(candidates, m)
-        if whole in joined or {(whole, WHOLE), (holder, WHOLE)} - checking.features.keys():
+        likeness = None if whole in joined else _likeness(checking, whole, holder)
+        if likeness is None:
             continue  # joined, or unreadable
-        likeness = region_likeness(checking.features[whole, WHOLE],
-                                   checking.features[holder, WHOLE])  # fmt: skip
         if candidates.view_score[m] >= REGION_FROM:
-            likeness[abs(region) - 1] = -np.inf  # tried by _in_regions
+            likeness[abs(region) - 1] = -np.inf  # tried by _in_regions, or too unlike to try
         best = int(np.argmax(likeness))
         if likeness[best] >= SECOND_LOOK_LIKENESS:
             mine.setdefault(whole, []).append(
@@ -163,6 +172,13 @@ def _second_look(candidates: Candidates, rows: list[int], edges: list[Edge],
     jobs = [job for tries in mine.values()
             for _, job in sorted(tries, key=lambda t: -t[0])[:SECOND_LOOK_PAIRS]]  # fmt: skip
     return _check_regions(candidates, jobs, checking, "looking again in regions")
+
+
+def _likeness(checking: _Checking, whole: int, holder: int) -> NDArray[np.float32] | None:
+    """verify.region_likeness of two images' whole features; None when either is unreadable."""
+    if {(whole, WHOLE), (holder, WHOLE)} - checking.features.keys():
+        return None
+    return region_likeness(checking.features[whole, WHOLE], checking.features[holder, WHOLE])
 
 
 def _sides(candidates: Candidates, m: int) -> tuple[int, int, int]:
