@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +149,16 @@ def clustered_with_duplicates(n: int, dim: int = 384, seed: int = 1338) -> np.nd
             out[i] = variant / np.linalg.norm(variant)
             i += 1
     return out
+
+
+class RecordedSteps:
+    """Progress steps (search.steps.Steps) that record each step's total and what was reported
+    done, by name."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, list[int]] = {}
+
+    @contextmanager
+    def step(self, name: str, total: int) -> Iterator[Callable[[int], None]]:
+        done = self.seen.setdefault(name, [total, 0])
+        yield lambda n: done.__setitem__(1, done[1] + n)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
@@ -15,7 +16,7 @@ from indexer.models import copy_thresholds, find_card
 from indexer.options import DEFAULT_MODEL
 from search.cli import cli
 from search.copies.verify import features_of, verify
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, RecordedSteps
 
 PHOTOS = [EXAMPLES / n for n in ("coffee.jpg", "chelsea.jpg", "astronaut.jpg", "rocket.jpg")]
 
@@ -54,7 +55,12 @@ def test_verification_maps_copies_and_refuses_other_photos(tmp_path: Path) -> No
         check = verify(original, features_of(str(made[name])))
         assert check.verified, (name, check)
     mirror = verify(original, features_of(str(made["mirror"])).mirrored(), mirrored=True)
-    assert mirror.verified  # against the mirror image of the copy
+    assert mirror.verified  # against the mirror of the copy's features
+    assert not verify(original, features_of(str(made["mirror"]))).verified
+    twice = original.mirrored().mirrored()  # the mirror's mirror is the image itself
+    assert np.allclose(twice.points, original.points, atol=1e-4)
+    assert np.array_equal(twice.descriptors, original.descriptors)
+    assert np.array_equal(twice.thumb, original.thumb)
     for other in PHOTOS[1:]:
         assert not verify(original, features_of(str(other))).verified
     # A crop's keypoints cover its own frame, and only part of its source's.
@@ -204,8 +210,6 @@ def test_the_long_steps_are_reported_as_they_go(
 ) -> None:
     import shutil
     import sqlite3
-    from collections.abc import Iterator
-    from contextlib import contextmanager
 
     from search.dupes import DupeOptions, find_duplicates
     from store import Store
@@ -216,16 +220,10 @@ def test_the_long_steps_are_reported_as_they_go(
     with sqlite3.connect(copy / "catalog.sqlite") as db:
         db.execute("DELETE FROM results_cache")
         db.execute("DELETE FROM content_cache")
-    seen: dict[str, list[int]] = {}
-
-    class Recorded:
-        @contextmanager
-        def step(self, name: str, total: int) -> Iterator[object]:
-            done = seen.setdefault(name, [total, 0])
-            yield lambda n: done.__setitem__(1, done[1] + n)
-
+    steps = RecordedSteps()
     with Store.open(copy, writable=True) as store:
-        found = find_duplicates(store, DupeOptions(), Recorded())
+        found = find_duplicates(store, DupeOptions(), steps)
+    seen = steps.seen
     # Every copy here verifies on whole frames, or joins through one that does: no region
     # looks enough like an image left unverified to be read (tests/test_copy_regions.py).
     assert set(seen) == {"reading local features", "verifying candidate pairs",

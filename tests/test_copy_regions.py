@@ -5,8 +5,6 @@ pixels the crop has when the best-scoring view named another."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,7 @@ from search.copies.decide import (
 from search.copies.verify import Features, features_of, region_likeness, verify
 from search.steps import SILENT, Steps
 from store import ImageRecord
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, RecordedSteps
 
 PHOTOS = [EXAMPLES / n for n in ("coffee.jpg", "chelsea.jpg", "astronaut.jpg", "rocket.jpg")]
 
@@ -54,18 +52,6 @@ def _decide(paths: list[Path], w: int, h: int, candidates: Candidates,
     return decide(candidates, records, Thresholds(0.6, 0.3), features_for, steps)
 
 
-class _Recorded:
-    """Steps that record each step's name, total and what was reported done."""
-
-    def __init__(self) -> None:
-        self.seen: dict[str, list[int]] = {}
-
-    @contextmanager
-    def step(self, name: str, total: int) -> Iterator[Callable[[int], None]]:
-        done = self.seen.setdefault(name, [total, 0])
-        yield lambda n: done.__setitem__(1, done[1] + n)
-
-
 def _candidates(pairs: list[list[int]], score: list[float], view_score: list[float],
                 region: list[int]) -> Candidates:  # fmt: skip
     f32, n = np.float32, len(pairs)
@@ -92,7 +78,7 @@ def test_a_corner_crop_too_small_in_its_source_verifies_in_the_region(tmp_path: 
     made: list[tuple[str, int]] = []
     # Scores below `reject`: only the views bring them in; the rocket's region 3, coffee's 1.
     candidates = _candidates([[0, 1], [1, 2]], [0.1, 0.1], [0.5, 0.5], [-(3 + 1), 1 + 1])
-    steps = _Recorded()
+    steps = RecordedSteps()
     decided = _decide(paths, w, h, candidates, made, steps)
     assert [(e.a, e.b) for e in decided.edges] == [(1, 2)]  # the corner; not coffee
     # Coffee's region 1 looks nothing like the corner, pixel for pixel: it is not even read.
