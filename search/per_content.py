@@ -20,7 +20,10 @@ from store import ImageRecord, Store
 T = TypeVar("T")
 R = TypeVar("R")
 Item = TypeVar("Item")
-PARALLEL_FROM = 16  # files: below this, one process is faster than starting a pool (30 ms)
+# Files: below this, one process is faster than starting a pool (a fork: 30 ms). Above a
+# query's candidates (search/copies/rerank.py, 20), so that a query, which the server runs in
+# a thread, never forks a threaded process.
+PARALLEL_FROM = 24
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,44 @@ def test_a_second_run_reads_the_looks_and_features_from_the_catalog(
     ]
 
 
+def test_a_query_reads_its_candidates_without_forking(
+    copies_home: tuple[Path, dict[str, dict[str, Path]]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The server runs queries in threads, and a process forked from a threaded one can inherit
+    a lock that another thread held: a query reads its candidates' features itself."""
+    import shutil
+    import sqlite3
+
+    from search import per_content
+    from search.copies import verify as verifying
+    from search.copies.rerank import CANDIDATES
+    from search.query import QueryOptions, by_images
+    from store import Store
+
+    home, sets = copies_home
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    with sqlite3.connect(copy / "catalog.sqlite") as db:
+        db.execute("DELETE FROM content_cache")
+    read: list[str] = []
+    real = verifying.features_of
+
+    def reading(path: str, box: object = None) -> object:
+        read.append(path)
+        return real(path, box)  # type: ignore[arg-type]
+
+    def no_pool(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a query forked workers")
+
+    monkeypatch.setattr(verifying, "features_of", reading)
+    monkeypatch.setattr(per_content, "ProcessPoolExecutor", no_pool)
+    with Store.open(copy) as store:
+        (result,) = by_images(store, [str(sets["coffee"]["corner"])], QueryOptions(k=5))
+    assert len(read) > CANDIDATES  # the query and every candidate, read here
+    assert Path(result.matches[0].record.path).name.startswith("coffee")
+
+
 def test_workers_start_after_this_process_used_opencv(
     copies_home: tuple[Path, dict[str, dict[str, Path]]], tmp_path: Path
 ) -> None:
