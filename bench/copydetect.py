@@ -38,7 +38,7 @@ from bench.copyset import ROTATIONS, Row, read_labels
 from bench.machine import machine
 from indexer.options import IndexOptions, ModelOptions
 from indexer.pipeline import index_folders
-from search.dupes import DupeOptions, Found, find_duplicates
+from search.copies.dupes import DupeOptions, Found, find_duplicates
 from search.query import QueryOptions, by_images, by_path
 from store import Store
 

@@ -37,8 +37,8 @@ from search.copies.candidates import (
     centred,
     find_candidates,
 )
-from search.dupes import DupeOptions, find_duplicates
-from store import Embedded, ImageFile, Store
+from search.copies.dupes import DupeOptions, find_duplicates
+from store import Embedded, ImageFile, NewIndex, Store
 from tests.helpers import clustered_with_duplicates
 
 
@@ -81,18 +81,18 @@ def main() -> None:
     args = parser.parse_args()
     vectors = clustered_with_duplicates(args.n, args.dim)
     with tempfile.TemporaryDirectory() as home:
-        with Store.create(Path(home), "synthetic", args.dim) as store:
+        with Store.writer(Path(home), new=NewIndex("synthetic", args.dim)) as store:
             started = time.perf_counter()
             fill(store, vectors, args.views)
             insert_seconds = time.perf_counter() - started
         with Store.open(Path(home)) as store:
             started = time.perf_counter()
-            ids, stored = store.vectors_of()
-            views = store.views_array(ids.tolist()) if args.views else None
+            ids, stored = store.index.all_vectors()
+            views = store.catalog.views_array(ids.tolist()) if args.views else None
             candidates = find_candidates(Descriptors(ids, stored, views))
             candidate_seconds = time.perf_counter() - started
             started = time.perf_counter()
-            pairs = store.similar_pairs(args.threshold, probes=args.probes)
+            pairs = store.index.similar_pairs(args.threshold, probes=args.probes)
             pairs_seconds = time.perf_counter() - started
             started = time.perf_counter()
             groups = find_duplicates(store, DupeOptions(threshold=args.threshold)).groups

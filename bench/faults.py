@@ -53,15 +53,15 @@ def photos(folder: Path, count: int) -> Path:
 
 
 def consistent(home: Path) -> bool:
-    with Store.open(home, writable=True) as store:
-        store.verify()
-        return store.count() == store.faiss_count()
+    with Store.writer(home) as store:
+        store.index.verify()
+        return store.catalog.count() == store.index.count
 
 
 def truth(home: Path, ids: list[int]) -> list[list[float]]:
     with Store.open(home) as store:
-        every = sorted(r.id for r in store.file_states().values())
-        matrix = np.stack([store.vector(i) for i in every])
+        every = sorted(r.id for r in store.catalog.file_states().values())
+        matrix = np.stack([store.catalog.vector(i) for i in every])
     found = []
     for i in ids:
         scores = matrix @ matrix[every.index(i)]
@@ -102,7 +102,7 @@ def kills(work: Path, weights: Path, trials: int) -> tuple[int, int]:
         resumed = imgsearch(home, "index", str(folder), *model, "--json")
         ok = not orphans and resumed.returncode == 0 and consistent(home)
         with Store.open(home) as store:
-            ok = ok and store.count() == expected
+            ok = ok and store.catalog.count() == expected
         failures += not ok
     return trials, failures
 
@@ -220,7 +220,8 @@ def server_probes(work: Path) -> tuple[int, int]:
 
     from indexer.options import IndexOptions, ModelOptions
     from indexer.pipeline import index_folders
-    from search.server import ServerState, create_app
+    from search.server.app import create_app
+    from search.server.state import ServerState
 
     folder = work / "served"
     folder.mkdir()

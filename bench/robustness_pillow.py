@@ -67,7 +67,7 @@ def main() -> None:
         report = index_folders(Path(home), [str(images)], IndexOptions())
         seconds = time.perf_counter() - started
         with Store.open(Path(home)) as store:
-            consistent = store.faiss_count() == store.count() == report.added
+            consistent = store.index.count == store.catalog.count() == report.added
     reasons = collections.Counter(reason_group(f.error) for f in report.failed)
     print(json.dumps({
         "benchmark": "robustness_pillow",

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.dupes_scale import fill
 from bench.machine import machine
-from store import Store, tuning
+from store import NewIndex, Store, tuning
 from tests.helpers import clustered_with_duplicates
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,17 +67,17 @@ def measure(home: str, kind: str, vectors: np.ndarray, queries: np.ndarray,
             truth: np.ndarray) -> dict[str, Any]:  # fmt: skip
     with Store.open(Path(home)) as store:
         started = time.perf_counter()
-        spec = store.reindex(kind)
+        spec = store.index.reindex(kind)
         build = time.perf_counter() - started
         files = [p for p in Path(home).glob("vectors.g*") if p.is_file()]
         size = sum(p.stat().st_size for p in files)
     with Store.open(Path(home)) as reader:  # a fresh reader: IVF memory-mapped
         ids_of_rows = np.arange(1, len(vectors) + 1)  # ids are assigned in insertion order
-        reader.search(queries[:1], 10)  # load
+        reader.index.search(queries[:1], 10)  # load
         latencies, found = [], 0
         for q, expected in zip(queries, truth, strict=True):
             started = time.perf_counter()
-            hits = reader.search(q[None, :], 10)[0]
+            hits = reader.index.search(q[None, :], 10)[0]
             latencies.append((time.perf_counter() - started) * 1000)
             found += len({h.id for h in hits} & set(ids_of_rows[expected].tolist()))
     return {
@@ -111,7 +111,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as home:
         started = time.perf_counter()
-        with Store.create(Path(home), "synthetic", args.dim) as store:
+        with Store.writer(Path(home), new=NewIndex("synthetic", args.dim)) as store:
             fill(store, vectors)
         insert = time.perf_counter() - started
         for kind in args.kinds.split(","):

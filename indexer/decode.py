@@ -120,7 +120,7 @@ def _open_rgb(
         if draft_size is not None and drafted:
             # DCT-domain downscaling: decode at 1/2, 1/4 or 1/8 scale, never below draft_size.
             source.draft("RGB", (draft_size[1], draft_size[0]))
-        upright = to_rgb(ImageOps.exif_transpose(source))
+        upright = upright_rgb(source)
     except Exception as exc:
         raise UnreadableImage(path, f"not a readable image ({_reason(exc)})") from exc
     width, height = upright.size
@@ -128,6 +128,16 @@ def _open_rgb(
         rotated = source.getexif().get(0x0112) in _ROTATED_ORIENTATIONS
         width, height = header_size[::-1] if rotated else header_size
     return upright, width, height
+
+
+def upright_rgb(image: Image.Image, in_place: bool = False) -> Image.Image:
+    """`image` turned as its EXIF orientation says, in RGB with any transparency over white: how
+    every part of imgsearch sees a file's pixels (the model, verification, the keeper's look,
+    thumbnails). `in_place` turns `image` itself (no copy of a full-size image)."""
+    if in_place:
+        ImageOps.exif_transpose(image, in_place=True)
+        return to_rgb(image)
+    return to_rgb(ImageOps.exif_transpose(image))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,15 +26,15 @@ import numpy as np
 
 from indexer.dataset import DecodeDataset
 from indexer.decode import Preprocess
+from indexer.embedder import TOP_TAGS, Embedder
 from indexer.options import IndexOptions
 from indexer.plan import Plan
-from indexer.runtime import TOP_TAGS, Embedder, load_embedder
+from indexer.runtime import load_embedder
 from indexer.scan import Skipped
 from indexer.session import IndexReport, IndexSession
 from indexer.shards import read_outcomes, run_matches, shard_files, write_run
 from indexer.spec import ModelSpec
-from store import FileStat, IndexSpec, Store
-from store.ann import AnnIndex
+from store import FileStat, IndexSpec, Store, fill_part
 
 DECODE_CPUS = 0.25  # per decoding task (not the actors' 0.5: Ray would fuse the two stages)
 EMBED_CPUS = 0.5  # per embedding actor on a CPU-only cluster
@@ -252,34 +252,27 @@ def remove_shards(folder: Path) -> None:
 
 
 def fill_in_parallel(store: Store, folder: Path) -> IndexSpec | None:
-    """A large first load: an IVF index trained on a sample of the catalog, cloned into Ray
-    tasks that each fill it from one shard, merged here, then installed (tuned, saved). No
-    process holds every vector but the final index itself (IVF-PQ: codes only). None when
-    the catalog's index kind is not an IVF one (the store then builds as usual)."""
+    """A large first load: the store's trained IVF index filled in Ray tasks, one per shard
+    (store.index.fill_in_parts); None when the catalog's index kind is not an IVF one."""
     import ray
 
-    empty = store.trained_index()
-    if empty.spec.kind not in ("ivf", "ivfpq"):
-        return None
-    trained = ray.put(empty.to_bytes())
-    fill = ray.remote(num_cpus=DECODE_CPUS)(fill_part)
-    pending = [
-        fill.remote(trained, empty.spec.to_json(), str(f), str(store.home))
-        for f in shard_files(folder)
-    ]
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
-        if ready:  # each merge rebuilds the id hashtable: merge what is done, not nothing
-            empty.merge([AnnIndex.from_bytes(empty.spec, ray.get(r)) for r in ready])
-    return store.install(empty)
+    def fill(trained: bytes, spec_json: str) -> Iterator[list[bytes]]:
+        shared = ray.put(trained)
+        task = ray.remote(num_cpus=DECODE_CPUS)(fill_shard)
+        pending = [task.remote(shared, spec_json, str(f), str(store.home))
+                   for f in shard_files(folder)]  # fmt: skip
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            if ready:
+                yield [ray.get(r) for r in ready]
+
+    return store.index.fill_in_parts(fill)
 
 
-def fill_part(trained: bytes, spec_json: str, shard: str, home: str) -> bytes:
+def fill_shard(trained: bytes, spec_json: str, shard: str, home: str) -> bytes:
     """One shard's vectors added to a copy of the trained index (a Ray task)."""
     import pyarrow.parquet as pq
 
-    spec = IndexSpec.from_json(spec_json)
-    part = AnnIndex.from_bytes(spec, trained)
     rows = [
         r
         for r in pq.read_table(shard, columns=["path", "vector", "error"]).to_pylist()
@@ -287,14 +280,14 @@ def fill_part(trained: bytes, spec_json: str, shard: str, home: str) -> bytes:
     ]
     paths = [os.fsdecode(r["path"]) for r in rows]
     with Store.open(Path(home)) as store:
-        ids = store.ids_of(paths)
+        ids = store.catalog.ids_of(paths)
     known = [(ids[p], r["vector"]) for p, r in zip(paths, rows, strict=True) if p in ids]
-    if known:
-        part.add(
-            np.array([i for i, _ in known], dtype=np.int64),
-            np.array([v for _, v in known], dtype=np.float32),
-        )
-    return part.to_bytes()
+    return fill_part(
+        trained,
+        spec_json,
+        np.array([i for i, _ in known], dtype=np.int64),
+        np.array([v for _, v in known], dtype=np.float32).reshape(len(known), -1),
+    )
 
 
 def index_with_ray(
@@ -308,7 +301,7 @@ def index_with_ray(
     """Bring the index in `home` up to date with `files` (found under `folders`, or listed)."""
     with IndexSession(home, options) as session:
         folder = shard_folder(home)
-        embedder = session.embedder  # name, dimension and input size (and the catalog)
+        embedder = session.embedder  # the shards record its name and dimension
         if shard_files(folder):  # a killed run's shards: their files are done
             if run_matches(folder, embedder.name, embedder.dim):
                 ingest(session, folder, leftover=True)
@@ -317,17 +310,14 @@ def index_with_ray(
             remove_shards(folder)
         plan = session.plan(files, folders)
         session.skipped(list(skipped))
-        store = session.store
-        assert store is not None
         change = _embed(session, plan, ray_options) if plan.todo else None
         return session.finish(plan, change)
 
 
 def _embed(session: IndexSession, plan: Plan, ray_options: RayOptions) -> IndexSpec | None:
     store, embedder = session.store, session.embedder
-    assert store is not None
     folder = shard_folder(session.home)
-    first_load = store.count() == 0 and len(plan.todo) >= PARALLEL_FILL_MIN
+    first_load = store.catalog.count() == 0 and len(plan.todo) >= PARALLEL_FILL_MIN
     write_run(folder, embedder.name, embedder.dim)
     job = Job(
         session.spec,
@@ -341,6 +331,6 @@ def _embed(session: IndexSession, plan: Plan, ray_options: RayOptions) -> IndexS
     ingest(session, folder, update_index=not first_load)
     change = None
     if first_load:  # the catalog is filled: now its index, at once
-        change = fill_in_parallel(store, folder) or store.reindex()
+        change = fill_in_parallel(store, folder) or store.index.reindex()
     remove_shards(folder)
     return change

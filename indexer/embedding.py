@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from indexer.decode import Pixels, decode_file, open_rgb, read_file, to_pixels
+from indexer.embedder import Embedder, Embeddings
 from indexer.errors import UnreadableImage
-from indexer.runtime import Embedder, Embeddings
 from store import Vectors
 
 ROTATIONS = (90, 180, 270)  # degrees, counter-clockwise

@@ -1,6 +1,6 @@
 """Typed errors raised by the indexer, under the library's one root (store.errors)."""
 
-from store.errors import ImgsearchError, InvalidOption
+from store import ImgsearchError, InvalidOption
 
 __all__ = [
     "FolderNotFound",

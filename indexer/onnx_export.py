@@ -25,7 +25,7 @@ from indexer.onnx_runtime import (
     write_record,
 )
 from indexer.spec import ModelSpec
-from store import ImgsearchError
+from store import ImgsearchError, atomic_path
 
 log = logging.getLogger("imgsearch.indexer")
 PARITY = 0.9999  # minimum cosine between torch fp32 and ONNX Runtime on the probe batch
@@ -44,35 +44,30 @@ def export_embedder(spec: ModelSpec) -> OnnxEmbedder:
         raise ExportFailed("its weights file is not known")
     target = export_dir() / f"{key}.onnx"
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     log.info("exporting %s to %s (once)", spec.name, target)
     probe, reference = _reference(backbone)  # before _export makes its layers exportable
     try:
-        _export(backbone, tmp)
-        record = ExportRecord(
-            key,
-            backbone.name,
-            backbone.dim,
-            backbone.prep.size,
-            backbone.prep.mean,
-            backbone.prep.std,
-            backbone.labels,
-            tmp.stat().st_size,
-            backbone.prep.view_size,
-        )
-        embedder = OnnxEmbedder(tmp, record)
-        _check_parity(backbone, embedder, probe, reference)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            _export(backbone, tmp)
+            record = ExportRecord(
+                key,
+                backbone.name,
+                backbone.dim,
+                backbone.prep.size,
+                backbone.prep.mean,
+                backbone.prep.std,
+                backbone.labels,
+                tmp.stat().st_size,
+                backbone.prep.view_size,
+            )
+            embedder = OnnxEmbedder(tmp, record)
+            _check_parity(backbone, embedder, probe, reference)
         write_record(record)
     except ExportFailed:
         raise
     except Exception as exc:  # torch.onnx and ONNX Runtime raise many types
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise ExportFailed(reason) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return OnnxEmbedder(target, record)
 
 

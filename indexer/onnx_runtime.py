@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,11 @@ from typing import Any
 import numpy as np
 
 from indexer.decode import Pixels, Preprocess
+from indexer.embedder import Embeddings, default_threads, describe_views, top_tags, unit_rows
 from indexer.models import cache_root, weights_file
 from indexer.options import DEFAULT_MODEL
-from indexer.runtime import Embeddings, default_threads, top_tags, unit_rows
 from indexer.spec import ModelSpec
+from store import write_atomic
 
 EXPORT_VERSION = 1
 ONNX_BATCH_SIZE = 16
@@ -97,19 +97,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def read_record(key: str) -> ExportRecord | None:
     try:
         data = json.loads((export_dir() / f"{key}.json").read_text())
@@ -137,7 +124,7 @@ def write_record(record: ExportRecord) -> None:
 
 
 class OnnxEmbedder:
-    """An exported backbone on ONNX Runtime's CPU provider; see indexer.runtime.Embedder."""
+    """An exported backbone on ONNX Runtime's CPU provider; see indexer.embedder.Embedder."""
 
     runtime = "onnx"
     device = "cpu"
@@ -167,10 +154,7 @@ class OnnxEmbedder:
         found = self.session.run(wanted, {"pixels": array})
         logits = found[1] if len(found) > 1 else None
         vectors = unit_rows(found[0])
-        described = None
-        if views is not None:
-            flat = views.reshape(-1, *views.shape[2:])
-            described = self.run(flat).vectors.reshape(len(views), views.shape[1], -1)
+        described = describe_views(self.run, views)
         return Embeddings(vectors, top_tags(logits, self.labels, top, len(vectors)), described)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from store.errors import InvalidOption
+from store import InvalidOption
 
 DEFAULT_MODEL = "effnet-lite0"
 # A 200 MP photo (the largest phone sensors) fits; a PNG that declares 100,000 x 100,000 does not.

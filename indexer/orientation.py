@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexer.decode import decode_file
+from indexer.embedder import Embedder
 from indexer.errors import InvalidOption, UnreadableImage
-from indexer.runtime import Embedder
 from indexer.scan import scan
 from store import FileStat
 

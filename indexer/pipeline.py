@@ -11,10 +11,10 @@ from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from indexer.dataset import DecodeDataset, Item
+from indexer.embedder import TOP_TAGS
 from indexer.loader import decoded_batches
 from indexer.options import IndexOptions
 from indexer.plan import Plan
-from indexer.runtime import TOP_TAGS
 from indexer.scan import Skipped, check_folders, scan
 from indexer.session import IndexReport, IndexSession, Outcome, Reused
 from store import Embedded, Failure, Tag, Vector, Vectors
@@ -47,19 +47,18 @@ def index_folders(
         session.skipped(skipped)
         if progress:
             progress.start(len(plan.todo))
-        if plan.todo or session.store is None:  # nothing to embed: the model is not loaded
-            for outcomes in embed_planned(session, plan):
-                session.commit(outcomes)
-                if progress:
-                    progress.advance(len(outcomes))
+        for outcomes in embed_planned(session, plan):  # nothing to embed: no model loaded
+            session.commit(outcomes)
+            if progress:
+                progress.advance(len(outcomes))
         return session.finish(plan)
 
 
 def embed_planned(session: IndexSession, plan: Plan) -> Iterator[list[Outcome]]:
     """The planned files as outcomes, one list per batch."""
-    embedder = session.embedder
     if not plan.todo:
         return
+    embedder = session.embedder
     options = session.options
     dataset = DecodeDataset(plan.todo, embedder.prep, plan.known_hashes, options.max_pixels)
     workers = options.workers if options.workers is not None else default_workers()

@@ -13,53 +13,14 @@ be harmless (this project's CPUs have no native bf16 to measure it on). bf16 sta
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
-from numpy.typing import NDArray
-
-from indexer.decode import Pixels, Preprocess
+from indexer.embedder import Embedder
 from indexer.options import Compute
 from indexer.spec import ModelSpec
-from store import InvalidOption, Tag, Vectors
+from store import InvalidOption
 
 log = logging.getLogger("imgsearch.indexer")
-TOP_TAGS = 5  # classes kept per image for models with a named head
-
-
-@dataclass(frozen=True)
-class Embeddings:
-    """A batch's unit descriptors (B, D) float32, each image's top classes (or ()), and the
-    unit descriptors of its regional views (B, R, D) when views were given."""
-
-    vectors: Vectors
-    tags: list[tuple[Tag, ...]]
-    views: NDArray[np.float32] | None = None
-
-
-class Embedder(Protocol):
-    """A loaded backbone: pixels (B, 3, H, W) float32 in, unit descriptors out."""
-
-    name: str
-    dim: int
-    prep: Preprocess
-    labels: tuple[str, ...]  # the classes of a named head (empty: none)
-    runtime: str  # "torch" or "onnx"
-    device: str  # "cpu", "cuda:0", ...
-    precision: str  # "fp32", "bf16", "fp16"
-
-    @property
-    def default_batch(self) -> int:
-        """Images per forward pass that fill the device."""
-        ...
-
-    def run(self, pixels: Pixels, top: int = 0, views: Pixels | None = None) -> Embeddings:
-        """`views`: (B, R, 3, h, w) regional views to describe as well."""
-        ...
 
 
 def has_cuda_driver() -> bool:
@@ -124,30 +85,3 @@ def load_embedder(spec: ModelSpec, labels: bool = False) -> Embedder:
     from indexer.torch_runtime import torch_embedder
 
     return torch_embedder(spec, labels)
-
-
-def unit_rows(features: NDArray[np.floating]) -> Vectors:
-    """L2-normalised in float32, whatever the compute precision was."""
-    rows = np.asarray(features, dtype=np.float32)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return np.ascontiguousarray(rows / np.maximum(norms, np.float32(1e-12)), dtype=np.float32)
-
-
-def top_tags(
-    logits: NDArray[np.floating] | None, labels: Sequence[str], top: int, count: int
-) -> list[tuple[Tag, ...]]:
-    """Each row's `top` classes by softmax probability (empty tuples without a head)."""
-    if logits is None or not top or not labels:
-        return [()] * count
-    values = np.asarray(logits, dtype=np.float64)
-    values = np.exp(values - values.max(axis=1, keepdims=True))
-    probs = values / values.sum(axis=1, keepdims=True)
-    best = np.argsort(-probs, axis=1, kind="stable")[:, : min(top, probs.shape[1])]
-    return [
-        tuple(Tag(labels[i], float(row[i])) for i in order)
-        for row, order in zip(probs, best, strict=True)
-    ]
-
-
-def default_threads() -> int:
-    return max(1, os.cpu_count() or 1)

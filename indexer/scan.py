@@ -6,14 +6,12 @@ import errno
 import hashlib
 import logging
 import os
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.errors import FolderNotFound
-from store import FileStat
-from store.faiss_files import pid_alive
+from store import FileStat, pid_alive, temp_pid
 
 IMAGE_EXTENSIONS = frozenset(
     {
@@ -31,8 +29,6 @@ IMAGE_EXTENSIONS = frozenset(
         ".heif",
     }
 )
-# What `orient --fix` writes beside a photo before renaming it over the photo.
-_FIX_TEMP = re.compile(r"\.imgsearch-(\d+)\.tmp$")
 log = logging.getLogger("imgsearch.indexer")
 
 
@@ -78,7 +74,7 @@ def scan(folders: Sequence[str], skipped: list[Skipped] | None = None) -> Iterat
         for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
-                if _FIX_TEMP.search(name):
+                if temp_pid(name) is not None:  # `orient --fix` writes beside a photo
                     _remove_if_stale(os.path.join(dirpath, name))
                 if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
                     continue
@@ -102,8 +98,8 @@ def _why(exc: OSError) -> str:
 
 
 def _remove_if_stale(path: str) -> None:
-    match = _FIX_TEMP.search(path)
-    if match and not pid_alive(int(match.group(1))):
+    pid = temp_pid(os.path.basename(path))
+    if pid is not None and not pid_alive(pid):
         try:
             os.unlink(path)
             log.info("removed %s, left by a killed `orient --fix`", path)

@@ -19,10 +19,11 @@ from pathlib import Path
 from types import TracebackType
 
 from indexer.decode import decode_file
+from indexer.embedder import TOP_TAGS, Embedder
 from indexer.errors import UnreadableImage
 from indexer.options import IndexOptions
 from indexer.plan import Plan, make_plan
-from indexer.runtime import TOP_TAGS, Embedder, load_embedder, resolve_runtime
+from indexer.runtime import load_embedder, resolve_runtime
 from indexer.scan import Skipped
 from indexer.spec import ModelSpec, resolve_model
 from store import (
@@ -33,10 +34,10 @@ from store import (
     IndexNotFound,
     IndexSpec,
     InvalidOption,
+    NewIndex,
     Store,
-    exclusive_writer,
+    Writer,
 )
-from store import faiss_files as files
 
 log = logging.getLogger("imgsearch.indexer")
 
@@ -76,7 +77,15 @@ class IndexReport:
 
 
 class IndexSession:
-    """Use as a context manager: `with IndexSession(home, options) as session: ...`."""
+    """Use as a context manager: `with IndexSession(home, options) as session: ...`.
+
+    Entering takes the writer lock and opens the catalog, or creates it on a new home (the model
+    is loaded then: the catalog records its dimension); the model spec is resolved once, against
+    what the catalog records. Otherwise the model is loaded when something is to be embedded.
+    """
+
+    store: Store
+    spec: ModelSpec
 
     def __init__(self, home: str | os.PathLike[str], options: IndexOptions) -> None:
         if options.model.batch_size is not None and options.model.batch_size < 1:
@@ -87,34 +96,18 @@ class IndexSession:
         self.home = Path(home)
         self.options = options
         self.started = time.perf_counter()
-        self.store: Store | None = None
-        self.spec: ModelSpec = resolve_model(options.model, None)
         self._embedder: Embedder | None = None
-        self._lock = exclusive_writer(self.home)
+        self._writer = Writer(self.home)
         self.added = self.updated = self.touched = self.embedded = self.reused = 0
         self.failed: list[Failure] = []
         self.previous_hashes: dict[str, str] = {}
 
     def __enter__(self) -> IndexSession:
-        self._lock.__enter__()
+        self._writer.__enter__()
         try:
-            for removed in files.remove_stale_temp_files(self.home):
-                log.info("removed %s, left by a killed run", removed)
-            try:
-                self.store = Store.open(self.home, writable=True)
-            except IndexNotFound:
-                self.store = None  # created once the model's dimension is known
-            recorded = self.store.meta if self.store else None
-            self.spec = resolve_model(self.options.model, recorded)
-            asked = self.options.index_type
-            if recorded is not None and asked is not None and asked != recorded.index_choice:
-                raise InvalidOption(
-                    f"{asked}: this index was made with {recorded.index_choice} (now "
-                    f"{recorded.index_factory}); change it with `imgsearch reindex`",
-                    field="index_type",
-                )
+            self.store = self._open_or_create()
         except BaseException:
-            self.__exit__(None, None, None)
+            self._writer.__exit__(None, None, None)
             raise
         return self
 
@@ -122,21 +115,46 @@ class IndexSession:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            if self.store is not None:
-                # Also on Ctrl-C: the in-memory FAISS index always matches what SQLite
-                # committed, so saving it spares the next run a rebuild.
-                self.store.flush()
-                self.store.close()
+            # Also on Ctrl-C: the in-memory FAISS index always matches what SQLite
+            # committed, so saving it spares the next run a rebuild.
+            self.store.flush()
+            self.store.close()
         finally:
-            self._lock.__exit__(kind, exc, tb)
+            self._writer.__exit__(kind, exc, tb)
+
+    def _open_or_create(self) -> Store:
+        try:
+            store = self._writer.open()
+        except IndexNotFound:
+            self.spec = resolve_model(self.options.model, None)
+            embedder = load_embedder(self.spec, labels=True)
+            settings = {"index_choice": self.options.index_type or "auto", **self.spec.settings()}
+            if self.options.max_index_memory:
+                settings["max_index_memory"] = str(self.options.max_index_memory)
+            store = self._writer.create(NewIndex(embedder.name, embedder.dim, settings))
+            self._use(embedder, store)
+            return store
+        try:
+            recorded = store.meta
+            self.spec = resolve_model(self.options.model, recorded)
+            asked = self.options.index_type
+            if asked is not None and asked != recorded.index_choice:
+                raise InvalidOption(
+                    f"{asked}: this index was made with {recorded.index_choice} (now "
+                    f"{recorded.index_factory}); change it with `imgsearch reindex`",
+                    field="index_type",
+                )
+        except BaseException:
+            store.close()
+            raise
+        return store
 
     # -- planning --------------------------------------------------------------------------
 
     def plan(self, files_found: Iterable[FileStat], folders: Sequence[str]) -> Plan:
         """What to do: against the catalog (nothing is read from the files yet)."""
-        store = self.store
-        indexed = store.file_states() if store else {}
-        failures = store.failures() if store else {}
+        indexed = self.store.catalog.file_states()
+        failures = self.store.catalog.failures()
         plan = make_plan(files_found, indexed, failures, folders)
         self.previous_hashes = plan.previous_hashes
         return plan
@@ -151,28 +169,24 @@ class IndexSession:
     def embedder(self) -> Embedder:
         """The backbone, loaded on first use (a run with nothing to embed never loads it)."""
         if self._embedder is None:
-            self._embedder = load_embedder(self.spec, labels=True)
-            self._open_store(self._embedder)
+            self._use(load_embedder(self.spec, labels=True), self.store)
+        assert self._embedder is not None
         return self._embedder
 
     @property
     def batch_size(self) -> int:
         return self.spec.batch_size or self.embedder.default_batch
 
-    def _open_store(self, embedder: Embedder) -> None:
-        if self.store is None:
-            settings = {"index_choice": self.options.index_type or "auto", **self.spec.settings()}
-            if self.options.max_index_memory:
-                settings["max_index_memory"] = str(self.options.max_index_memory)
-            self.store = Store.create(self.home, embedder.name, embedder.dim, settings)
-        elif embedder.dim != self.store.meta.dim:
+    def _use(self, embedder: Embedder, store: Store) -> None:
+        if embedder.dim != store.meta.dim:
             raise InvalidOption(
                 f"{embedder.name} gives {embedder.dim}-d vectors, the index "
-                f"holds {self.store.meta.dim}-d ones",
+                f"holds {store.meta.dim}-d ones",
                 field="model",
             )
-        self.store.record_setting("precision", embedder.precision)
-        self.store.record_setting("runtime", embedder.runtime)
+        store.catalog.record_setting("precision", embedder.precision)
+        store.catalog.record_setting("runtime", embedder.runtime)
+        self._embedder = embedder
 
     # -- committing ------------------------------------------------------------------------
 
@@ -182,9 +196,8 @@ class IndexSession:
         """Write one batch: embedded files, reused contents, failures; count each. `leftover`:
         outcomes a killed run produced (its shards), not embedded by this one."""
         store = self.store
-        assert store is not None, "commit before the model was loaded"
         reuse = [o for o in outcomes if isinstance(o, Reused)]
-        stored = store.stored_vectors(o.file.content_hash for o in reuse)
+        stored = store.catalog.stored_vectors(o.file.content_hash for o in reuse)
         done: list[Embedded] = []
         failed: list[Failure] = []
         for outcome in outcomes:
@@ -235,13 +248,11 @@ class IndexSession:
         """Prune what vanished, rebuild the FAISS index if its kind must change, check its file
         thoroughly, and report."""
         store = self.store
-        removed, repaired = 0, None
-        if store is not None:
-            removed = store.remove_paths(plan.vanished) if self.options.prune else 0
-            change = store.maintain() or change  # a size boundary, or HNSW tombstones
-            repaired = store.verify()
+        removed = store.remove_paths(plan.vanished) if self.options.prune else 0
+        change = store.index.maintain() or change  # a size boundary, or HNSW tombstones
+        repaired = store.index.verify()
         embedder = self._embedder
-        recorded = store.meta if store else None
+        recorded = store.meta
         return IndexReport(
             added=self.added,
             updated=self.updated,
@@ -251,18 +262,10 @@ class IndexSession:
             not_retried=tuple(plan.known_failures),
             embedded=self.embedded,
             reused=self.reused,
-            model=store.meta.model if store else self.spec.name,
+            model=recorded.model,
             device=embedder.device if embedder else "-",
-            precision=embedder.precision
-            if embedder
-            else (recorded.precision or "-")
-            if recorded
-            else "-",
-            runtime=embedder.runtime
-            if embedder
-            else (recorded.runtime or "-")
-            if recorded
-            else "-",
+            precision=embedder.precision if embedder else recorded.precision or "-",
+            runtime=embedder.runtime if embedder else recorded.runtime or "-",
             seconds=time.perf_counter() - self.started,
             index_change=change,
             repaired=repaired,

@@ -12,7 +12,7 @@ import torch
 
 from indexer.backbones import Backbone, load_backbone
 from indexer.decode import Pixels
-from indexer.runtime import Embeddings, top_tags, unit_rows
+from indexer.embedder import Embeddings, describe_views, top_tags, unit_rows
 from indexer.spec import ModelSpec
 from store import InvalidOption
 
@@ -65,7 +65,7 @@ def largest_fitting_batch(try_batch: Callable[[int], None], start: int = MAX_PRO
 
 
 class TorchEmbedder:
-    """A Backbone on a device at a precision; see indexer.runtime.Embedder."""
+    """A Backbone on a device at a precision; see indexer.embedder.Embedder."""
 
     runtime = "torch"
 
@@ -112,10 +112,7 @@ class TorchEmbedder:
             logits = classify(features) if classify else None
         vectors = unit_rows(features.float().cpu().numpy())
         found = None if logits is None else logits.float().cpu().numpy()
-        described = None
-        if views is not None:
-            flat = views.reshape(-1, *views.shape[2:])
-            described = self.run(flat).vectors.reshape(len(views), views.shape[1], -1)
+        described = describe_views(self.run, views)
         return Embeddings(vectors, top_tags(found, self.labels, top, len(vectors)), described)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from store import ImageRecord, ImgsearchError, Store, Vectors
+from store import ImageRecord, ImgsearchError, Store, Vectors, atomic_path
 
 FORMATS = (".npz", ".parquet")
 
@@ -31,19 +31,16 @@ def export(store: Store, out: Path) -> int:
     suffix = out.suffix.lower()
     if suffix not in FORMATS:
         raise ExportError(f"{out}: unknown format (use {' or '.join(FORMATS)})")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        count = _npz(store, tmp) if suffix == ".npz" else _parquet(store, tmp)
-        tmp.replace(out)
+        with atomic_path(out) as tmp:
+            count = _npz(store, tmp) if suffix == ".npz" else _parquet(store, tmp)
     except OSError as exc:
         raise ExportError(f"{out}: {exc.strerror or exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return count
 
 
 def _columns(store: Store, records: list[ImageRecord]) -> dict[str, Any]:
-    tags = store.tags_of(r.id for r in records)
+    tags = store.catalog.tags_of(r.id for r in records)
     return {
         "id": [r.id for r in records],
         "path": [r.path for r in records],
@@ -59,7 +56,7 @@ def _columns(store: Store, records: list[ImageRecord]) -> dict[str, Any]:
 def _npz(store: Store, out: Path) -> int:
     columns: dict[str, list[Any]] = {}
     vectors: list[Vectors] = []
-    for records, chunk in store.chunks():
+    for records, chunk in store.catalog.chunks():
         for name, values in _columns(store, records).items():
             columns.setdefault(name, []).extend(values)
         vectors.append(chunk)
@@ -96,7 +93,7 @@ def _parquet(store: Store, out: Path) -> int:
     )  # fmt: skip
     count = 0
     with pq.ParquetWriter(out, schema) as writer:
-        for records, chunk in store.chunks():
+        for records, chunk in store.catalog.chunks():
             columns = _columns(store, records)
             columns["path"] = [_utf8(p) for p in columns["path"]]
             flat = pa.array(np.ascontiguousarray(chunk).reshape(-1), type=pa.float32())

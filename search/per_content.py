@@ -56,7 +56,7 @@ def per_contents(
         firsts: dict[str, ImageRecord] = {}
         for record in sorted(mine.values(), key=lambda r: r.id):
             firsts.setdefault(record.content_hash, record)
-        stored = store.content_cached(recipe.kind, sorted(firsts), recipe.version)
+        stored = store.caches.content_cached(recipe.kind, sorted(firsts), recipe.version)
         found.append({h: recipe.decode(data) for h, data in stored.items()})
         missing += [(n, r) for h, r in firsts.items() if h not in found[n]]
     failed: list[list[str]] = [[] for _ in orders]
@@ -71,7 +71,7 @@ def per_contents(
                          if m == n and v is None]  # fmt: skip
             if made:
                 encoded = {h: data for h, (_, data) in made.items()}
-                store.save_content_cache(recipe.kind, encoded, recipe.version)
+                store.caches.save_content_cache(recipe.kind, encoded, recipe.version)
             found[n].update({h: value for h, (value, _) in made.items()})
     return [
         ({i: known[r.content_hash] for i, r in mine.items() if r.content_hash in known}, lost)

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from indexer.embedder import Embedder
 from indexer.errors import UnreadableImage
 from indexer.options import ModelOptions
-from indexer.runtime import Embedder
 from indexer.spec import resolve_model
 from search.copies.rerank import CANDIDATES, Checked, Query, rerank
 from store import Hit, ImageRecord, InvalidOption, ItemNotFound, Store, Vector
@@ -43,21 +43,21 @@ class QueryOptions:
 
 def by_id(store: Store, image_id: int, options: QueryOptions = QueryOptions()) -> QueryResult:
     """Neighbours of a stored image, itself excluded. Needs neither torch nor the model."""
-    vector = store.vector(image_id)
-    record = store.records([image_id])[image_id]
+    vector = store.catalog.vector(image_id)
+    record = store.catalog.records([image_id])[image_id]
     return QueryResult(str(image_id), _indexed(store, record, vector, options), record)
 
 
 def by_path(store: Store, path: str, options: QueryOptions = QueryOptions()) -> QueryResult:
     """Neighbours of an indexed file, itself excluded."""
-    record = store.record_by_path(os.path.abspath(path))
-    vector = store.vector(record.id)
+    record = store.catalog.record_by_path(os.path.abspath(path))
+    vector = store.catalog.vector(record.id)
     return QueryResult(path, _indexed(store, record, vector, options), record)
 
 
 def _indexed(store: Store, record: ImageRecord, vector: Vector,
              options: QueryOptions) -> list[Match]:  # fmt: skip
-    views = store.views([record.id]).get(record.id)
+    views = store.catalog.views([record.id]).get(record.id)
     query = Query(vector, views, record.path if options.verify else None)
     return _search(store, [query], options, frozenset({record.id}))[0]
 
@@ -104,14 +104,14 @@ def by_images(store: Store, paths: Sequence[str],
 def _stored_query(store: Store, path: str, options: QueryOptions) -> Query | None:
     """An indexed, unchanged file's stored vector (no model needed), or None."""
     try:
-        record = store.record_by_path(os.path.abspath(path))
+        record = store.catalog.record_by_path(os.path.abspath(path))
     except ItemNotFound:
         return None
     st = os.stat(path)
     if (record.size, record.mtime_ns) != (st.st_size, st.st_mtime_ns):
         return None
-    views = store.views([record.id]).get(record.id)
-    return Query(store.vector(record.id), views, path if options.verify else None)
+    views = store.catalog.views([record.id]).get(record.id)
+    return Query(store.catalog.vector(record.id), views, path if options.verify else None)
 
 
 def _search(store: Store, queries: Sequence[Query], options: QueryOptions,
@@ -122,7 +122,7 @@ def _search(store: Store, queries: Sequence[Query], options: QueryOptions,
         raise InvalidOption(f"must be >= 1, got {options.k}", field="k")
     only = None
     if options.tag is not None:
-        only = frozenset(store.ids_with_tag(options.tag))
+        only = frozenset(store.catalog.ids_with_tag(options.tag))
         if not only:
             raise ItemNotFound(
                 f"no indexed image has a tag matching {options.tag!r} (`imgsearch tags` lists them)"
@@ -130,12 +130,12 @@ def _search(store: Store, queries: Sequence[Query], options: QueryOptions,
     verify = any(q.path is not None for q in queries)
     want = max(options.k, CANDIDATES) if verify else options.k
     vectors = np.stack([q.vector for q in queries])
-    hits = store.search(vectors, want, exclude, only)
+    hits = store.index.search(vectors, want, exclude, only)
     if verify:
         hits = [
             _with_views(store, q, row, exclude, only) for q, row in zip(queries, hits, strict=True)
         ]
-    records = store.records({hit.id for row in hits for hit in row})
+    records = store.catalog.records({hit.id for row in hits for hit in row})
     found = []
     for query, row in zip(queries, hits, strict=True):
         checked = _checked(store, query, row, records)
@@ -156,12 +156,12 @@ def _with_views(store: Store, query: Query, row: list[Hit], exclude: frozenset[i
     if query.views is None:
         return row
     seen = {h.id for h in row}
-    extra = {h.id for view_row in store.search(query.views, VIEW_HITS, exclude, only)
+    extra = {h.id for view_row in store.index.search(query.views, VIEW_HITS, exclude, only)
              for h in view_row} - seen  # fmt: skip
     if not extra:
         return row
     ids = np.array(sorted(extra), dtype=np.int64)
-    stored, vectors = store.vectors_of(ids.tolist())
+    stored, vectors = store.catalog.vectors(ids.tolist())
     scores = vectors @ query.vector
     return row + [Hit(int(i), float(c)) for i, c in zip(stored, scores, strict=True)]
 

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from indexer.models import ModelCard
 from indexer.options import DEFAULT_MODEL
-from search.actions import ActionPlan
-from search.dupes import Found, Member
-from search.quality import format_of
+from search.actions.plan import ActionPlan
+from search.copies.dupes import Found
+from search.keeper.look import format_of
 from search.query import QueryResult
+from search.records import Member
 from store import Failure, ImageRecord, IndexMeta, IndexSpec
 
 if TYPE_CHECKING:

@@ -8,8 +8,9 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from search.dupes import DuplicateGroup, Found
-from search.quality import format_of
+from search.copies.dupes import Found
+from search.keeper.look import format_of
+from search.records import DuplicateGroup
 from search.thumbnails import jpeg_thumbnail
 from store import ImageRecord
 

@@ -1,4 +1,5 @@
-"""Small JPEG thumbnails of image files, upright (EXIF), for the HTML sheet and the server."""
+"""Small JPEG thumbnails of image files, upright (EXIF), transparency over white, for the HTML
+sheet and the server."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ def jpeg_thumbnail(path: str, pixels: int, max_pixels: int | None = None) -> byt
     """A JPEG at most `pixels` on its longer side. JPEGs are decoded at a reduced DCT scale;
     other formats larger than `max_pixels` raise TooManyPixels before decoding. Raises OSError
     (and PIL's errors) when the file cannot be read as an image."""
-    from PIL import Image, ImageOps  # Pillow only when a thumbnail is asked for
+    from PIL import Image  # Pillow only when a thumbnail is asked for
+
+    from indexer.decode import upright_rgb
 
     with Image.open(path) as image:
         if image.format != "JPEG" and max_pixels and image.width * image.height > max_pixels:
             raise TooManyPixels(f"{image.width} x {image.height} pixels")
         image.draft("RGB", (pixels, pixels))
-        thumb = ImageOps.exif_transpose(image).convert("RGB")
+        thumb = upright_rgb(image)
         thumb.thumbnail((pixels, pixels))
         buffer = io.BytesIO()
         thumb.save(buffer, "JPEG", quality=80)

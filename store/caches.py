@@ -19,12 +19,13 @@ from store.schema import content_cache, generation_of, results_cache
 _KEEP_RESULTS = 8  # cached results kept per catalog (the newest)
 
 
-class ResultCaches:
-    """The part of Store that reads and writes caches (mixed into store.catalog.Store)."""
+class Caches:
+    """The caches of a Store (`store.caches`)."""
 
-    home: Path
-    _engine: Engine
-    _write: Engine
+    def __init__(self, home: Path, engine: Engine, write: Engine) -> None:
+        self.home = home
+        self._engine = engine
+        self._write = write
 
     def cached(self, key: str) -> bytes | None:
         """A result stored under `key` for the catalog's current generation."""

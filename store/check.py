@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from store.catalog import Store
 from store.errors import CatalogDamaged, IndexNotFound
 from store.home import catalog_path
-from store.lock import DEFAULT_WAIT, exclusive_writer
+from store.lock import DEFAULT_WAIT
+from store.store import Store
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,12 @@ def check_home(home: Path) -> CheckReport:
     problems = _integrity(path)
     if problems:
         return CheckReport(str(home), False, problems)
-    with exclusive_writer(home, wait=DEFAULT_WAIT), Store.open(home, writable=True) as store:
+    with Store.writer(home, wait=DEFAULT_WAIT) as store:
         try:
-            images = sum(len(records) for records, _ in store.chunks())
+            images = sum(len(records) for records, _ in store.catalog.chunks())
         except CatalogDamaged as exc:
             return CheckReport(str(home), False, [str(exc)])
-        rebuilt = store.verify()
+        rebuilt = store.index.verify()
     return CheckReport(str(home), True, [], images, rebuilt or "sound")
 
 

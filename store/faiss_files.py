@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from store.atomic import fsync_file, temp_path
 from store.errors import FaissUnavailable
 
-if TYPE_CHECKING:
-    from store.ann import AnnIndex
+
+class Saved(Protocol):
+    """What `write_atomic` needs of an index (store.ann.AnnIndex)."""
+
+    index: Any  # the FAISS index
+
+    @property
+    def count(self) -> int: ...
+
+    def write(self, path: Path) -> None: ...
+
 
 FILE_PREFIX = "vectors.g"
 FILE_SUFFIX = ".faiss"
@@ -74,7 +83,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_atomic(index: AnnIndex, home: Path, generation: int) -> FileRecord:
+def write_atomic(index: Saved, home: Path, generation: int) -> FileRecord:
     """Write to temp files, fsync, rename; then drop files of older generations. Returns the
     record to keep in the catalog.
 
@@ -83,7 +92,7 @@ def write_atomic(index: AnnIndex, home: Path, generation: int) -> FileRecord:
     sidecar, and checks that they match.
     """
     target = file_for(home, generation)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = temp_path(target)
     pairs = [(tombstone_file(tmp), tombstone_file(target)), (tmp, target)]
     try:
         index.write(tmp)
@@ -92,8 +101,7 @@ def write_atomic(index: AnnIndex, home: Path, generation: int) -> FileRecord:
         )
         for written, final in pairs:
             if written.exists():
-                with open(written, "rb") as handle:
-                    os.fsync(handle.fileno())
+                fsync_file(written)
                 written.replace(final)
     finally:
         for written, _ in pairs:
@@ -104,38 +112,6 @@ def write_atomic(index: AnnIndex, home: Path, generation: int) -> FileRecord:
         if _generation_in_name(old) < generation:
             old.unlink(missing_ok=True)
     return record
-
-
-def remove_stale_temp_files(home: Path) -> list[Path]:
-    """Temp files of FAISS writes whose process is gone (a killed run). Returns those removed."""
-    removed = []
-    for tmp in home.glob(f".{FILE_PREFIX}*.tmp*"):
-        if not pid_alive(pid_in_name(tmp.name)):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
-
-
-def pid_in_name(name: str) -> int:
-    """The PID in `NAME.<pid>.tmp`-style names (-1 when there is none)."""
-    for part in reversed(name.replace("-", ".").split(".")):
-        if part.isdigit():
-            return int(part)
-    return -1
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _generation_in_name(path: Path) -> int:

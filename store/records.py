@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,3 +123,16 @@ class IndexMeta:
             else None,
             faiss_file=values.get("faiss_file"),
         )
+
+    def with_values(self, values: Mapping[str, str]) -> IndexMeta:
+        """This record as it reads once `values` (meta keys) are written; other keys are not
+        settings of a run and are left out."""
+        changes: dict[str, object] = {}
+        for key, value in values.items():
+            if key in ("precision", "runtime", "faiss_file", "index_spec", "index_choice"):
+                changes[key] = value
+            elif key == "index_type":
+                changes["index_factory"] = value
+            elif key == "max_index_memory":
+                changes[key] = int(value)
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-import numpy as np
-from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy import Connection, delete, insert, select
 
 from store import tags
-from store.records import IndexMeta, Vector
-from store.schema import bump_generation, failures, images, removed_images, unblob
-
-if TYPE_CHECKING:
-    from store.ann import AnnIndex
+from store.records import Vector
+from store.schema import failures, images, removed_images, unblob
 
 _COLUMNS = ("id", "path", "size", "mtime_ns", "content_hash", "width", "height", "vector", "views")
 
@@ -57,47 +52,3 @@ def restore_rows(
         conn.execute(delete(removed_images).where(removed_images.c.id == r["id"]))
         restored.append((int(r["id"]), unblob(r["vector"], dim)))
     return restored
-
-
-class RemovedRows:
-    """The part of Store that forgets files and brings them back (mixed into store.catalog)."""
-
-    meta: IndexMeta
-    _write: Engine
-
-    def _ann(self) -> AnnIndex:
-        raise NotImplementedError
-
-    def _mark(self, generation: int) -> None:
-        raise NotImplementedError
-
-    def remove_paths(self, paths: Sequence[str], journal: str | None = None) -> int:
-        """Forget indexed files. With `journal` (an action moved or deleted them), their rows
-        are kept aside so that `restore_paths` can bring them back. Returns how many."""
-        if not paths:
-            return 0
-        index = self._ann()
-        with self._write.begin() as conn:
-            ids = forget_rows(conn, paths, journal)
-            generation = bump_generation(conn)
-        index.remove(np.array(ids, dtype=np.int64))
-        self._mark(generation)
-        return len(ids)
-
-    def restore_paths(self, journal: str, paths: Sequence[str]) -> int:
-        """Put back the rows `remove_paths(paths, journal)` kept aside: same ids, same vectors,
-        for files that are back on disk unchanged. Returns how many."""
-        if not paths:
-            return 0
-        index = self._ann()
-        with self._write.begin() as conn:
-            restored = restore_rows(conn, journal, paths, self.meta.dim)
-            generation = bump_generation(conn)
-        if restored:
-            index.remove(np.array([i for i, _ in restored], dtype=np.int64))
-            index.add(
-                np.array([i for i, _ in restored], dtype=np.int64),
-                np.stack([v for _, v in restored]),
-            )
-        self._mark(generation)
-        return len(restored)

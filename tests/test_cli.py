@@ -41,8 +41,8 @@ def indexed(tmp_path: Path, home: Path, tiny_checkpoint: Path) -> dict[str, Path
 
 def oracle(home: Path, query: np.ndarray, exclude: int | None = None) -> list[tuple[int, float]]:
     with Store.open(home) as store:
-        ids = sorted(r.id for r in store.file_states().values() if r.id != exclude)
-        matrix = np.stack([store.vector(i) for i in ids])
+        ids = sorted(r.id for r in store.catalog.file_states().values() if r.id != exclude)
+        matrix = np.stack([store.catalog.vector(i) for i in ids])
     scores = matrix @ query
     order = np.argsort(-scores, kind="stable")
     return [(ids[i], float(scores[i])) for i in order]
@@ -90,8 +90,8 @@ def test_query_by_id_excludes_itself_and_matches_the_oracle(
     home: Path, indexed: dict[str, Path]
 ) -> None:
     with Store.open(home) as store:
-        record = store.record_by_path(str(indexed["gradient"]))
-        vector = store.vector(record.id)
+        record = store.catalog.record_by_path(str(indexed["gradient"]))
+        vector = store.catalog.vector(record.id)
     result = invoke(home, "query", "--id", str(record.id), "-k", "5", "--json")
     assert result.exit_code == 0
     data = json.loads(result.stdout)
@@ -103,7 +103,7 @@ def test_query_by_id_excludes_itself_and_matches_the_oracle(
 
 def test_query_by_path_equals_query_by_id(home: Path, indexed: dict[str, Path]) -> None:
     with Store.open(home) as store:
-        record = store.record_by_path(str(indexed["shapes1"]))
+        record = store.catalog.record_by_path(str(indexed["shapes1"]))
     by_path = json.loads(invoke(home, "query", "--path", str(indexed["shapes1"]), "--json").stdout)
     by_id = json.loads(invoke(home, "query", "--id", str(record.id), "--json").stdout)
     assert by_path["results"] == by_id["results"]
@@ -124,15 +124,15 @@ def test_query_images_embed_like_the_indexer(
     assert first["results"][0]["path"] == str(indexed["shapes2"])
     assert first["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
     with Store.open(home) as store:
-        vector = store.vector(store.record_by_path(str(indexed["shapes2"])).id)
+        vector = store.catalog.vector(store.catalog.record_by_path(str(indexed["shapes2"])).id)
     check_against_oracle(first["results"], oracle(home, vector))
     assert second["results"][0]["path"] == str(indexed["red"])  # itself, from its stored vector
 
 
 def test_min_score_filters(home: Path, indexed: dict[str, Path]) -> None:
     with Store.open(home) as store:
-        record = store.record_by_path(str(indexed["blue"]))
-        vector = store.vector(record.id)
+        record = store.catalog.record_by_path(str(indexed["blue"]))
+        vector = store.catalog.vector(record.id)
     expected = oracle(home, vector, exclude=record.id)
     threshold = (expected[2][1] + expected[3][1]) / 2  # between the 3rd and 4th neighbour
     result = invoke(home, "query", "--id", str(record.id), "--min-score", str(threshold), "--json")
@@ -143,7 +143,7 @@ def test_query_text_output(home: Path, indexed: dict[str, Path]) -> None:
     result = invoke(home, "query", "--path", str(indexed["red"]), "-k", "2")
     lines = result.stdout.strip().splitlines()
     with Store.open(home) as store:
-        red = store.record_by_path(str(indexed["red"])).id
+        red = store.catalog.record_by_path(str(indexed["red"])).id
     assert lines[0] == f"query: id {red}  {indexed['red']}"
     by_id = invoke(home, "query", "--id", str(red), "-k", "2").stdout.strip().splitlines()
     assert by_id == lines  # the same image asked by id: the same answer, file named
@@ -173,7 +173,7 @@ def test_info_and_path(
     after = runner.invoke(cli, ["info", "--json", "--home", str(home)])
     assert after.exit_code == 0 and json.loads(after.stdout) == data
     with Store.open(home) as store:
-        record = store.record_by_path(str(indexed["red"]))
+        record = store.catalog.record_by_path(str(indexed["red"]))
     query = ["query", "--id", str(record.id), "-k", "2", "--json"]
     assert runner.invoke(cli, [*query, "--home", str(home)]).stdout == invoke(home, *query).stdout
 
@@ -259,6 +259,7 @@ def test_query_images_in_batches_give_the_same_answers(
         )
     with Store.open(home) as store:
         originals = [
-            store.record_by_path(str(indexed[n])).id for n in ("gradient", "shapes1", "shapes2")
+            store.catalog.record_by_path(str(indexed[n])).id
+            for n in ("gradient", "shapes1", "shapes2")
         ]
     assert [r["results"][0]["id"] for r in together] == originals

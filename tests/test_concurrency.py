@@ -39,13 +39,13 @@ def test_queries_and_a_second_writer_during_an_index_run(
         first = min(committed(home).values())
         with Store.open(home) as store:
             result = by_id(store, first, QueryOptions(k=5, verify=False))  # the index alone
-            query = store.vector(first)
+            query = store.catalog.vector(first)
             scores = [m.score for m in result.matches]
             assert scores == sorted(scores, reverse=True)
             assert first not in [m.record.id for m in result.matches]
             for match in result.matches:  # scores are those of the stored vectors
                 assert match.score == pytest.approx(
-                    float(query @ store.vector(match.record.id)), abs=1e-5
+                    float(query @ store.catalog.vector(match.record.id)), abs=1e-5
                 )
         answered += 1
     assert answered >= 3
@@ -53,6 +53,6 @@ def test_queries_and_a_second_writer_during_an_index_run(
     assert process.returncode == 0, stderr
     assert json.loads(stdout)["added"] == N_IMAGES
     with Store.open(home) as store:
-        assert store.faiss_count() == store.count() == N_IMAGES
-        vectors = np.stack([store.vector(i) for i in committed(home).values()])
+        assert store.index.count == store.catalog.count() == N_IMAGES
+        vectors = np.stack([store.catalog.vector(i) for i in committed(home).values()])
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

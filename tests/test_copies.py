@@ -126,9 +126,9 @@ def test_a_second_run_reads_the_looks_and_features_from_the_catalog(
     import shutil
     import sqlite3
 
-    from search import quality
     from search.copies import verify as verifying
-    from search.dupes import DupeOptions, find_duplicates
+    from search.copies.dupes import DupeOptions, find_duplicates
+    from search.keeper import look as quality
     from store import Store
 
     home, _ = copies_home
@@ -137,7 +137,7 @@ def test_a_second_run_reads_the_looks_and_features_from_the_catalog(
     with sqlite3.connect(copy / "catalog.sqlite") as db:
         db.execute("DELETE FROM results_cache")
         db.execute("DELETE FROM content_cache")
-    with Store.open(copy, writable=True) as store:
+    with Store.writer(copy) as store:
         first = find_duplicates(store, DupeOptions())
     with sqlite3.connect(copy / "catalog.sqlite") as db:
         kinds = dict(db.execute("SELECT kind, count(*) FROM content_cache GROUP BY kind"))
@@ -156,7 +156,7 @@ def test_a_second_run_reads_the_looks_and_features_from_the_catalog(
 
     monkeypatch.setattr(quality, "_look", unreadable)
     monkeypatch.setattr(verifying, "features_of", unreadable)
-    with Store.open(copy, writable=True) as store:
+    with Store.writer(copy) as store:
         again = find_duplicates(store, DupeOptions())
     assert not again.cached and again.checked == first.checked and read == []
     assert [(g.keep.id, g.reason, [m.record.id for m in g.members]) for g in again.groups] == [
@@ -223,10 +223,10 @@ def test_workers_start_after_this_process_used_opencv(
     script = f"""
 import search.per_content, search.copies.decide
 search.per_content.PARALLEL_FROM = search.copies.decide.PARALLEL_PAIRS = 2  # always workers
-from search.dupes import find_duplicates
+from search.copies.dupes import find_duplicates
 from search.query import QueryOptions, by_images
 from store import Store
-with Store.open({str(copy)!r}, writable=True) as store:
+with Store.writer({str(copy)!r}) as store:
     by_images(store, [{str(sets["coffee"]["corner"])!r}], QueryOptions(k=5))
     print(len(find_duplicates(store).groups))
 """
@@ -249,7 +249,7 @@ def test_the_long_steps_are_reported_as_they_go(
     import shutil
     import sqlite3
 
-    from search.dupes import DupeOptions, find_duplicates
+    from search.copies.dupes import DupeOptions, find_duplicates
     from store import Store
 
     home, _ = copies_home
@@ -259,7 +259,7 @@ def test_the_long_steps_are_reported_as_they_go(
         db.execute("DELETE FROM results_cache")
         db.execute("DELETE FROM content_cache")
     steps = RecordedSteps()
-    with Store.open(copy, writable=True) as store:
+    with Store.writer(copy) as store:
         found = find_duplicates(store, DupeOptions(), steps)
     seen = steps.seen
     # Every copy here verifies on whole frames, or joins through one that does: no region
@@ -318,7 +318,8 @@ def test_a_file_that_cannot_be_read_again_leaves_its_pairs_unverified(
 def test_ratio_matches_are_those_of_opencvs_matcher(tmp_path: Path) -> None:
     """verify.matches is Lowe's ratio test with one match per keypoint of b, as OpenCV's
     BFMatcher.knnMatch and a loop made them (at a third of the time)."""
-    from search.copies.verify import matches, opencv
+    from search.copies.verify import matches
+    from search.pixels import opencv
 
     made = edits(PHOTOS[1], tmp_path)
     pairs = [("original", "q10"), ("original", "corner"), ("blur", "band")]

@@ -13,13 +13,7 @@ from PIL import Image
 
 from search.cli import cli
 from search.copies.candidates import GLOBAL, VIEWS, Candidates
-from search.copies.decide import (
-    REGION_FROM,
-    SECOND_LOOK_FROM,
-    Decided,
-    Thresholds,
-    decide,
-)
+from search.copies.decide import REGION_FROM, SECOND_LOOK_FROM, Decided, Thresholds, decide
 from search.copies.verify import Features, features_of, region_likeness, verify
 from search.steps import SILENT, Steps
 from store import ImageRecord

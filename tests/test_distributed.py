@@ -46,7 +46,9 @@ def collection(folder: Path) -> Path:
 
 def snapshot(home: Path) -> dict[str, tuple[int, np.ndarray]]:
     with Store.open(home) as store:
-        return {p: (r.id, store.vector(r.id)) for p, r in store.file_states().items()}
+        return {
+            p: (r.id, store.catalog.vector(r.id)) for p, r in store.catalog.file_states().items()
+        }
 
 
 def test_ray_gives_what_the_local_engine_gives(tmp_path: Path, tiny_options: IndexOptions) -> None:
@@ -98,7 +100,7 @@ def test_shards_of_a_killed_run_are_ingested_not_embedded_again(
     # The first 8 files came from the shards: only the others went through the model.
     assert report.embedded + len(report.failed) == len(files) - 8
     with Store.open(home) as store:
-        assert store.count() == 17 and len(store.failures()) == 2
+        assert store.catalog.count() == 17 and len(store.catalog.failures()) == 2
     # Shards of another model's run are not ingested (run.json says whose they are).
     write_run(shard_folder(home), "another-model", 7)
     embed_to_shards(files[:3], frozenset(), job)
@@ -118,7 +120,7 @@ def test_the_cli_engine_ray_and_from_list(tmp_path: Path, tiny_checkpoint: Path)
     ], catch_exceptions=False)  # fmt: skip
     assert result.exit_code == 0, result.output
     with Store.open(tmp_path / "home") as store:
-        assert {Path(p).name for p in store.file_states()} == {
+        assert {Path(p).name for p in store.catalog.file_states()} == {
             f"more{i}.png" for i in range(10, 20)
         }
     local = CliRunner().invoke(cli, ["--home", str(tmp_path / "x"), "index", "--from-list",
@@ -156,9 +158,9 @@ def test_a_large_first_load_fills_an_ivf_index_in_parallel_from_the_shards(
     assert report.index_change is not None and report.index_change.kind == "ivf"
     assert not list(shard_folder(tmp_path / "home").rglob("*.parquet"))
     with Store.open(tmp_path / "home") as store:
-        assert store.faiss_count() == store.count() == 240
-        queries = np.stack([store.vector(i) for i in (1, 50, 200)])
-        parallel = [[h.id for h in row] for row in store.search(queries, 5)]
+        assert store.index.count == store.catalog.count() == 240
+        queries = np.stack([store.catalog.vector(i) for i in (1, 50, 200)])
+        parallel = [[h.id for h in row] for row in store.index.search(queries, 5)]
     with Store.open(tmp_path / "home") as store:  # the same index built in one process
-        assert store.reindex("ivf").nlist == report.index_change.nlist
-        assert [[h.id for h in row] for row in store.search(queries, 5)] == parallel
+        assert store.index.reindex("ivf").nlist == report.index_change.nlist
+        assert [[h.id for h in row] for row in store.index.search(queries, 5)] == parallel

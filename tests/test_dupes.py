@@ -13,14 +13,14 @@ import pytest
 from click.testing import CliRunner
 
 from indexer.errors import InvalidOption
-from search.actions import apply_plan, plan_actions, undo
+from search.actions.plan import apply_plan, plan_actions, undo
 from search.cli import cli
-from search.copies.decide import Edge
+from search.copies.dupes import DupeOptions, find_duplicates
 from search.copies.groups import build_groups
-from search.dupes import DupeOptions, find_duplicates
-from search.keep import parse_keep
+from search.keeper.policy import parse_keep
+from search.records import Edge
 from search.render import size_text
-from store import Embedded, ImageFile, ImageRecord, Store
+from store import Embedded, ImageFile, ImageRecord, NewIndex, Store
 
 LARGEST = parse_keep("largest")
 
@@ -77,7 +77,7 @@ def build(tmp_path: Path) -> tuple[Store, dict[str, int], Path]:
         "f.jpg": base["f"],
     }  # fmt: skip
     pixels = {"b.jpg": (400, 300), "c.jpg": (400, 300)}
-    store = Store.create(tmp_path / "home", "test-model", DIM)
+    store = Store.writer(tmp_path / "home", new=NewIndex("test-model", DIM))
     batch = []
     for name, vector in vectors.items():
         path = photos / name
@@ -88,7 +88,7 @@ def build(tmp_path: Path) -> tuple[Store, dict[str, int], Path]:
         width, height = pixels.get(name, (200, 100))
         batch.append(Embedded(file, width, height, vector))
     store.commit_batch(batch, [])
-    ids = {name: store.record_by_path(str(photos / name)).id for name in vectors}
+    ids = {name: store.catalog.record_by_path(str(photos / name)).id for name in vectors}
     return store, ids, photos
 
 
@@ -99,7 +99,7 @@ def as_names(groups: list, ids: dict[str, int]) -> list[tuple[str, str, list[str
 
 def test_known_groups_and_the_chaining_guard(tmp_path: Path) -> None:
     store, ids, _ = build(tmp_path)
-    vectors = {n: store.vector(i) for n, i in ids.items()}
+    vectors = {n: store.catalog.vector(i) for n, i in ids.items()}
     assert (
         float(vectors["c.jpg"] @ vectors["e.jpg"])
         < 0.9
@@ -134,7 +134,7 @@ def test_chains_split_around_keepers() -> None:
 
 
 def test_verified_pairs_carry_membership_through_a_member() -> None:
-    from search.copies.verify import Verification
+    from search.records import Verification
 
     records = [ImageRecord(i, f"/p/{i}.jpg", 100 - i, 0, f"h{i}", 10, 10) for i in range(1, 4)]
     seen = Verification(40, 0.5, 0.9, 1.0, False)
@@ -154,7 +154,7 @@ def test_groups_are_disjoint_when_exact_and_near_copies_overlap(tmp_path: Path) 
     rng = np.random.RandomState(3)
     a = unit(rng.randn(DIM))
     b = at_cosine(a, unit(rng.randn(DIM)), 0.97)
-    store = Store.create(tmp_path / "home", "test-model", DIM)
+    store = Store.writer(tmp_path / "home", new=NewIndex("test-model", DIM))
     batch = []
     for name, vector, content, size in (
         ("a.jpg", a, b"A" * 50, (100, 100)),
@@ -198,9 +198,11 @@ def test_keep_policies(tmp_path: Path) -> None:
 
 def test_ignored_pairs_are_left_out(tmp_path: Path) -> None:
     store, ids, _ = build(tmp_path)
-    records = store.records([ids["b.jpg"], ids["b1.jpg"]])
-    assert store.ignore_pairs([r.content_hash for r in records.values()]) == 1
-    assert store.ignore_pairs([r.content_hash for r in records.values()]) == 0  # remembered once
+    records = store.catalog.records([ids["b.jpg"], ids["b1.jpg"]])
+    assert store.catalog.ignore_pairs([r.content_hash for r in records.values()]) == 1
+    assert (
+        store.catalog.ignore_pairs([r.content_hash for r in records.values()]) == 0
+    )  # remembered once
     groups = find_duplicates(store, DupeOptions(threshold=0.9, keep=LARGEST)).groups
     assert ("near", "b.jpg", ["b2.jpg"]) in as_names(groups, ids)
     assert "b1.jpg" not in str(as_names(groups, ids))
@@ -226,7 +228,7 @@ def test_dry_run_changes_nothing_then_move_and_undo(tmp_path: Path) -> None:
     assert (dest / "b1.jpg").is_file() and not (photos / "b1.jpg").exists()
     for name in ("a.jpg", "b.jpg", "c.jpg", "e.jpg", "f.jpg"):  # keepers and others untouched
         assert (photos / name).is_file()
-    assert store.count() == store.faiss_count() == len(ids) - 4
+    assert store.catalog.count() == store.index.count == len(ids) - 4
 
     report = undo(journal)
     assert len(report.restored) == 4 and not report.not_restored
@@ -252,7 +254,9 @@ def test_symlink_and_delete(tmp_path: Path) -> None:
     journal = tmp_path / "links.jsonl"
     apply_plan(plan_actions(groups, "symlink", links), store, journal)
     assert os.readlink(links / "b1.jpg") == str(photos / "b1.jpg")
-    assert (photos / "b1.jpg").is_file() and store.count() == len(ids)  # nothing left the index
+    assert (photos / "b1.jpg").is_file() and store.catalog.count() == len(
+        ids
+    )  # nothing left the index
     undo(journal)
     assert not (links / "b1.jpg").exists()
 
@@ -367,7 +371,7 @@ def test_a_plan_file_with_an_edited_keeper_is_applied_through_the_same_planner(
 def test_trash_is_the_removal_and_undo_brings_files_and_rows_back(tmp_path: Path) -> None:
     store, _ids, photos = build(tmp_path)
     before = tree_digest(photos)
-    ids_before = {p: r.id for p, r in store.file_states().items()}
+    ids_before = {p: r.id for p, r in store.catalog.file_states().items()}
     store.close()
     home = str(tmp_path / "home")
     runner = CliRunner()
@@ -378,14 +382,14 @@ def test_trash_is_the_removal_and_undo_brings_files_and_rows_back(tmp_path: Path
     trash = Path(os.environ["XDG_DATA_HOME"]) / "Trash"
     assert list((trash / "files").glob("b1*.jpg")) and list((trash / "info").glob("b1*"))
     with Store.open(tmp_path / "home") as reopened:
-        assert str(photos / "b1.jpg") not in reopened.file_states()
+        assert str(photos / "b1.jpg") not in reopened.catalog.file_states()
     journal = trashed.stderr.split("journal: ")[1].split(" ")[0]
     undone = runner.invoke(cli, ["undo", journal])
     assert undone.exit_code == 0, undone.output
     assert tree_digest(photos) == before
     with Store.open(tmp_path / "home") as reopened:  # the same ids, no re-embedding
-        assert {p: r.id for p, r in reopened.file_states().items()} == ids_before
-        assert reopened.count() == reopened.faiss_count()
+        assert {p: r.id for p, r in reopened.catalog.file_states().items()} == ids_before
+        assert reopened.catalog.count() == reopened.index.count
 
 
 def test_undo_tells_the_truth_about_links_and_folders_it_made(tmp_path: Path) -> None:

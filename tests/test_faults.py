@@ -51,8 +51,8 @@ def answers(home: Path) -> list[list[float]]:
 def oracle(home: Path) -> list[list[float]]:
     """The same, by brute force over the catalog's vectors."""
     with Store.open(home) as store:
-        ids = sorted(r.id for r in store.file_states().values())
-        matrix = np.stack([store.vector(i) for i in ids])
+        ids = sorted(r.id for r in store.catalog.file_states().values())
+        matrix = np.stack([store.catalog.vector(i) for i in ids])
     found = []
     for i in (1, 5, 9):
         scores = matrix @ matrix[ids.index(i)]
@@ -154,17 +154,17 @@ def test_actions_wait_for_the_writer_lock_with_a_notice(indexed: Path, tmp_path:
     assert "waiting for another imgsearch command" in moved.stderr
     assert time.perf_counter() - started >= 1.0
     with Store.open(indexed) as store:  # catalog and FAISS agree after the action
-        assert store.count() == store.faiss_count()
+        assert store.catalog.count() == store.index.count
 
 
 def test_temp_files_of_killed_runs_are_removed(indexed: Path, tmp_path: Path,
                                                 tiny_checkpoint: Path) -> None:  # fmt: skip
     dead = 2**22 + 12345  # above the default pid_max: no such process
-    stale = indexed / f".vectors.g7.faiss.{dead}.tmp"
+    stale = indexed / f".vectors.g7.faiss.imgsearch-{dead}.tmp"
     stale.write_bytes(b"x" * 1000)
-    beside = tmp_path / "photos" / f"red.png.imgsearch-{dead}.tmp"
+    beside = tmp_path / "photos" / f".red.png.imgsearch-{dead}.tmp"
     beside.write_bytes(b"half a fixed photo")
-    mine = indexed / f".vectors.g8.faiss.{os.getpid()}.tmp"  # a live process's: kept
+    mine = indexed / f".vectors.g8.faiss.imgsearch-{os.getpid()}.tmp"  # a live process's: kept
     mine.write_bytes(b"x")
     result = run(indexed, "index", str(tmp_path / "photos"), "--weights", str(tiny_checkpoint))
     assert result.exit_code == 0, result.output
@@ -263,7 +263,7 @@ def test_a_very_long_home_and_a_read_only_home(
 ) -> None:
     long = run(tmp_path / ("h" * 5000), "info")
     assert long.exit_code == 1 and len(long.stderr.strip().splitlines()) == 1, long.output
-    import store.catalog as catalog
+    import store.store as catalog
 
     real = os.access
     monkeypatch.setattr(

@@ -25,13 +25,13 @@ def test_without_a_gpu_search_falls_back_to_the_cpu_and_says_so(
     data = clustered_with_duplicates(800, DIM, seed=8)
     store = fill(tmp_path / "home", data)
     queries = queries_near(data, 10)
-    before = store.search(queries, 5)
-    store.use_device("auto")
-    assert store.search(queries, 5) == before
+    before = store.index.search(queries, 5)
+    store.index.use_device("auto")
+    assert store.index.search(queries, 5) == before
     with caplog.at_level(logging.WARNING, logger="imgsearch.store"):
-        store.use_device("cuda:0")
+        store.index.use_device("cuda:0")
     assert "--device cuda:0: FAISS cannot use a GPU here" in caplog.text
-    assert store.search(queries, 5) == before
+    assert store.index.search(queries, 5) == before
     store.close()
 
 
@@ -46,11 +46,11 @@ def test_cpu_products_are_the_matrix_product() -> None:
 def test_gpu_search_matches_the_cpu(kind: str, tmp_path: Path) -> None:
     data = clustered_with_duplicates(6000, DIM, seed=9)
     store = fill(tmp_path / "home", data)
-    store.reindex(kind)
+    store.index.reindex(kind)
     queries = queries_near(data, 50)
-    cpu = [[h.id for h in row] for row in store.search(queries, 10)]
-    store.use_device("cuda")
-    gpu = [[h.id for h in row] for row in store.search(queries, 10)]
+    cpu = [[h.id for h in row] for row in store.index.search(queries, 10)]
+    store.index.use_device("cuda")
+    gpu = [[h.id for h in row] for row in store.index.search(queries, 10)]
     agree = sum(len(set(c) & set(g)) for c, g in zip(cpu, gpu, strict=True)) / 500
     assert agree >= (0.999 if kind == "flat" else 0.95)
     store.close()

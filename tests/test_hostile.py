@@ -56,8 +56,8 @@ def index(home: Path, folder: Path, options: IndexOptions) -> IndexReport:
 
 def consistent(home: Path) -> dict[str, int]:
     with Store.open(home) as store:
-        assert store.faiss_count() == store.count()
-        return {path: r.id for path, r in store.file_states().items()}
+        assert store.index.count == store.catalog.count()
+        return {path: r.id for path, r in store.catalog.file_states().items()}
 
 
 def mean_rgb(data: bytes) -> np.ndarray:
@@ -171,9 +171,9 @@ def test_a_hostile_collection_is_indexed_around_its_bad_files(
     ids = consistent(home)
     assert {Path(p).name for p in ids} == set(good)
     with Store.open(home) as store:
-        huge = store.record_by_path(str(folder / "huge.jpg"))
+        huge = store.catalog.record_by_path(str(folder / "huge.jpg"))
         assert (huge.width, huge.height) == (6000, 4000)
-        assert len(store.failures()) == len(bad)
+        assert len(store.catalog.failures()) == len(bad)
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="macOS refuses non-UTF-8 file names")
@@ -258,14 +258,14 @@ def test_files_deleted_or_rewritten_between_scan_and_decode(
     ids = consistent(home)
     assert len(ids) == 3
     with Store.open(home) as store:
-        record = store.record_by_path(str(folder / "2.png"))
+        record = store.catalog.record_by_path(str(folder / "2.png"))
         assert (record.width, record.height) == (50, 50)
         assert record.size == (folder / "2.png").stat().st_size  # the stat of what was read
     monkeypatch.undo()
     again = index(home, folder, tiny_options)
     assert (again.embedded, again.unchanged, len(again.failed)) == (0, 3, 0)
     with Store.open(home) as store:
-        assert store.failures() == {}  # the vanished file's failure was pruned
+        assert store.catalog.failures() == {}  # the vanished file's failure was pruned
 
 
 def test_max_pixels_option_reaches_the_workers(

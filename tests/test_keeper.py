@@ -11,9 +11,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from indexer.scan import content_hash
-from search.copies.decide import Edge
 from search.copies.verify import features_of, verify
-from search.keeper import choose_best
+from search.keeper.best import choose_best
+from search.records import Edge
 from store import ImageRecord
 from tests.helpers import EXAMPLES
 

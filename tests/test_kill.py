@@ -58,8 +58,8 @@ def test_kill_9_at_several_points_then_resume(tmp_path: Path, tiny_checkpoint: P
     assert len(final) == N_IMAGES and set(final) == {str(p) for p in folder.iterdir()}
     assert kept.items() <= final.items()
     with Store.open(home) as store:
-        assert store.faiss_count() == store.count() == N_IMAGES
+        assert store.index.count == store.catalog.count() == N_IMAGES
         # Every id answers a search for its own vector with itself.
         for image_id in list(final.values())[:: N_IMAGES // 6]:
-            hit = store.search(store.vector(image_id)[None, :], 1)[0][0]
+            hit = store.index.search(store.catalog.vector(image_id)[None, :], 1)[0][0]
             assert hit.id == image_id

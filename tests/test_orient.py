@@ -15,8 +15,8 @@ from PIL import Image, ImageOps
 
 from indexer.errors import InvalidOption
 from indexer.orientation import ANGLES, class_angles
+from search.actions.orient_fix import Fix, _turned, combined_orientation
 from search.cli import cli
-from search.orient_fix import Fix, _turned, combined_orientation
 from tests.helpers import shapes
 from tests.seeds import Served
 

@@ -32,9 +32,9 @@ def counts(report: IndexReport) -> dict[str, int]:
 def snapshot(home: Path) -> dict[str, tuple[int, bytes]]:
     """{path: (id, vector bytes)}, and a check that FAISS and SQLite agree."""
     with Store.open(home) as store:
-        states = store.file_states()
-        assert store.faiss_count() == store.count() == len(states)
-        return {p: (r.id, store.vector(r.id).tobytes()) for p, r in states.items()}
+        states = store.catalog.file_states()
+        assert store.index.count == store.catalog.count() == len(states)
+        return {p: (r.id, store.catalog.vector(r.id).tobytes()) for p, r in states.items()}
 
 
 def test_first_run_indexes_images_and_reports_failures(
@@ -50,9 +50,9 @@ def test_first_run_indexes_images_and_reports_failures(
     state = snapshot(home)
     assert set(state) == {str(files[k]) for k in ("red", "blue", "gradient", "shapes1", "shapes2")}
     with Store.open(home) as store:
-        record = store.record_by_path(str(files["gradient"]))
+        record = store.catalog.record_by_path(str(files["gradient"]))
         assert (record.width, record.height) == (96, 64)
-        assert set(store.failures()) == set(failed)
+        assert set(store.catalog.failures()) == set(failed)
 
 
 def test_rerun_does_only_what_changed(
@@ -108,7 +108,7 @@ def test_rerun_does_only_what_changed(
     report = run(home, folder, tiny_options)
     assert (report.added, len(report.failed), len(report.not_retried)) == (1, 0, 1)
     with Store.open(home) as store:
-        assert set(store.failures()) == {str(files["text"])}
+        assert set(store.catalog.failures()) == {str(files["text"])}
 
 
 def test_a_file_that_becomes_unreadable_leaves_the_index(

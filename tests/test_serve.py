@@ -19,8 +19,9 @@ from PIL import Image
 
 from indexer.options import IndexOptions, ModelOptions
 from indexer.pipeline import index_folders
-from search.cli_serve import is_loopback
-from search.server import ServerState, create_app
+from search.cli.serve import is_loopback
+from search.server.app import create_app
+from search.server.state import ServerState
 from store import Store
 from tests.helpers import EXAMPLES, SAMPLE_PHOTOS, write_collection
 from tests.subprocs import REPO
@@ -56,7 +57,7 @@ def client(served_home: Path) -> TestClient:
 
 def ids_by_name(home: Path) -> dict[str, int]:
     with Store.open(home) as store:
-        return {Path(p).name: r.id for p, r in store.file_states().items()}
+        return {Path(p).name: r.id for p, r in store.catalog.file_states().items()}
 
 
 def test_info_search_by_id_and_path(client: TestClient, served_home: Path) -> None:
@@ -76,7 +77,7 @@ def test_info_search_by_id_and_path(client: TestClient, served_home: Path) -> No
 
 def _path_of(home: Path, name: str) -> str:
     with Store.open(home) as store:
-        return next(p for p in store.file_states() if Path(p).name == name)
+        return next(p for p in store.catalog.file_states() if Path(p).name == name)
 
 
 def test_upload_finds_the_original_and_bad_uploads_are_json_errors(client: TestClient) -> None:
@@ -296,7 +297,7 @@ def test_the_review_flow_picks_a_keeper_moves_the_rest_and_undoes(tmp_path: Path
         page.wait_for_selector("#counter:has-text('/ 2')")
         browser.close()
     with Store.open(home) as store:  # the restored file is indexed again, under its old id
-        assert str(photos / "coffee.jpg") in store.file_states()
+        assert str(photos / "coffee.jpg") in store.catalog.file_states()
 
 
 def _wait_for(port: int, server: subprocess.Popen[str]) -> None:

@@ -59,7 +59,7 @@ def test_the_default_model_tags_the_coffee_espresso(sample_home: Path) -> None:
 
 def _indexed(home: Path, name: str) -> str:
     with Store.open(home) as store:
-        return next(p for p in store.file_states() if Path(p).name == name)
+        return next(p for p in store.catalog.file_states() if Path(p).name == name)
 
 
 def test_in21k_tags_are_the_checkpoint_class_names_and_leave_with_their_files(
@@ -74,8 +74,8 @@ def test_in21k_tags_are_the_checkpoint_class_names_and_leave_with_their_files(
     assert {r["tag"] for r in rows} <= set(IN21K_CLASSES)
     assert sum(r["images"] for r in rows) == 5 * 5  # top-5 of each of the 5 indexed images
     with Store.open(Path(home)) as store:
-        retrievers = store.ids_with_tag("retriever")
-        assert retrievers == store.ids_with_tag("golden retriever") and retrievers
+        retrievers = store.catalog.ids_with_tag("retriever")
+        assert retrievers == store.catalog.ids_with_tag("golden retriever") and retrievers
     for name in ("red", "blue", "gradient", "shapes1", "shapes2"):
         photos[name].unlink()
     assert run(*index).exit_code == 0
@@ -89,7 +89,9 @@ def test_export_holds_what_the_store_holds(sample_home: Path, tmp_path: Path,
     result = run("--home", str(sample_home), "export", str(out))
     assert result.exit_code == 0, result.output
     with Store.open(sample_home) as store:
-        expected = {r.id: (r.path, store.vector(r.id)) for r in store.file_states().values()}
+        expected = {
+            r.id: (r.path, store.catalog.vector(r.id)) for r in store.catalog.file_states().values()
+        }
         dim, model = store.meta.dim, store.meta.model
     if suffix == ".npz":
         data = np.load(out)

@@ -22,9 +22,17 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from store import Vectors
-from store.gpu import Gpu
-from store.pairs import DEFAULT_PROBES, EXACT_LIMIT, Cells, Side, cells_of, floor_join, nearest_in
+from store import (
+    DEFAULT_PROBES,
+    EXACT_LIMIT,
+    Cells,
+    Gpu,
+    Side,
+    Vectors,
+    cells_of,
+    floor_join,
+    nearest_in,
+)
 
 NEIGHBOURS = 20  # candidates per image by global score
 DENSITY_K = 20  # the neighbour whose cosine measures how crowded an image's surroundings are

@@ -30,12 +30,12 @@ from search.copies.verify import (
     LOCAL_FEATURES,
     REGION_FEATURES,
     Features,
-    Verification,
     in_whole_frame,
     region_likeness,
     verify,
 )
 from search.per_content import Recipe, worker_count
+from search.records import Edge, Verification
 from search.steps import SILENT, Steps
 from store import ImageRecord
 
@@ -66,18 +66,6 @@ class Thresholds:
     verify: bool = True  # check the band with local features
     # Candidates found through views: verified from this (candidates holds none below VIEW_REJECT)
     view_reject: float = VIEW_REJECT
-
-
-@dataclass(frozen=True)
-class Edge:
-    """An accepted copy pair of image ids."""
-
-    a: int
-    b: int
-    score: float  # copy score
-    cosine: float  # raw cosine of the stored vectors
-    angle: int  # as Candidates.angle
-    check: Verification | None  # None: accepted by its score alone
 
 
 # For each (recipe, records) asked, the features made from the records, by image id, and the

@@ -11,35 +11,11 @@ again the same way. Every file is in at most one group, and the kept file is nev
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from search.copies.decide import Edge
+from search.records import Chooser, DuplicateGroup, Edge, Member
 from store import ImageRecord
-
-
-@dataclass(frozen=True)
-class Member:
-    record: ImageRecord
-    score: float  # copy score to the keeper (1.0: the same bytes)
-    cosine: float  # cosine of the stored vectors to the keeper's (1.0: the same bytes)
-    how: str  # "same bytes", "score", "verified", "via #ID" (reached through another member)
-    inliers: int | None = None  # verified pairs: matched keypoints
-
-
-@dataclass(frozen=True)
-class DuplicateGroup:
-    kind: Literal["exact", "near"]
-    keep: ImageRecord
-    members: list[Member]  # the others, best match first; never includes the keeper
-    reason: str = ""  # why the keeper won, in words
-    edges: tuple[Edge, ...] = field(default=(), repr=False)  # the pairs inside the group
-
-
-# Chooses the file to keep among candidate files (one or more contents) with the pairs known
-# between them; returns the file and the reason in words.
-Chooser = Callable[[Sequence[ImageRecord], Sequence[Edge]], tuple[ImageRecord, str]]
 
 
 def build_groups(

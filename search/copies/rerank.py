@@ -145,8 +145,8 @@ def _region_tries(store: Store, query: Query, hits: list[Hit]) -> list[_Try]:
     """For each candidate, the region (its own, or the query's) that matches the other's whole
     best, when it matches better than the two wholes do: a crop or a paste."""
     ids = [h.id for h in hits]
-    views = store.views(ids)
-    stored, vectors = store.vectors_of(ids)
+    views = store.catalog.views(ids)
+    stored, vectors = store.catalog.vectors(ids)
     whole = {int(i): v for i, v in zip(stored, vectors, strict=True)}
     none = np.full(1, -np.inf, dtype=np.float32)
     tries = []

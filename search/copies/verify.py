@@ -19,20 +19,19 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field, replace
-from functools import cache, partial
-from typing import Any
+from functools import partial
 
 import numpy as np
 from numpy.typing import NDArray
 
-from indexer.decode import VIEW_BOXES, Box, box_pixels
+from indexer.decode import VIEW_BOXES, Box, box_pixels, upright_rgb
 from search.per_content import Recipe
+from search.pixels import content_mask, opencv
+from search.records import MIN_COVERAGE, MIN_INLIERS, Verification
 
 FEATURE_SIDE = 256
 MAX_FEATURES = 600
 RATIO = 0.8  # Lowe's ratio test
-MIN_INLIERS = 6
-MIN_COVERAGE = 0.1
 MAX_SCALE = 12.0
 FEATURES_VERSION = 3  # of what `Features.to_bytes` holds: cached rows of another are recomputed
 THUMB_SHRINK = 4  # Features.thumb: the frame at a quarter of its size
@@ -82,23 +81,6 @@ class Features:
             )
 
 
-@dataclass(frozen=True)
-class Verification:
-    """How one image of a pair maps into the other."""
-
-    inliers: int  # distinct keypoints in agreement (0: no transform found)
-    coverage_a: float  # share of image a's frame covered by the inliers
-    coverage_b: float
-    scale: float  # b's frame / a's frame along the transform (1.0: same size)
-    mirrored: bool  # found between a and the mirror image of b
-
-    @property
-    def verified(self) -> bool:
-        return self.inliers >= MIN_INLIERS and max(self.coverage_a, self.coverage_b) >= (
-            MIN_COVERAGE
-        )
-
-
 # Where each of a SIFT descriptor's 128 values (4 rows x 4 columns x 8 directions) comes from in
 # the mirror image's descriptor: rows reversed, directions negated.
 _MIRROR_ORDER = np.arange(128).reshape(4, 4, 8)[::-1][:, :, (-np.arange(8)) % 8].ravel()
@@ -108,61 +90,19 @@ NO_MATCH = Verification(0, 0.0, 0.0, 1.0, False)
 def grey_frame(path: str, box: Box | None = None) -> NDArray[np.uint8]:
     """The image (or its region `box`) as verification sees it. Raises OSError or PIL's errors
     when unreadable."""
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     with Image.open(path) as source:
         if source.format == "JPEG":
             wanted = FEATURE_SIDE if box is None else FEATURE_SIDE / _box_side(box)
             source.draft("RGB", (round(wanted), round(wanted)))
-        image = ImageOps.exif_transpose(source)
-        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-            rgba = image.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(white, rgba)
-        grey = image.convert("L")
+        grey = upright_rgb(source).convert("L")
     if box is not None:
         grey = grey.crop(box_pixels(box, grey.width, grey.height))
     scale = FEATURE_SIDE / max(grey.size)
     size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
     grey = grey.resize(size, Image.Resampling.BICUBIC)
     return np.asarray(grey, dtype=np.uint8)
-
-
-@cache
-def opencv() -> Any:
-    """OpenCV, on one thread in this process. Its thread pool must not exist when a process
-    forks workers (search/per_content.py, decide.py): a forked child that reconfigures the
-    inherited pool waits forever on its dead threads, and the workers already fill the cores
-    (one thread each made SIFT 1.3x faster than two threads each, bench/RESULTS.md)."""
-    import cv2
-
-    cv2.setNumThreads(1)
-    return cv2
-
-
-def content_mask(grey: NDArray[np.uint8]) -> NDArray[np.uint8] | None:
-    """255 on content, 0 on flat regions connected to the border (None: there are none)."""
-    cv2 = opencv()
-
-    height, width = grey.shape
-    mask = np.zeros((height + 2, width + 2), np.uint8)
-    flags = 4 | cv2.FLOODFILL_MASK_ONLY | (255 << 8) | cv2.FLOODFILL_FIXED_RANGE
-    step = max(4, min(height, width) // 24)
-    xs, ys = range(0, width, step), range(0, height, step)
-    border = [(x, 0) for x in xs] + [(x, height - 1) for x in xs]
-    border += [(0, y) for y in ys] + [(width - 1, y) for y in ys]
-    work = grey.copy()
-    for x, y in border:
-        if not mask[y + 1, x + 1]:
-            cv2.floodFill(work, mask, (x, y), 0, loDiff=3, upDiff=3, flags=flags)
-    padding = mask[1:-1, 1:-1]
-    if padding.mean() / 255 < 0.002:
-        return None
-    content = np.where(padding == 0, 255, 0).astype(np.uint8)
-    eroded: NDArray[np.uint8] = np.asarray(
-        cv2.erode(content, np.ones((5, 5), np.uint8)), dtype=np.uint8
-    )
-    return eroded
 
 
 def features_or_none(path: str, box: Box | None = None) -> Features | None:

@@ -105,9 +105,10 @@ def look_at_path(path: str) -> Look | None:
 
 
 def _look(path: str) -> Look:
-    from PIL import Image, ImageOps
+    from PIL import Image
 
-    from search.copies.verify import content_mask
+    from indexer.decode import upright_rgb
+    from search.pixels import content_mask
 
     with Image.open(path) as source:
         fmt = source.format or "?"
@@ -118,16 +119,9 @@ def _look(path: str) -> Look:
         exif = source.getexif()
         camera = bool(exif.get(0x010F) or exif.get(0x0110))
         taken = exif.get_ifd(0x8769).get(0x9003) if exif else None
-        ImageOps.exif_transpose(source, in_place=True)  # no copy of a full-size image
-        image: Image.Image = source
-        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-            rgba = image.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(white, rgba)
         # No copy of a full-size RGB image: a 20-megapixel JPEG's look took 0.37 s, a fifth
         # of it copying and converting all of its pixels.
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-        rgb.load()
+        rgb = upright_rgb(source, in_place=True)
     width, height = rgb.size
     # Native pixels (no resampling) for what resampling would hide: enlargement, JPEG blocks.
     cx, cy = max(0, (width - NATIVE_CROP) // 2), max(0, (height - NATIVE_CROP) // 2)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,8 @@ from typing import Literal
 from PIL import Image, ImageOps
 
 from indexer.orientation import Orientation
-from search.actions import JOURNAL_VERSION, append_entry
+from search.actions.journal import append_entry, open_journal
+from store import write_atomic
 
 Method = Literal["exif", "re-encode"]
 ORIENTATION_TAG = 0x0112
@@ -79,16 +79,7 @@ def apply_fixes(fixes: Sequence[Fix], journal: Path, home: Path) -> list[tuple[s
     backups = journal.with_suffix(".originals")
     backups.mkdir(parents=True, exist_ok=True)
     failures: list[tuple[str, str]] = []
-    with open(journal, "x", encoding="utf-8") as log:
-        append_entry(
-            log,
-            {
-                "version": JOURNAL_VERSION,
-                "created": time.time(),
-                "home": str(home),
-                "kind": "orient",
-            },
-        )
+    with open_journal(journal, home, "orient") as log:
         for number, fix in enumerate(fixes):
             try:
                 st = os.stat(fix.path)
@@ -145,17 +136,7 @@ def _with_orientation(data: bytes, angle: int) -> bytes:
 
 def _replace(path: str, data: bytes) -> None:
     """Write beside the file, fsync, rename over it: a crash leaves the old or the new file."""
-    tmp = f"{path}.imgsearch-{os.getpid()}.tmp"
-    try:
-        with open(tmp, "xb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        shutil.copymode(path, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(Path(path), data, mode_of=Path(path))
 
 
 def _is_jpeg(path: str) -> bool:

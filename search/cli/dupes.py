@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,29 +13,28 @@ import click
 
 from indexer.options import ModelOptions
 from search import render
-from search.actions import (
+from search.actions.journal import journal_path, read_journal
+from search.actions.plan import (
     ActionKind,
     ActionPlan,
     apply_plan,
     groups_from_plan,
-    journal_path,
     plan_actions,
-    read_journal,
     undo,
 )
-from search.cli_common import (
+from search.cli.common import (
     IMAGE_ID,
     DomainError,
     FiniteFloat,
+    current_settings,
     domain_errors,
     model_options,
     option_group,
 )
-from search.dupes import DupeOptions, find_duplicates
-from search.keep import DEFAULT_KEEP, KEEP_HELP, KeepPolicy, parse_keep
+from search.copies.dupes import DupeOptions, find_duplicates
+from search.keeper.policy import DEFAULT_KEEP, KEEP_HELP, KeepPolicy, parse_keep
 from search.report import write_csv, write_html
-from store import ImgsearchError, Store, exclusive_writer
-from store.lock import DEFAULT_WAIT
+from store import DEFAULT_WAIT, ImgsearchError, Store, exclusive_writer
 
 
 class Keep(click.ParamType[KeepPolicy]):
@@ -132,14 +130,9 @@ action_options = option_group(
 )  # fmt: skip
 
 
-@contextlib.contextmanager
-def writing(home: Path, needed: bool) -> Iterator[None]:
-    """The writer lock when `needed` (waiting for it, with a notice), else nothing."""
-    if not needed:
-        yield
-        return
-    with exclusive_writer(home, wait=DEFAULT_WAIT):
-        yield
+def opened(home: Path, write: bool) -> Store:
+    """The store, for writing when `write` (waiting for the writer lock, with a notice)."""
+    return Store.writer(home, wait=DEFAULT_WAIT) if write else Store.open(home)
 
 
 @click.command()
@@ -166,17 +159,17 @@ def dupes(ctx: click.Context, ids: tuple[int, ...], ignore: bool, finding: DupeO
     """
     if ids and not ignore:
         raise click.UsageError("IDS are only taken with --ignore")
-    home = ctx.find_root().obj
+    home = current_settings(ctx).home
     changes = ignore or bool(action and action.yes)
-    with writing(home, changes), Store.open(home, writable=changes) as store:
+    with opened(home, changes) as store:
         if ignore:
             _ignore(store, ids)
             return
-        store.use_device(embedding.compute.device)
+        store.index.use_device(embedding.compute.device)
         options = dataclasses.replace(finding, embedding=embedding)
         from search.progress import TqdmSteps  # tqdm: only when duplicates are looked for
 
-        quiet = bool(ctx.find_root().meta.get("quiet"))
+        quiet = current_settings(ctx).quiet
         found = find_duplicates(store, options, TqdmSteps(disable=quiet))
         keep = options.keep.name
         if outputs.csv_file:
@@ -196,11 +189,11 @@ def dupes(ctx: click.Context, ids: tuple[int, ...], ignore: bool, finding: DupeO
 def _ignore(store: Store, ids: tuple[int, ...]) -> None:
     if len(ids) < 2:
         raise click.UsageError("--ignore needs at least two ids")
-    records = store.records(ids)
+    records = store.catalog.records(ids)
     missing = sorted(set(ids) - set(records))
     if missing:
         raise DomainError(f"no image with id {missing[0]} in the index")
-    added = store.ignore_pairs([r.content_hash for r in records.values()])
+    added = store.catalog.ignore_pairs([r.content_hash for r in records.values()])
     click.echo(f"{added} pair(s) remembered as not duplicates")
 
 
@@ -251,8 +244,8 @@ def apply_command(ctx: click.Context, plan_file: Path, action: ActionRequest | N
     """
     if action is None:
         raise click.UsageError("choose one of --move-to, --symlink-to, --trash, --delete")
-    home = ctx.find_root().obj
-    with writing(home, action.yes), Store.open(home, writable=action.yes) as store:
+    home = current_settings(ctx).home
+    with opened(home, action.yes) as store:
         groups = groups_from_plan(store, plan_file)
         _act(store, plan_actions(groups, action.kind, action.dest), action)
 
@@ -270,7 +263,7 @@ def undo_command(journal: Path) -> None:
     """
     header, _, _, _ = read_journal(journal)
     home = Path(str(header.get("home") or journal.parent.parent))
-    with writing(home, home.is_dir()):
+    with exclusive_writer(home, wait=DEFAULT_WAIT) if home.is_dir() else contextlib.nullcontext():
         report = undo(journal)
     if report.already:
         click.echo(f"{journal} was undone already: nothing to restore")

@@ -8,7 +8,7 @@ import socket
 import click
 
 from indexer.options import ModelOptions
-from search.cli_common import ByteSize, DomainError, domain_errors, model_options
+from search.cli.common import ByteSize, DomainError, current_settings, domain_errors, model_options
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -74,17 +74,18 @@ def serve(ctx: click.Context, host: str, port: int, max_upload: int, max_pixels:
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
-    from search.server import ServerState, create_app
+    from search.server.app import create_app
+    from search.server.state import ServerState
     from store import Store
 
-    home = ctx.find_root().obj
+    home = current_settings(ctx).home
     Store.open(home).close()  # no index: one line and exit 1 now, not on the first request
     if not is_loopback(host):
         click.echo(f"imgsearch: serving on {host}: anyone who can reach it sees the index",
                    err=True)  # fmt: skip
     sock = bind(host, port)
     state = ServerState(home, embedding, max_upload, max_pixels, allowed_hosts(host))
-    quiet = bool(ctx.find_root().meta.get("quiet"))
+    quiet = current_settings(ctx).quiet
     logging = {**LOGGING_CONFIG, "handlers": {
         name: {**handler, "stream": "ext://sys.stderr"}  # stdout is for results
         for name, handler in LOGGING_CONFIG["handlers"].items()

@@ -1,6 +1,6 @@
 """The server's duplicate review: groups, the keeper a user picks, acting on a group or on all
 remaining groups, "not duplicates", and undo. Every change holds the writer lock and goes
-through the one planner and journal of search/actions.py, as `dupes`, `apply` and `undo` do.
+through the one planner and journal of search/actions/, as `dupes`, `apply` and `undo` do.
 """
 
 from __future__ import annotations
@@ -13,19 +13,18 @@ from fastapi import Body, FastAPI, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from search import render
-from search.actions import (
+from search.actions.journal import journal_path, read_journal
+from search.actions.plan import (
     ActionKind,
     apply_plan,
-    journal_path,
     plan_actions,
-    read_journal,
     undo,
 )
-from search.dupes import DupeOptions, DuplicateGroup, Found, find_duplicates
-from search.keep import DEFAULT_KEEP, KEEP_HELP, parse_keep
-from search.server import ServerState
-from store import Store, exclusive_writer
-from store.lock import DEFAULT_WAIT
+from search.copies.dupes import DupeOptions, Found, find_duplicates
+from search.keeper.policy import DEFAULT_KEEP, KEEP_HELP, parse_keep
+from search.records import DuplicateGroup, Member
+from search.server.state import ServerState
+from store import DEFAULT_WAIT, Store, exclusive_writer
 
 
 class Act(BaseModel):
@@ -62,8 +61,8 @@ def add_review(app: FastAPI, state: ServerState) -> None:
     def keep(image_id: Annotated[int, Body(embed=True, alias="id")]) -> dict[str, Any]:
         """Keep this copy in its group (remembered in the catalog, across runs)."""
         group = _group_of(state, image_id)
-        with _writing(state) as store:
-            store.choose_keeper(_record(group, image_id).content_hash,
+        with Store.writer(state.home, wait=DEFAULT_WAIT) as store:
+            store.catalog.choose_keeper(_record(group, image_id).content_hash,
                                 [r.content_hash for r in _files(group)])  # fmt: skip
         return {"kept": image_id}
 
@@ -73,7 +72,6 @@ def add_review(app: FastAPI, state: ServerState) -> None:
         group = _group_of(state, request.keep)
         chosen = _record(group, request.keep)
         members = [r for r in _files(group) if r.id != chosen.id]
-        from search.copies.groups import Member
 
         regrouped = DuplicateGroup(group.kind, chosen, [Member(r, 1.0, 1.0, "review")
                                                         for r in members])  # fmt: skip
@@ -93,13 +91,15 @@ def add_review(app: FastAPI, state: ServerState) -> None:
     @app.post("/api/dupes/ignore")
     def ignore(ids: list[int]) -> dict[str, int]:
         """Remember that these images are not duplicates of each other (in the catalog only)."""
-        with _writing(state) as store:
-            records = store.records(ids)
+        with Store.writer(state.home, wait=DEFAULT_WAIT) as store:
+            records = store.catalog.records(ids)
             if len(records) != len(set(ids)) or len(records) < 2:
                 raise HTTPException(400, "give at least two ids of indexed images")
             if len({r.content_hash for r in records.values()}) < 2:
                 raise HTTPException(400, "identical files are always duplicates")
-            return {"remembered": store.ignore_pairs([r.content_hash for r in records.values()])}
+            return {
+                "remembered": store.catalog.ignore_pairs([r.content_hash for r in records.values()])
+            }
 
     @app.get("/api/journals")
     def journals() -> list[dict[str, Any]]:
@@ -149,31 +149,12 @@ def _record(group: DuplicateGroup, image_id: int) -> Any:
     return next(r for r in _files(group) if r.id == image_id)
 
 
-class _writing:
-    """The writer lock, then the store (opened for writing): for one change."""
-
-    def __init__(self, state: ServerState) -> None:
-        self.state = state
-        self.lock = exclusive_writer(state.home, wait=DEFAULT_WAIT)
-
-    def __enter__(self) -> Store:
-        self.lock.__enter__()
-        self.store = Store.open(self.state.home, writable=True)
-        return self.store
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.store.close()
-        finally:
-            self.lock.__exit__(None, None, None)
-
-
 def _apply(state: ServerState, groups: list[DuplicateGroup], action: ActionKind,
            dest: str | None) -> dict[str, Any]:  # fmt: skip
     if action == "move" and not dest:
         raise HTTPException(422, "dest: give the folder to move the copies under")
     plan = plan_actions(groups, action, Path(dest) if dest else None)
-    with _writing(state) as store:
+    with Store.writer(state.home, wait=DEFAULT_WAIT) as store:
         journal = journal_path(store.home, action)
         report = apply_plan(plan, store, journal)
     return {"journal": journal.name, "done": [a.source for a in report.done],

@@ -16,23 +16,24 @@ import errno
 import json
 import os
 import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, TextIO
 
-from search.copies.groups import DuplicateGroup
-from search.trash import restore_from_trash, send_to_trash
-from store import ImageRecord, ImgsearchError, Store
+from search.actions.journal import (
+    ActionError,
+    append_entry,
+    mark_undone,
+    open_journal,
+    read_journal,
+)
+from search.actions.trash import restore_from_trash, send_to_trash
+from search.records import DuplicateGroup, Member
+from store import DEFAULT_WAIT, ImageRecord, Store
 
 ActionKind = Literal["move", "symlink", "trash", "delete"]
 KINDS: tuple[ActionKind, ...] = ("move", "symlink", "trash", "delete")
-JOURNAL_VERSION = 2
-
-
-class ActionError(ImgsearchError):
-    """A plan or journal that cannot be read, or refers to what is not there."""
 
 
 @dataclass(frozen=True)
@@ -117,14 +118,13 @@ def groups_from_plan(store: Store, path: Path) -> list[DuplicateGroup]:
     if len(everyone) != len(set(everyone)):
         twice = next(i for i in everyone if everyone.count(i) > 1)
         raise ActionError(f"{path}: image {twice} is in more than one group, or kept and not")
-    records = store.records(everyone)
+    records = store.catalog.records(everyone)
     missing = sorted(set(everyone) - set(records))
     if missing:
         raise ActionError(
             f"{path}: no image with id {missing[0]} in the index (indexed again "
             "since the plan was made?)"
         )
-    from search.copies.groups import Member
 
     return [
         DuplicateGroup(
@@ -142,15 +142,8 @@ def apply_plan(plan: ActionPlan, store: Store, journal: Path) -> ApplyReport:
     journal.parent.mkdir(parents=True, exist_ok=True)
     failures: list[tuple[str, str]] = []
     done: list[Action] = []
-    with open(journal, "x", encoding="utf-8") as log:
-        kind = plan.actions[0].kind if plan.actions else "none"
-        header = {
-            "version": JOURNAL_VERSION,
-            "created": time.time(),
-            "home": str(store.home),
-            "kind": kind,
-        }
-        append_entry(log, header)
+    kind = plan.actions[0].kind if plan.actions else "none"
+    with open_journal(journal, store.home, kind) as log:
         for action in plan.actions:
             if _why_not_path(action) is not None:
                 failures.append((action.source, "changed since the plan was made"))
@@ -207,48 +200,11 @@ def undo(journal: Path) -> UndoReport:
     reindexed = 0
     home = header.get("home")
     if home and restored and Path(str(home), "catalog.sqlite").is_file():
-        with Store.open(str(home), writable=True) as store:
+        with Store.writer(str(home), wait=DEFAULT_WAIT) as store:
             reindexed = store.restore_paths(str(journal), restored)
             store.flush()
-    with open(journal, "a+", encoding="utf-8") as log:
-        log.seek(0, os.SEEK_END)
-        if log.tell():  # after a torn last line, the marker starts a line of its own
-            log.seek(log.tell() - 1)
-            ends = log.read(1) == "\n"
-            log.seek(0, os.SEEK_END)
-            if not ends:
-                log.write("\n")
-        append_entry(log, {"undone": time.time()})
+    mark_undone(journal)
     return UndoReport(restored, not_restored, unlinked, torn, False, reindexed)
-
-
-def read_journal(journal: Path) -> tuple[dict[str, object], list[dict[str, object]], int, bool]:
-    """(header, complete entries, torn lines, undone). A line cut short by a kill is skipped."""
-    try:
-        lines = journal.read_text(encoding="utf-8").splitlines()
-        header = json.loads(lines[0])
-    except (OSError, ValueError, IndexError) as exc:
-        raise ActionError(f"{journal}: not a readable imgsearch journal ({exc})") from exc
-    if not isinstance(header, dict) or header.get("version") not in (1, JOURNAL_VERSION):
-        raise ActionError(f"{journal}: not an imgsearch journal of a known version")
-    entries: list[dict[str, object]] = []
-    torn, undone = 0, False
-    for line in lines[1:]:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            torn += 1
-            continue
-        if "undone" in entry:
-            undone = True
-        else:
-            entries.append(entry)
-    return header, entries, torn, undone
-
-
-def journal_path(home: Path, kind: str) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return home / "journals" / f"{stamp}-{kind}-{os.getpid()}.jsonl"
 
 
 def _why_not(record: ImageRecord) -> str | None:
@@ -324,9 +280,3 @@ def _move_no_overwrite(source: str, target: str) -> None:
             shutil.copyfileobj(src, dst)
         shutil.copystat(source, target)
     os.unlink(source)
-
-
-def append_entry(log: TextIO, entry: dict[str, object]) -> None:
-    log.write(json.dumps(entry) + "\n")
-    log.flush()
-    os.fsync(log.fileno())

@@ -1,4 +1,4 @@
-"""Commands that read the catalog as data: `tags` and `export`."""
+"""Commands that read the catalog: `info`, `path`, `tags`, `export` and `check`."""
 
 from __future__ import annotations
 
@@ -7,17 +7,18 @@ from pathlib import Path
 
 import click
 
-from search.cli_common import DomainError, domain_errors
-from store import Store
+from search import render
+from search.cli.common import DomainError, Settings, domain_errors, pass_settings
+from store import Store, check_home
 
 
 @click.command()
 @click.option("--min-score", type=click.FloatRange(0, 1), default=0.0,
               help="Only count tags the model gave at least this probability.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-@click.pass_context
+@pass_settings
 @domain_errors
-def tags(ctx: click.Context, min_score: float, as_json: bool) -> None:
+def tags(settings: Settings, min_score: float, as_json: bool) -> None:
     """List the class tags of the indexed images with how many images carry each.
 
     Tags are each image's top-5 classes, stored when the index's model has a classification
@@ -27,8 +28,8 @@ def tags(ctx: click.Context, min_score: float, as_json: bool) -> None:
     imgsearch tags --min-score 0.3
     imgsearch query photo.jpg --tag retriever
     """
-    with Store.open(ctx.obj) as store:
-        counts = store.tag_counts(min_score)
+    with Store.open(settings.home) as store:
+        counts = store.catalog.tag_counts(min_score)
     if as_json:
         click.echo(json.dumps([{"tag": label, "images": n} for label, n in counts]))
         return
@@ -40,9 +41,9 @@ def tags(ctx: click.Context, min_score: float, as_json: bool) -> None:
 
 @click.command()
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.pass_context
+@pass_settings
 @domain_errors
-def export(ctx: click.Context, out: Path) -> None:
+def export(settings: Settings, out: Path) -> None:
     """Write ids, paths, vectors and metadata to OUT.npz or OUT.parquet.
 
     \b
@@ -51,16 +52,16 @@ def export(ctx: click.Context, out: Path) -> None:
     """
     from search.export import export as write
 
-    with Store.open(ctx.obj) as store:
+    with Store.open(settings.home) as store:
         count = write(store, out)
     click.echo(f"exported {count} images to {out}", err=True)
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-@click.pass_context
+@pass_settings
 @domain_errors
-def check(ctx: click.Context, as_json: bool) -> None:
+def check(settings: Settings, as_json: bool) -> None:
     """Check the catalog (SQLite's integrity check, every stored vector) and the FAISS file
     (checksum, count, dimension); rebuild the FAISS file from the catalog if it is not sound.
     Exit 1 if the catalog itself is damaged (then: restore it, or index into a new home).
@@ -68,9 +69,8 @@ def check(ctx: click.Context, as_json: bool) -> None:
     \b
     imgsearch check
     """
-    from store.check import check_home
 
-    report = check_home(ctx.obj)
+    report = check_home(settings.home)
     if as_json:
         click.echo(json.dumps(report.to_json()))
     else:
@@ -81,3 +81,30 @@ def check(ctx: click.Context, as_json: bool) -> None:
             "the catalog is damaged: restore a backup of catalog.sqlite, or "
             "index the folders again into a new home"
         )
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_settings
+@domain_errors
+def info(settings: Settings, as_json: bool) -> None:
+    """Show the index: home, model, dimension, count, index type and failed files.
+
+    \b
+    imgsearch info --json
+    """
+    with Store.open(settings.home) as store:
+        failed = sorted(store.catalog.failures().values(), key=lambda f: f.path)
+        data = render.info_json(str(settings.home), store.meta, store.catalog.count(), failed)
+    click.echo(json.dumps(data) if as_json else render.info_text(data, failed))
+
+
+@click.command()
+@pass_settings
+def path(settings: Settings) -> None:
+    """Print the index home directory in use.
+
+    \b
+    imgsearch --home ./idx path
+    """
+    click.echo(str(settings.home))

@@ -9,10 +9,15 @@ import click
 
 from indexer.errors import UnreadableImage
 from indexer.options import ModelOptions
-from search.actions import journal_path
-from search.cli_common import FiniteFloat, domain_errors, model_options, option_group
-from store import exclusive_writer
-from store.lock import DEFAULT_WAIT
+from search.actions.journal import journal_path
+from search.cli.common import (
+    FiniteFloat,
+    current_settings,
+    domain_errors,
+    model_options,
+    option_group,
+)
+from store import DEFAULT_WAIT, exclusive_writer
 
 ROTATION_MODEL = "rotnet"
 
@@ -60,7 +65,7 @@ def orient(ctx: click.Context, paths: tuple[str, ...], embedding: ModelOptions, 
     from indexer.orientation import Orientation, image_files, predict
     from indexer.runtime import load_embedder
     from indexer.spec import resolve_model
-    from search.orient_fix import apply_fixes, plan_fixes
+    from search.actions.orient_fix import apply_fixes, plan_fixes
 
     spec = resolve_model(replace(embedding, model=embedding.model or ROTATION_MODEL), None)
     embedder = load_embedder(spec)
@@ -87,7 +92,7 @@ def orient(ctx: click.Context, paths: tuple[str, ...], embedding: ModelOptions, 
             click.echo(f"would turn {f.path} {f.angle}° clockwise ({f.method})", err=True)
         click.echo(f"dry run: {len(fixes)} files would change; add --yes to do it", err=True)
         return
-    home = ctx.find_root().obj
+    home = current_settings(ctx).home
     journal = journal_path(home, "orient")
     with exclusive_writer(home, wait=DEFAULT_WAIT):
         journal.parent.mkdir(parents=True, exist_ok=True)

@@ -7,18 +7,14 @@ are refused by Content-Length and cut off while streaming past the cap, and deco
 with the same header pixel limit as `index`; thumbnails are drafted, cached and decoded a few at
 a time, so one huge image cannot stall the server. Errors are JSON `{"detail": ...}` with a
 status code. Changes (review actions, "not duplicates") go through the one planner and journal
-of search/actions.py, under the writer lock (search/server_review.py).
+of search/actions/, under the writer lock (search/server/review.py).
 """
 
 from __future__ import annotations
 
 import os
 import stat
-import threading
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,50 +23,14 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from indexer.errors import UnreadableImage
-from indexer.options import ModelOptions
 from search import render
 from search.query import QueryOptions, by_id, by_path, by_vector
+from search.server.review import add_review
+from search.server.state import THUMBNAIL_CACHE_BYTES, ServerState
 from search.thumbnails import TooManyPixels, jpeg_thumbnail
 from store import ImageRecord, ImgsearchError, IndexNotFound, InvalidOption, ItemNotFound, Store
 
 PAGE = Path(__file__).resolve().parent / "web" / "index.html"
-DEFAULT_MAX_UPLOAD = 20 << 20  # bytes
-THUMBNAIL_CACHE_BYTES = 64 << 20
-DECODES_AT_ONCE = 2  # large images decoded at the same time (memory, and the other requests)
-# Uploads and thumbnails are checked against this from their header: a 100 MP photo is served,
-# a 225 MP one-colour PNG (690 KB, 1.75 GB decoded) is not (`serve --max-pixels`).
-SERVE_MAX_PIXELS = 100_000_000
-
-
-@dataclass
-class ServerState:
-    """One open store (reopened when another process changed the catalog) and the model."""
-
-    home: Path
-    embedding: ModelOptions
-    max_upload: int = DEFAULT_MAX_UPLOAD
-    max_pixels: int = SERVE_MAX_PIXELS
-    hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    store: Store | None = None
-    embedder: Any = None  # indexer.runtime.Embedder, loaded on the first upload
-    model_state: str = "not loaded"  # not loaded, loading, ready, failed: ...
-    decodes: threading.BoundedSemaphore = field(
-        default_factory=lambda: threading.BoundedSemaphore(DECODES_AT_ONCE)
-    )
-    thumbnails: OrderedDict[tuple[int, int, int, int], bytes] = field(default_factory=OrderedDict)
-    thumbnail_bytes: int = 0
-
-    @contextmanager
-    def current(self) -> Iterator[Store]:
-        """The store, up to date with the catalog; one request at a time."""
-        with self.lock:
-            if self.store is not None and not self.store.is_current():
-                self.store.close()
-                self.store = None
-            if self.store is None:
-                self.store = Store.open(self.home)
-            yield self.store
 
 
 def create_app(state: ServerState) -> FastAPI:
@@ -96,8 +56,8 @@ def create_app(state: ServerState) -> FastAPI:
     def info() -> dict[str, Any]:
         """The index: model, dimension, count, index type; and whether the model is loaded."""
         with state.current() as store:
-            failed = sorted(store.failures().values(), key=lambda f: f.path)
-            found = render.info_json(str(state.home), store.meta, store.count(), failed)
+            failed = sorted(store.catalog.failures().values(), key=lambda f: f.path)
+            found = render.info_json(str(state.home), store.meta, store.catalog.count(), failed)
         return {**found, "model_state": state.model_state}
 
     @app.get("/api/search")
@@ -143,7 +103,9 @@ def create_app(state: ServerState) -> FastAPI:
     ) -> dict[str, Any]:
         """Indexed images, newest first, with the folders that hold them."""
         with state.current() as store:
-            records = sorted(store.file_states().values(), key=lambda r: (-r.mtime_ns, r.path))
+            records = sorted(
+                store.catalog.file_states().values(), key=lambda r: (-r.mtime_ns, r.path)
+            )
         folders = sorted({os.path.dirname(r.path) for r in records})
         if folder:
             records = [r for r in records if os.path.dirname(r.path) == folder]
@@ -157,14 +119,12 @@ def create_app(state: ServerState) -> FastAPI:
     def thumbnail(image_id: int, size: Annotated[int, Query(ge=16, le=1024)] = 256) -> Response:
         """A JPEG thumbnail of an indexed image."""
         with state.current() as store:
-            record = store.records([image_id]).get(image_id)
+            record = store.catalog.records([image_id]).get(image_id)
         if record is None:
             raise HTTPException(404, f"no image with id {image_id} in the index")
         _check_servable(record)
         data = _thumbnail(state, record, size)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=60"})
-
-    from search.server_review import add_review
 
     add_review(app, state)
     return app
@@ -295,7 +255,7 @@ def _thumb_url(image_id: int) -> str:
 
 def _with_sizes(result: dict[str, Any], store: Store) -> dict[str, Any]:
     """Results with each image's pixel size and thumbnail URL, for the page."""
-    records = store.records(r["id"] for r in result["results"])
+    records = store.catalog.records(r["id"] for r in result["results"])
     for r in result["results"]:
         record = records.get(r["id"])
         r["width"], r["height"] = (record.width, record.height) if record else (None, None)

@@ -27,9 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from search.copies.decide import Edge
-from search.copies.groups import Chooser
-from search.quality import Look, look_at, same_pixels
+from search.keeper.look import Look, look_at, same_pixels
+from search.records import Chooser, Edge
 from store import ImageRecord
 
 Similarity = Callable[[ImageRecord, ImageRecord], float]  # cosine of two files' vectors

@@ -9,7 +9,7 @@ import click
 from indexer.errors import UnknownModel
 from indexer.models import CARDS, cache_dir, find_card, is_present, weights_file
 from search import render
-from search.cli_common import domain_errors
+from search.cli.common import current_settings, domain_errors
 
 
 @click.group(invoke_without_command=True)
@@ -49,6 +49,6 @@ def download(ctx: click.Context, name: str) -> None:
     if card.weights is None:
         click.echo(f"{card.name}: its weights ship inside a Python package; nothing to download")
         return
-    quiet = bool(ctx.find_root().meta.get("quiet"))
+    quiet = current_settings(ctx).quiet
     path = fetch(card, progress=not quiet)
     click.echo(f"{card.name}: {path}")

@@ -10,9 +10,8 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from search.copies.decide import Edge
-from search.copies.groups import Chooser
-from search.quality import Look
+from search.keeper.look import Look
+from search.records import Chooser, Edge
 from store import ImageRecord, InvalidOption
 
 KEEP_HELP = "best | largest | oldest | newest | path-priority:DIR[,DIR...]"
@@ -36,7 +35,7 @@ class KeepPolicy:
         """The group chooser; `similarity` (two files' cosine) lets `best` find the medoid, and
         `looks` gives it what each file looks like (search/quality.py; default: look now)."""
         if self.key is None:
-            from search.keeper import chooser
+            from search.keeper.best import chooser
 
             return chooser(similarity, looks)
 

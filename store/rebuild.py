@@ -1,4 +1,5 @@
-"""The FAISS file as a cache of the catalog: load it if it is sound, else rebuild it from SQLite.
+"""The FAISS file as a cache of the catalog: load it if it is sound, else rebuild it from SQLite;
+and the catalog's vectors as a streamed source or fetched by id.
 
 The file is named after the catalog generation it reflects, and the catalog records what that
 file must be (its size, sha256, vector count and dimension: faiss_files.FileRecord). A file that
@@ -159,11 +160,28 @@ class CatalogVectors:
 
 def fetch_vectors(conn: Connection, ids: NDArray[np.int64], dim: int) -> Vectors:
     """The stored vectors of `ids` (which must all be stored), in that order."""
+    found = _fetch(conn, ids, dim)
+    if not found:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.stack([found[int(i)] for i in ids])
+
+
+def fetch_present(
+    conn: Connection, ids: NDArray[np.int64], dim: int
+) -> tuple[NDArray[np.int64], Vectors]:
+    """(ids, vectors) of those sorted `ids` that are stored, in that order: by primary key,
+    so the cost follows len(ids), not the collection."""
+    found = _fetch(conn, ids, dim)
+    present = np.array([i for i in ids.tolist() if i in found], dtype=np.int64)
+    if not len(present):
+        return present, np.zeros((0, dim), dtype=np.float32)
+    return present, np.stack([found[int(i)] for i in present])
+
+
+def _fetch(conn: Connection, ids: NDArray[np.int64], dim: int) -> dict[int, Vectors]:
     found: dict[int, Vectors] = {}
     for start in range(0, len(ids), _CHUNK):
         wanted = ids[start : start + _CHUNK].tolist()
         query = select(images.c.id, images.c.vector).where(images.c.id.in_(wanted))
-        found.update((i, unblob(v, dim)) for i, v in conn.execute(query))
-    if not found:
-        return np.zeros((0, dim), dtype=np.float32)
-    return np.stack([found[int(i)] for i in ids])
+        found.update((int(i), unblob(v, dim)) for i, v in conn.execute(query))
+    return found

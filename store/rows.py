@@ -1,4 +1,5 @@
-"""Reading the catalog: records, vectors, failures, tags, ignored pairs. SQL only, no FAISS."""
+"""The catalog part of a Store: the SQL rows (records, vectors, failures, tags, review decisions)
+and the index's recorded settings (`meta`). SQL only, no FAISS."""
 
 from __future__ import annotations
 
@@ -12,8 +13,18 @@ from sqlalchemy import Engine, func, select
 
 from store import decisions, ignored, tags
 from store.errors import ItemNotFound
+from store.rebuild import fetch_present
 from store.records import Failure, ImageRecord, IndexMeta, Vector, Vectors
-from store.schema import failures, has_views, images, unblob, views_half, views_unblob, writing
+from store.schema import (
+    failures,
+    has_views,
+    images,
+    set_meta,
+    unblob,
+    views_half,
+    views_unblob,
+    writing,
+)
 
 _RECORD_COLUMNS = (
     images.c.id,
@@ -43,28 +54,40 @@ def _record(row: Any) -> ImageRecord:
 MIN_ID, MAX_ID = 1, 2**63 - 1  # SQLite's integer keys: anything else is no image
 
 
-class CatalogReader:
-    """The read side of a Store; `_engine` is the catalog's."""
+class Catalog:
+    """The SQL side of a Store (`store.catalog`): it owns the engines and the recorded `meta`."""
 
-    _engine: Engine
-    meta: IndexMeta
+    def __init__(self, engine: Engine, index_meta: IndexMeta) -> None:
+        self.engine = engine
+        self.meta = index_meta
+        self.write = writing(engine)
+
+    def record_setting(self, key: str, value: str) -> None:
+        """Record a setting of the last run in `meta` (e.g. the precision it used)."""
+        with self.write.begin() as conn:
+            set_meta(conn, key, value)
+        self.remember(**{key: value})
+
+    def remember(self, **values: str) -> None:
+        """`meta` as it reads after those keys were written in a transaction that committed."""
+        self.meta = self.meta.with_values(values)
 
     # -- reading ---------------------------------------------------------------------------
 
     def count(self) -> int:
-        with self._engine.connect() as conn:
+        with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(images)).scalar_one())
 
     def records(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
         wanted = [i for i in ids if MIN_ID <= i <= MAX_ID]
         if not wanted:
             return {}
-        with self._engine.connect() as conn:
+        with self.engine.connect() as conn:
             rows = conn.execute(select(*_RECORD_COLUMNS).where(images.c.id.in_(wanted)))
             return {row.id: _record(row) for row in rows}
 
     def record_by_path(self, path: str) -> ImageRecord:
-        with self._engine.connect() as conn:
+        with self.engine.connect() as conn:
             row = conn.execute(select(*_RECORD_COLUMNS).where(images.c.path == path)).first()
         if row is None:
             raise ItemNotFound(f"{path} is not in the index")
@@ -73,7 +96,7 @@ class CatalogReader:
     def ids_of(self, paths: Sequence[str]) -> dict[str, int]:
         """The ids of those `paths` that are indexed."""
         found: dict[str, int] = {}
-        with self._engine.connect() as conn:
+        with self.engine.connect() as conn:
             for start in range(0, len(paths), 10_000):
                 chunk = list(paths[start : start + 10_000])
                 query = select(images.c.path, images.c.id).where(images.c.path.in_(chunk))
@@ -83,20 +106,27 @@ class CatalogReader:
     def vector(self, image_id: int) -> Vector:
         if not MIN_ID <= image_id <= MAX_ID:
             raise ItemNotFound(f"no image with id {image_id} in the index")
-        with self._engine.connect() as conn:
+        with self.engine.connect() as conn:
             blob = conn.execute(select(images.c.vector).where(images.c.id == image_id)).scalar()
         if blob is None:
             raise ItemNotFound(f"no image with id {image_id} in the index")
         return unblob(blob, self.meta.dim)
 
+    def vectors(self, ids: Iterable[int]) -> tuple[NDArray[np.int64], Vectors]:
+        """(ids, vectors) of those `ids` that are stored, in id order: only their rows are read,
+        whatever the size of the collection."""
+        wanted = np.unique(np.array([i for i in ids if MIN_ID <= i <= MAX_ID], dtype=np.int64))
+        with self.engine.connect() as conn:
+            return fetch_present(conn, wanted, self.meta.dim)
+
     def file_states(self) -> dict[str, ImageRecord]:
         """Every indexed file by path, to decide what a scan has to do."""
-        with self._engine.connect() as conn:
+        with self.engine.connect() as conn:
             return {row.path: _record(row) for row in conn.execute(select(*_RECORD_COLUMNS))}
 
     def chunks(self, size: int = 10_000) -> Iterator[tuple[list[ImageRecord], Vectors]]:
         """Every image and its vector in id order, `size` at a time, from one snapshot."""
-        with self._engine.begin() as conn:
+        with self.engine.begin() as conn:
             last = -1
             while True:
                 query = (
@@ -113,7 +143,7 @@ class CatalogReader:
                 last = rows[-1].id
 
     def failures(self) -> dict[str, Failure]:
-        with self._engine.connect() as conn:
+        with self.engine.connect() as conn:
             rows = conn.execute(select(failures)).all()
         return {row.path: Failure(*row) for row in rows}
 
@@ -125,7 +155,7 @@ class CatalogReader:
         query = select(images.c.content_hash, images.c.vector, images.c.width, images.c.height,
                        images.c.views)  # fmt: skip
         dim = self.meta.dim
-        with self._engine.connect() as conn:
+        with self.engine.connect() as conn:
             rows = conn.execute(query.where(images.c.content_hash.in_(wanted)))
             return {h: StoredVector(unblob(v, dim), w, ht, views_unblob(r, dim))
                     for h, v, w, ht, r in rows}  # fmt: skip
@@ -134,7 +164,7 @@ class CatalogReader:
         """The stored regional views (R, d) of those `ids` that have them."""
         wanted = [i for i in ids if MIN_ID <= i <= MAX_ID]
         found: dict[int, Vectors] = {}
-        with self._engine.connect() as conn:
+        with self.engine.connect() as conn:
             if not wanted or not has_views(conn):
                 return found
             for start in range(0, len(wanted), 10_000):
@@ -155,7 +185,7 @@ class CatalogReader:
         position = {int(i): p for p, i in enumerate(ids)}
         found: NDArray[np.float16] | None = None
         filled = 0
-        with self._engine.connect() as conn:
+        with self.engine.connect() as conn:
             if not position or not has_views(conn):
                 return None
             wanted = list(position)
@@ -177,27 +207,27 @@ class CatalogReader:
 
     def ignored_pairs(self) -> set[tuple[str, str]]:
         """Content-hash pairs (a < b) the user marked as not duplicates."""
-        return ignored.pairs(self._engine)
+        return ignored.pairs(self.engine)
 
     def ignore_pairs(self, hashes: Sequence[str]) -> int:
         """Remember every pair among `hashes` as not duplicates. Returns how many were new."""
-        return ignored.remember(writing(self._engine), hashes)
+        return ignored.remember(self.write, hashes)
 
     def chosen_keepers(self) -> set[str]:
         """Contents the user chose to keep in review."""
-        return decisions.chosen(self._engine)
+        return decisions.chosen(self.engine)
 
     def choose_keeper(self, keep: str, group: Sequence[str]) -> None:
         """Remember `keep` as the copy to keep of the group of contents `group`."""
-        decisions.choose(writing(self._engine), keep, group)
+        decisions.choose(self.write, keep, group)
 
     # -- tags ------------------------------------------------------------------------------
 
     def tag_counts(self, min_score: float = 0.0) -> list[tuple[str, int]]:
-        return tags.counts(self._engine, min_score)
+        return tags.counts(self.engine, min_score)
 
     def ids_with_tag(self, word: str, min_score: float = 0.0) -> set[int]:
-        return tags.ids_with_tag(self._engine, word, min_score)
+        return tags.ids_with_tag(self.engine, word, min_score)
 
     def tags_of(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float]]]:
-        return tags.of_ids(self._engine, ids)
+        return tags.of_ids(self.engine, ids)

@@ -23,12 +23,13 @@ import numpy as np
 from indexer.options import ModelOptions
 from indexer.spec import resolve_model
 from search.copies.candidates import Descriptors, find_candidates
-from search.copies.decide import Decided, Edge, Thresholds, decide
-from search.copies.groups import Chooser, DuplicateGroup, Member, build_groups
-from search.copies.verify import FEATURES_VERSION, Verification
-from search.keep import DEFAULT_KEEP, KeepPolicy, parse_keep
+from search.copies.decide import Decided, Thresholds, decide
+from search.copies.groups import build_groups
+from search.copies.verify import FEATURES_VERSION
+from search.keeper.look import LOOKS, Look, look_at
+from search.keeper.policy import DEFAULT_KEEP, KeepPolicy, parse_keep
 from search.per_content import per_content, per_contents
-from search.quality import LOOKS, Look, look_at
+from search.records import Chooser, DuplicateGroup, Edge, Member, Verification
 from search.steps import SILENT, Steps
 from store import ImageRecord, Store
 
@@ -68,7 +69,7 @@ def find_duplicates(
     """Groups: exact ones first, then near ones, largest first; every file in one at most.
     `steps`: where to report the long steps (the CLI's progress bars)."""
     options = options or DupeOptions()
-    records = list(store.file_states().values())
+    records = list(store.catalog.file_states().values())
     by_hash: dict[str, list[ImageRecord]] = {}
     for record in records:
         by_hash.setdefault(record.content_hash, []).append(record)
@@ -79,7 +80,7 @@ def find_duplicates(
     if not options.exact_only:
         ids = sorted(r.id for r in representatives.values())
         key = _cache_key(store, options)
-        stored = store.cached(key)
+        stored = store.caches.cached(key)
         if stored is not None:
             mode, threshold, calibrated, checked, edges = _from_cache(stored)
             cached = True
@@ -87,11 +88,11 @@ def find_duplicates(
             mode, threshold, calibrated, decided = _pairs(store, ids, options, steps)
             edges, checked = decided.edges, decided.checked
             seconds = (decided.feature_seconds, decided.verify_seconds)
-            store.cache(key, _to_cache(mode, threshold, calibrated, decided))
+            store.caches.cache(key, _to_cache(mode, threshold, calibrated, decided))
     similarity = _similarity(store, representatives) if edges else None
     looks = _looks(store, by_hash, edges, steps) if options.keep.key is None else look_at
-    choose = _respecting(store.chosen_keepers(), options.keep.chooser(similarity, looks))
-    groups = build_groups(records, edges, store.ignored_pairs(), choose)
+    choose = _respecting(store.catalog.chosen_keepers(), options.keep.chooser(similarity, looks))
+    groups = build_groups(records, edges, store.catalog.ignored_pairs(), choose)
     return Found(mode, threshold, groups, calibrated, checked, cached, *seconds)
 
 
@@ -127,7 +128,7 @@ def _looks(store: Store, by_hash: dict[str, list[ImageRecord]], edges: Sequence[
 def _similarity(store: Store, representatives: dict[str, ImageRecord]
                 ) -> Callable[[ImageRecord, ImageRecord], float]:  # fmt: skip
     """The cosine of two files' stored vectors (by content), for the keeper."""
-    ids, vectors = store.vectors_of([r.id for r in representatives.values()])
+    ids, vectors = store.catalog.vectors([r.id for r in representatives.values()])
     row = {int(i): n for n, i in enumerate(ids)}
     of_hash = {h: row[r.id] for h, r in representatives.items() if r.id in row}
 
@@ -140,12 +141,12 @@ def _similarity(store: Store, representatives: dict[str, ImageRecord]
 def _pairs(store: Store, ids: list[int], options: DupeOptions,
            steps: Steps) -> tuple[str, float, bool, Decided]:  # fmt: skip
     if options.threshold is not None:
-        found = store.similar_pairs(options.threshold, ids)
+        found = store.index.similar_pairs(options.threshold, ids)
         edges = [Edge(a, b, s, s, 0, None) for a, b, s in found]
         return "cosine", options.threshold, False, Decided(edges, 0, [], 0.0, 0.0)
     spec = resolve_model(options.embedding, store.meta)
     card = spec.copy_thresholds
-    stored_ids, vectors = store.vectors_of(ids)
+    stored_ids, vectors = store.catalog.vectors(ids)
     accept, reject, calibrated = card.accept_in(len(stored_ids)), card.reject, card.calibrated
     if options.copy_threshold is not None:
         accept, calibrated = options.copy_threshold, False
@@ -156,11 +157,11 @@ def _pairs(store: Store, ids: list[int], options: DupeOptions,
             spec.name,
             accept,
         )
-    descriptors = Descriptors(stored_ids, vectors, store.views_array(stored_ids.tolist()))
+    descriptors = Descriptors(stored_ids, vectors, store.catalog.views_array(stored_ids.tolist()))
     if options.rotations:
         descriptors = _with_rotations(store, descriptors, options, steps)
-    candidates = find_candidates(descriptors, store.gpu, card.density_floor)
-    records = store.records(stored_ids.tolist())
+    candidates = find_candidates(descriptors, store.index.gpu, card.density_floor)
+    records = store.catalog.records(stored_ids.tolist())
     thresholds = Thresholds(accept, reject, options.verify)
     features_for = partial(per_contents, store, steps=steps)
     decided = decide(candidates, records, thresholds, features_for, steps)
@@ -174,7 +175,7 @@ def _with_rotations(store: Store, found: Descriptors, options: DupeOptions,
     from indexer.runtime import load_embedder
 
     spec = resolve_model(options.embedding, store.meta)
-    records = store.records(found.ids.tolist())
+    records = store.catalog.records(found.ids.tolist())
     paths = [records[int(i)].path for i in found.ids]
     embedder = load_embedder(spec)
     with steps.step("embedding rotations", len(paths)) as advance:

@@ -1,18 +1,22 @@
-"""What every command shares: error translation, the model options, option types, --home."""
+"""What every command shares: the settings on the context, error translation, the model and
+index-kind options, option types, --home, -v and -q."""
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import math
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
 
 import click
 
 from indexer.options import PRECISIONS, RUNTIMES, Compute, ModelOptions
-from store import ImgsearchError, InvalidOption, resolve_home
+from store import INDEX_KINDS, ImgsearchError, InvalidOption, resolve_home
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Library fields that are command-line options of the same name (`size` -> `--size`).
@@ -37,6 +41,65 @@ FLAGS = frozenset(
         "tag",
     }
 )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the group's options resolve to: every command's click context object."""
+
+    home: Path
+    quiet: bool = False
+    verbose: bool = False
+
+    def with_home(self, home: str | None) -> Settings:
+        return replace(self, home=resolve_home(home))
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+def _log_level(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """-v and -q, before or after the command's name: the last one given wins."""
+    if not value:
+        return
+    quiet = param.name == "quiet"
+    settings = replace(current_settings(ctx), quiet=quiet, verbose=not quiet)
+    _set_settings(ctx, settings)
+    configure_logging(settings)
+
+
+def current_settings(ctx: click.Context | None = None) -> Settings:
+    """The settings of `ctx` (default: the current context); the defaults before any is set."""
+    found = (ctx or click.get_current_context()).find_object(Settings)
+    return found if found is not None else Settings(resolve_home(None))
+
+
+def _set_settings(ctx: click.Context, settings: Settings) -> None:
+    # Every context up to the root: a command's context copied its parent's object.
+    here: click.Context | None = ctx
+    while here is not None:
+        here.obj = settings
+        here = here.parent
+
+
+def configure_logging(settings: Settings) -> None:
+    level = (
+        logging.ERROR if settings.quiet else logging.INFO if settings.verbose else logging.WARNING
+    )
+    logging.basicConfig(stream=sys.stderr, level=level, format="imgsearch: %(message)s", force=True)
+    for noisy in ("birder", "faiss", "faiss.loader", "httpx", "PIL", "ray"):
+        # Their INFO lines (FAISS's "could not load swigfaiss_avx512" probing) are not ours.
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def verbosity_options() -> list[click.Option]:
+    """-v/--verbose and -q/--quiet, for the group and (add_common_options) every command."""
+    return [
+        click.Option([flag, f"--{name}"], is_flag=True, expose_value=False, callback=_log_level,
+                     help=text)
+        for name, flag, text in (("verbose", "-v", "More detail on stderr."),
+                                 ("quiet", "-q", "Only errors on stderr."))
+    ]  # fmt: skip
 
 
 class OneLineUsage(click.UsageError):
@@ -213,7 +276,7 @@ def _model_options(
     runtime: str,
     batch_size: int | None,
 ) -> ModelOptions:
-    quiet = bool(click.get_current_context().find_root().meta.get("quiet"))
+    quiet = current_settings().quiet
     return ModelOptions(
         model,
         weights,
@@ -272,20 +335,47 @@ def model_options(fn: F) -> F:
     )(fn)
 
 
+@dataclass(frozen=True)
+class IndexKind:
+    """--index-type and --max-index-memory (`index` for a new index, `reindex`)."""
+
+    index_type: str | None
+    max_index_memory: int | None
+
+
+def index_kind_options(fn: F) -> F:
+    """--index-type --max-index-memory; the command receives them as one `kind: IndexKind`."""
+    return option_group(
+        "kind",
+        IndexKind,
+        click.option(
+            "--index-type",
+            type=click.Choice(["auto", *INDEX_KINDS]),
+            default=None,
+            help="FAISS index: auto (flat below 50,000 images, then IVF, or IVF-PQ past "
+            "--max-index-memory), flat, hnsw, ivf or ivfpq [default: the recorded choice; "
+            "auto for a new index].",
+        ),
+        click.option(
+            "--max-index-memory",
+            type=ByteSize(),
+            default=None,
+            help="Memory `auto` may give the vectors [default: as recorded, else 8G].",
+        ),
+    )(fn)
+
+
 def _set_home(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-    if value:  # every context up to the root: a command's context copied its parent's obj
-        home = resolve_home(value)
-        here: click.Context | None = ctx
-        while here is not None:
-            here.obj = home
-            here = here.parent
+    if value:
+        _set_settings(ctx, replace(current_settings(ctx), home=resolve_home(value)))
 
 
 HOME_HELP = "Index directory (default: $IMGSEARCH_HOME, else the user data dir)."
 
 
-def add_home_option(command: click.Command) -> None:
-    """Let `--home DIR` come after the command name too (`imgsearch query --home DIR ...`)."""
+def add_common_options(command: click.Command) -> None:
+    """Let `--home DIR`, `-v` and `-q` come after the command name too (`imgsearch query -q`)."""
+    command.params.extend(verbosity_options())
     command.params.append(
         click.Option(
             ["--home"],
@@ -298,4 +388,4 @@ def add_home_option(command: click.Command) -> None:
     )
     if isinstance(command, click.Group):
         for sub in command.commands.values():
-            add_home_option(sub)
+            add_common_options(sub)
