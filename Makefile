@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_HOME := .demo-index
 DEMO_PHOTOS := .demo-photos
 
-.PHONY: demo test lint typecheck unit browser bench clean
+.PHONY: demo test lint typecheck unit browser bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ browser:
 	      >/dev/null 2>&1 || echo "make: could not install chromium: the browser test will skip"; }
 
 test: lint typecheck browser unit
+
+# docs/cli.md is every command's --help (tests/test_docs.py fails when it is stale).
+docs: $(STAMP)
+	$(BIN)/cog -r docs/cli.md
 
 bench: $(STAMP)
 	$(BIN)/python bench/index_throughput.py

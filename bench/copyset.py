@@ -21,12 +21,17 @@ import hashlib
 import io
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from indexer import decode
 
 MIN_SIDE = 120
 ASTRO_ORIGINALS = 40
@@ -143,12 +148,7 @@ def heldout(name: str) -> bool:
 def upright_rgb(path: Path) -> Image.Image:
     """As the indexer sees a file: EXIF applied, transparency over white."""
     with Image.open(path) as image:
-        upright = ImageOps.exif_transpose(image)
-        if upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info:
-            rgba = upright.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(white, rgba).convert("RGB")
-        return upright.convert("RGB")
+        return decode.upright_rgb(image)
 
 
 def _save_edit(image: Image.Image, edit: str, path: Path) -> None:
@@ -160,7 +160,9 @@ def _save_edit(image: Image.Image, edit: str, path: Path) -> None:
     image.save(path, "JPEG", quality=QUALITY.get(edit, 90))
 
 
-def build(photos: Path, out: Path, seed: int = 2026) -> dict[str, list[Row]]:
+def build(
+    photos: Path, out: Path, seed: int = 2026, astro_count: int = ASTRO_ORIGINALS
+) -> dict[str, list[Row]]:
     """Write `out/dev` and `out/heldout`; returns their rows (also in each labels.csv)."""
     with open(photos / "manifest.csv", encoding="utf-8") as handle:
         manifest = list(csv.DictReader(handle))
@@ -172,7 +174,7 @@ def build(photos: Path, out: Path, seed: int = 2026) -> dict[str, list[Row]]:
     general = [r for r in manifest if r["domain"] == "photos" and short(r) >= MIN_SIDE]
     astro = [r for r in manifest if r["domain"] == "astro"]
     big_astro = [r for r in astro if short(r) >= 200]
-    astro_originals = [big_astro[i] for i in sorted(rng.choice(len(big_astro), ASTRO_ORIGINALS,
+    astro_originals = [big_astro[i] for i in sorted(rng.choice(len(big_astro), astro_count,
                                                                replace=False))]  # fmt: skip
     originals = general + astro_originals
     chosen = {r["relpath"] for r in originals}
@@ -251,8 +253,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--photos", type=Path, required=True, help="where fetch.sh put them")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--astro-originals", type=int, default=ASTRO_ORIGINALS)
     args = parser.parse_args()
-    rows = build(args.photos, args.out)
+    rows = build(args.photos, args.out, astro_count=args.astro_originals)
     for split, found in rows.items():
         print(split, len(found), "files,", sum(r.edit == "original" for r in found), "originals")
 

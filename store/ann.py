@@ -5,7 +5,7 @@
          position becomes a tombstone, left out at search time by an ID-selector bitmap and
          saved beside the index file; the store rebuilds the index when tombstones pile up.
 - ivf:   `IVF{nlist},Flat` with the catalog ids as native ids and a hashtable direct map
-         (remove and reconstruct both work; `IDMap2(IVF)` cannot do both, NOTES.md). Its
+         (remove and reconstruct both work; `IDMap2(IVF)` cannot do both in faiss 1.15). Its
          inverted lists can be memory-mapped, so a cold process reads only what it probes.
 - ivfpq: `IVF{nlist},PQ{pq}` likewise, with `pq` bytes per vector; each search takes `rerank`
          times more candidates and re-scores them exactly from the catalog's vectors.

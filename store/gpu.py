@@ -1,6 +1,6 @@
 """FAISS on a GPU, when the `gpu` extra (official faiss-gpu) is installed and a GPU is present.
 
-Guarded as NOTES.md says: `index_cpu_to_all_gpus` with no GPU returns an empty index silently,
+Guarded because `index_cpu_to_all_gpus` with no GPU returns an empty index silently,
 so GPU use starts only after `hasattr(faiss, "StandardGpuResources") and
 faiss.get_num_gpus() > 0`. HNSW has no GPU version: it stays on the CPU. `--device auto` falls
 back to the CPU quietly; `--device cuda` (which may be meant for torch, with faiss-cpu

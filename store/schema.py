@@ -60,7 +60,7 @@ meta = Table(
 )
 
 # AUTOINCREMENT: a plain INTEGER PRIMARY KEY reuses the highest id after a delete, which would
-# alias a stale FAISS entry (NOTES.md). Ids are never reused, so a FAISS id always means one row.
+# alias a stale FAISS entry. Ids are never reused, so a FAISS id always means one row.
 images = Table(
     "images",
     metadata,
