@@ -40,7 +40,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 # Debian's Chromium for the end-to-end test of `imgsearch serve` (Playwright drives it). Without
 # root or a reachable Debian mirror the test is skipped and says why.

@@ -2,6 +2,7 @@
 lines and hostile server requests. Re-run it after every change.
 
     python bench/faults.py [--kills 8]
+    python bench/faults.py --quick        # one trial of each kind (the test suite's smoke run)
 
 Prints JSON: for each kind of fault, how many trials ran and how many failed (a traceback, an
 answer that differs from the catalog's brute-force truth, a catalog and FAISS file that
@@ -83,9 +84,9 @@ def one_line(done: subprocess.CompletedProcess[str]) -> bool:
     return "Traceback" not in text and len(text.splitlines()) == 1
 
 
-def kills(work: Path, weights: Path, trials: int) -> tuple[int, int]:
+def kills(work: Path, weights: Path, trials: int, quick: bool = False) -> tuple[int, int]:
     failures = 0
-    folder = photos(work / "kill-photos", 60)
+    folder = photos(work / "kill-photos", 12 if quick else 60)
     model = ["--model", TINY_NETWORK, "--weights", str(weights)]
     whole = imgsearch(work / "kill-whole", "index", str(folder), *model, "--json")
     expected = json.loads(whole.stdout)["added"]
@@ -95,7 +96,7 @@ def kills(work: Path, weights: Path, trials: int) -> tuple[int, int]:
                 "--batch-size", "2", "--workers", "1"]  # fmt: skip
         process = subprocess.Popen(args, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)  # fmt: skip
-        time.sleep(random.Random(trial).uniform(1.0, 6.0))
+        time.sleep(random.Random(trial).uniform(1.0, 2.0 if quick else 6.0))
         process.send_signal(signal.SIGKILL)
         process.wait()
         orphans = survivors(home)  # its decoding workers end with it
@@ -107,8 +108,8 @@ def kills(work: Path, weights: Path, trials: int) -> tuple[int, int]:
     return trials, failures
 
 
-def writer_during_index(work: Path, weights: Path) -> tuple[int, int]:
-    folder = photos(work / "race-photos", 80)
+def writer_during_index(work: Path, weights: Path, quick: bool = False) -> tuple[int, int]:
+    folder = photos(work / "race-photos", 20 if quick else 80)
     home = work / "race"
     first = imgsearch(home, "index", str(folder / "sub"), "--model", TINY_NETWORK, "--weights",
                       str(weights))  # fmt: skip
@@ -127,12 +128,12 @@ def writer_during_index(work: Path, weights: Path) -> tuple[int, int]:
     return 1, int(not ok)
 
 
-def faiss_damage(work: Path, weights: Path) -> tuple[int, int]:
+def faiss_damage(work: Path, weights: Path, quick: bool = False) -> tuple[int, int]:
     import faiss
 
     folder = photos(work / "damage-photos", 30)
     failures = trials = 0
-    for kind in ("flip", "random", "swap", "truncate"):
+    for kind in ("flip", "random", "swap", "truncate")[: 1 if quick else 4]:
         home = work / f"damage-{kind}"
         imgsearch(home, "index", str(folder), "--model", TINY_NETWORK, "--weights", str(weights))
         expected = truth(home, [1, 7, 20])
@@ -155,10 +156,10 @@ def faiss_damage(work: Path, weights: Path) -> tuple[int, int]:
     return trials, failures
 
 
-def catalog_damage(work: Path, weights: Path) -> tuple[int, int]:
+def catalog_damage(work: Path, weights: Path, quick: bool = False) -> tuple[int, int]:
     folder = photos(work / "catalog-photos", 10)
     failures = trials = 0
-    for kind in ("pages", "blob", "not-a-database"):
+    for kind in ("pages", "blob", "not-a-database")[: 1 if quick else 3]:
         home = work / f"catalog-{kind}"
         imgsearch(home, "index", str(folder), "--model", TINY_NETWORK, "--weights", str(weights))
         catalog = home / "catalog.sqlite"
@@ -203,15 +204,16 @@ BAD_LINES = [
 ]  # fmt: skip
 
 
-def bad_lines(work: Path, weights: Path) -> tuple[int, int]:
+def bad_lines(work: Path, weights: Path, quick: bool = False) -> tuple[int, int]:
     home = work / "lines"
     folder = photos(work / "lines-photos", 5)
     imgsearch(home, "index", str(folder), "--model", TINY_NETWORK, "--weights", str(weights))
     failures = 0
-    for args in BAD_LINES:
+    lines = BAD_LINES[:3] if quick else BAD_LINES
+    for args in lines:
         done = imgsearch(home, *[str(folder) if a == "." else a for a in args])
         failures += done.returncode not in (1, 2) or not one_line(done)
-    return len(BAD_LINES), failures
+    return len(lines), failures
 
 
 def server_probes(work: Path) -> tuple[int, int]:
@@ -259,23 +261,32 @@ def server_probes(work: Path) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kills", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="one trial of each kind of fault")
     args = parser.parse_args()
+    quick = args.quick
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "weights").mkdir()
         weights = save_tiny_checkpoint(work / "weights")
-        results = {
-            "kill_9_during_index": kills(work, weights, args.kills),
-            "dupes_actions_during_index": writer_during_index(work, weights),
-            "damaged_faiss_files": faiss_damage(work, weights),
-            "damaged_catalogs": catalog_damage(work, weights),
-            "bad_command_lines": bad_lines(work, weights),
-            "server_probes": server_probes(work),
+        campaign: dict[str, Callable[[], tuple[int, int]]] = {
+            "kill_9_during_index": lambda: kills(work, weights, 1 if quick else args.kills, quick),
+            "dupes_actions_during_index": lambda: writer_during_index(work, weights, quick),
+            "damaged_faiss_files": lambda: faiss_damage(work, weights, quick),
+            "damaged_catalogs": lambda: catalog_damage(work, weights, quick),
+            "bad_command_lines": lambda: bad_lines(work, weights, quick),
+            "server_probes": lambda: server_probes(work),
         }
+        results: dict[str, tuple[int, int]] = {}
+        seconds: dict[str, float] = {}
+        for kind, run in campaign.items():
+            began = time.perf_counter()
+            results[kind] = run()
+            seconds[kind] = round(time.perf_counter() - began, 1)
     print(json.dumps({
         "benchmark": "faults",
-        "kinds": {k: {"trials": t, "failures": f} for k, (t, f) in results.items()},
+        "kinds": {k: {"trials": t, "failures": f, "seconds": seconds[k]}
+                  for k, (t, f) in results.items()},
         "trials": sum(t for t, _ in results.values()),
         "failures": sum(f for _, f in results.values()),
         "seconds": round(time.perf_counter() - started, 1), "machine": machine(),

@@ -34,8 +34,8 @@ from bench.photos import ROOT, make_photos
 from indexer.dataset import DecodeDataset
 from indexer.decode import decode_file
 from indexer.embedder import TOP_TAGS, Embedder
-from indexer.options import Compute, IndexOptions, ModelOptions
-from indexer.pipeline import default_workers, index_folders
+from indexer.options import Compute, IndexOptions, ModelOptions, default_workers
+from indexer.pipeline import index_folders
 from indexer.runtime import load_embedder
 from indexer.spec import resolve_model
 

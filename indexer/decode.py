@@ -53,8 +53,13 @@ Box = tuple[float, float, float, float]  # (left, top, right, bottom), fractions
 # crop or corner of a photo matches one of its views, and a photo pasted small onto a canvas
 # matches one of the canvas's views (bench/RESULTS.md). Each is as wide as it is tall, as
 # fractions, so a region's longer side is the same share of every image's.
-VIEW_BOXES: tuple[Box, ...] = ((0.0, 0.0, 0.5, 0.5), (0.5, 0.0, 1.0, 0.5), (0.0, 0.5, 0.5, 1.0),
-                               (0.5, 0.5, 1.0, 1.0), (0.2, 0.2, 0.8, 0.8))  # fmt: skip
+VIEW_BOXES: tuple[Box, ...] = (
+    (0.0, 0.0, 0.5, 0.5),
+    (0.5, 0.0, 1.0, 0.5),
+    (0.0, 0.5, 0.5, 1.0),
+    (0.5, 0.5, 1.0, 1.0),
+    (0.2, 0.2, 0.8, 0.8),
+)
 
 
 @dataclass(frozen=True)

@@ -259,8 +259,9 @@ def fill_in_parallel(store: Store, folder: Path) -> IndexSpec | None:
     def fill(trained: bytes, spec_json: str) -> Iterator[list[bytes]]:
         shared = ray.put(trained)
         task = ray.remote(num_cpus=DECODE_CPUS)(fill_shard)
-        pending = [task.remote(shared, spec_json, str(f), str(store.home))
-                   for f in shard_files(folder)]  # fmt: skip
+        pending = [
+            task.remote(shared, spec_json, str(f), str(store.home)) for f in shard_files(folder)
+        ]
         while pending:
             ready, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
             if ready:

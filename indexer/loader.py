@@ -25,12 +25,15 @@ ORPHAN_POLL_S = 1.0
 _DATASET: DecodeDataset | None = None  # the workers' copy (set by the pool's initializer)
 
 
-def decoded_batches(dataset: DecodeDataset, batch_size: int, workers: int,
-                    pin: bool = False) -> Iterator[Batch]:  # fmt: skip
+def decoded_batches(
+    dataset: DecodeDataset, batch_size: int, workers: int, pin: bool = False
+) -> Iterator[Batch]:
     """The dataset's items in batches of `batch_size`, decoded by `workers` processes (0:
     here)."""
-    ranges = [(start, min(len(dataset), start + batch_size))
-              for start in range(0, len(dataset), batch_size)]  # fmt: skip
+    ranges = [
+        (start, min(len(dataset), start + batch_size))
+        for start in range(0, len(dataset), batch_size)
+    ]
     if workers <= 0 or len(ranges) <= 1:
         for start, end in ranges:
             yield _pinned(collate([dataset[i] for i in range(start, end)]), pin)

@@ -134,9 +134,12 @@ def _reference(backbone: Backbone) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return probes, expected
 
 
-def _check_parity(backbone: Backbone, embedder: OnnxEmbedder, probes: list[np.ndarray],
-                  expected: list[np.ndarray]) -> None:  # fmt: skip
-    cosine = min(float((e * embedder.run(p).vectors).sum(axis=1).min())
-                 for p, e in zip(probes, expected, strict=True))  # fmt: skip
+def _check_parity(
+    backbone: Backbone, embedder: OnnxEmbedder, probes: list[np.ndarray], expected: list[np.ndarray]
+) -> None:
+    cosine = min(
+        float((e * embedder.run(p).vectors).sum(axis=1).min())
+        for p, e in zip(probes, expected, strict=True)
+    )
     if not cosine >= PARITY:
         raise ExportFailed(f"its export differs from torch (cosine {cosine:.5f})")

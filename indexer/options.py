@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,8 +35,10 @@ class Compute:
             raise InvalidOption(
                 f"{self.device}: not a device (auto, cpu, cuda, cuda:N, mps)", field="device"
             )
-        for name, value, allowed in (("runtime", self.runtime, RUNTIMES),
-                                     ("precision", self.precision, PRECISIONS)):  # fmt: skip
+        for name, value, allowed in (
+            ("runtime", self.runtime, RUNTIMES),
+            ("precision", self.precision, PRECISIONS),
+        ):
             if value not in allowed:
                 raise InvalidOption(
                     f"must be one of {', '.join(allowed)}, got {value!r}", field=name
@@ -65,3 +68,10 @@ class IndexOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused unread (bombs)
     index_type: str | None = None  # auto|flat|hnsw|ivf|ivfpq; None: as recorded (auto if new)
     max_index_memory: int | None = None  # bytes `auto` may use; None: as recorded or default
+
+
+def default_workers() -> int:
+    """Worker processes for decoding (`index`) and for reading files again (`dupes`): one per
+    core, at most 4 (bench/RESULTS.md: with the model on ONNX Runtime, decoding photo-sized
+    JPEGs is the slower stage on 2 cores)."""
+    return max(1, min(4, os.cpu_count() or 1))

@@ -64,8 +64,9 @@ def predict(
 ) -> Iterator[Orientation | UnreadableImage]:
     """Each file's orientation, in order; a file that cannot be decoded yields its error."""
     if not embedder.labels:
-        raise InvalidOption(f"{embedder.name} has no classification head to predict with",
-                            field="model")  # fmt: skip
+        raise InvalidOption(
+            f"{embedder.name} has no classification head to predict with", field="model"
+        )
     angles = class_angles(embedder.labels)
     prep = embedder.prep
     for start in range(0, len(files), batch_size):
@@ -81,7 +82,6 @@ def predict(
         found = embedder.run(np.stack(pixels), top=len(angles)).tags
         for path, tags in zip(paths, found, strict=True):
             by_label = {t.label: t.score for t in tags}
-            scores = {a: by_label[label] for a, label in zip(angles, embedder.labels,
-                                                            strict=True)}  # fmt: skip
+            scores = {a: by_label[label] for a, label in zip(angles, embedder.labels, strict=True)}
             best = max(scores, key=lambda a: scores[a])
             yield Orientation(path, best, scores[best], scores)

@@ -13,7 +13,7 @@ from typing import Protocol
 from indexer.dataset import DecodeDataset, Item
 from indexer.embedder import TOP_TAGS
 from indexer.loader import decoded_batches
-from indexer.options import IndexOptions
+from indexer.options import IndexOptions, default_workers
 from indexer.plan import Plan
 from indexer.scan import Skipped, check_folders, scan
 from indexer.session import IndexReport, IndexSession, Outcome, Reused
@@ -24,12 +24,6 @@ class Progress(Protocol):
     def start(self, total: int) -> None: ...
 
     def advance(self, done: int) -> None: ...
-
-
-def default_workers() -> int:
-    """Decoding processes: one per core, at most 4 (bench/RESULTS.md: with the model on ONNX
-    Runtime, decoding photo-sized JPEGs is the slower stage on 2 cores)."""
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 def index_folders(

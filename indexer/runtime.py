@@ -49,16 +49,6 @@ def resolve_runtime(compute: Compute) -> str:
     return "onnx" if on_cpu and compute.precision in ("auto", "fp32") else "torch"
 
 
-def resolved_precision(compute: Compute) -> str:
-    """What precision `compute` runs at, as `index` reports it (before any model is loaded)."""
-    if compute.precision != "auto":
-        return compute.precision
-    if resolve_runtime(compute) == "onnx":
-        return "fp32"
-    on_gpu = compute.device.startswith("cuda") or (compute.device == "auto" and has_cuda_driver())
-    return "bf16" if on_gpu else "fp32"
-
-
 def load_embedder(spec: ModelSpec, labels: bool = False) -> Embedder:
     """The backbone of `spec` on the runtime it resolves to. `labels`: the default model's
     class names too (for tags), which costs a torchvision import on the torch path only.

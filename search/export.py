@@ -85,12 +85,19 @@ def _parquet(store: Store, out: Path) -> int:
 
     dim = store.meta.dim
     schema = pa.schema(
-        [("id", pa.int64()), ("path", pa.string()), ("size", pa.int64()),
-         ("mtime_ns", pa.int64()), ("content_hash", pa.string()), ("width", pa.int32()),
-         ("height", pa.int32()), ("tags", pa.string()),
-         ("vector", pa.list_(pa.float32(), dim))],
+        [
+            ("id", pa.int64()),
+            ("path", pa.string()),
+            ("size", pa.int64()),
+            ("mtime_ns", pa.int64()),
+            ("content_hash", pa.string()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("tags", pa.string()),
+            ("vector", pa.list_(pa.float32(), dim)),
+        ],
         metadata={"model": store.meta.model, "dim": str(dim)},
-    )  # fmt: skip
+    )
     count = 0
     with pq.ParquetWriter(out, schema) as writer:
         for records, chunk in store.catalog.chunks():

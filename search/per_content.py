@@ -8,12 +8,12 @@ this process may write the catalog (store/caches.py).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from indexer.options import default_workers
 from search.steps import SILENT, Advance, Steps
 from store import ImageRecord, Store
 
@@ -65,10 +65,14 @@ def per_contents(
             work = [(orders[n][0], record.path) for n, record in missing]
             results = parallel_map(_make, work, advance)
         for n, (recipe, _) in enumerate(orders):
-            made = {r.content_hash: v for (m, r), v in zip(missing, results, strict=True)
-                    if m == n and v is not None}  # fmt: skip
-            failed[n] = [r.path for (m, r), v in zip(missing, results, strict=True)
-                         if m == n and v is None]  # fmt: skip
+            made = {
+                r.content_hash: v
+                for (m, r), v in zip(missing, results, strict=True)
+                if m == n and v is not None
+            }
+            failed[n] = [
+                r.path for (m, r), v in zip(missing, results, strict=True) if m == n and v is None
+            ]
             if made:
                 encoded = {h: data for h, (_, data) in made.items()}
                 store.caches.save_content_cache(recipe.kind, encoded, recipe.version)
@@ -87,12 +91,13 @@ def _make(work: tuple[Recipe[T], str]) -> tuple[T, bytes] | None:
     return None if made is None else (made, recipe.encode(made))
 
 
-def parallel_map(fn: Callable[[Item], R], items: Sequence[Item], advance: Advance,
-                 chunksize: int = 8) -> list[R]:  # fmt: skip
+def parallel_map(
+    fn: Callable[[Item], R], items: Sequence[Item], advance: Advance, chunksize: int = 8
+) -> list[R]:
     """`fn` of each item, in order: in worker processes when there are many."""
     done: list[R] = []
-    if len(items) >= PARALLEL_FROM and worker_count() > 1:
-        with ProcessPoolExecutor(worker_count()) as pool:
+    if len(items) >= PARALLEL_FROM and default_workers() > 1:
+        with ProcessPoolExecutor(default_workers()) as pool:
             for result in pool.map(fn, items, chunksize=chunksize):
                 done.append(result)
                 advance(1)
@@ -101,7 +106,3 @@ def parallel_map(fn: Callable[[Item], R], items: Sequence[Item], advance: Advanc
         done.append(fn(item))
         advance(1)
     return done
-
-
-def worker_count() -> int:
-    return max(1, min(4, os.cpu_count() or 1))

@@ -19,8 +19,14 @@ class TqdmProgress:
         self._disable = True if disable else None  # None: tqdm hides itself off a TTY
 
     def start(self, total: int) -> None:
-        self._bar = tqdm(total=total, unit="img", desc="indexing", disable=self._disable,
-                         dynamic_ncols=True, smoothing=0.1)  # fmt: skip
+        self._bar = tqdm(
+            total=total,
+            unit="img",
+            desc="indexing",
+            disable=self._disable,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
 
     def advance(self, done: int) -> None:
         if self._bar is not None:
@@ -42,6 +48,11 @@ class TqdmSteps:
 
     @contextmanager
     def step(self, name: str, total: int) -> Iterator[Advance]:
-        with tqdm(total=total, desc=name, disable=self._disable or total == 0 or None,
-                  dynamic_ncols=True, leave=False) as bar:  # fmt: skip
+        with tqdm(
+            total=total,
+            desc=name,
+            disable=self._disable or total == 0 or None,
+            dynamic_ncols=True,
+            leave=False,
+        ) as bar:
             yield bar.update

@@ -12,7 +12,7 @@ from indexer.embedder import Embedder
 from indexer.errors import UnreadableImage
 from indexer.options import ModelOptions
 from indexer.spec import resolve_model
-from search.copies.rerank import CANDIDATES, Checked, Query, rerank
+from search.copies.rerank import CANDIDATES, Query, rerank
 from store import Hit, ImageRecord, InvalidOption, ItemNotFound, Store, Vector
 
 VIEW_HITS = 5  # images each regional view of a query adds as candidates
@@ -55,15 +55,17 @@ def by_path(store: Store, path: str, options: QueryOptions = QueryOptions()) -> 
     return QueryResult(path, _indexed(store, record, vector, options), record)
 
 
-def _indexed(store: Store, record: ImageRecord, vector: Vector,
-             options: QueryOptions) -> list[Match]:  # fmt: skip
+def _indexed(
+    store: Store, record: ImageRecord, vector: Vector, options: QueryOptions
+) -> list[Match]:
     views = store.catalog.views([record.id]).get(record.id)
     query = Query(vector, views, record.path if options.verify else None)
     return _search(store, [query], options, frozenset({record.id}))[0]
 
 
-def by_vector(store: Store, vector: Vector, label: str = "vector",
-              options: QueryOptions = QueryOptions()) -> QueryResult:  # fmt: skip
+def by_vector(
+    store: Store, vector: Vector, label: str = "vector", options: QueryOptions = QueryOptions()
+) -> QueryResult:
     """Neighbours of a vector made elsewhere (an upload, or a script's own embedding). It is
     L2-normalised here, so scores are cosines; a zero or non-finite vector is refused."""
     row = np.asarray(vector, dtype=np.float32).reshape(-1)
@@ -75,8 +77,9 @@ def by_vector(store: Store, vector: Vector, label: str = "vector",
     return QueryResult(label, _search(store, [Query(row / norm, None, None)], options)[0])
 
 
-def by_images(store: Store, paths: Sequence[str],
-              options: QueryOptions = QueryOptions()) -> list[QueryResult]:  # fmt: skip
+def by_images(
+    store: Store, paths: Sequence[str], options: QueryOptions = QueryOptions()
+) -> list[QueryResult]:
     """Neighbours of image files, embedded with the index's own model.
 
     A file that is indexed and unchanged on disk uses its stored vector (and finds itself at
@@ -114,8 +117,12 @@ def _stored_query(store: Store, path: str, options: QueryOptions) -> Query | Non
     return Query(store.catalog.vector(record.id), views, path if options.verify else None)
 
 
-def _search(store: Store, queries: Sequence[Query], options: QueryOptions,
-            exclude: frozenset[int] = frozenset()) -> list[list[Match]]:  # fmt: skip
+def _search(
+    store: Store,
+    queries: Sequence[Query],
+    options: QueryOptions,
+    exclude: frozenset[int] = frozenset(),
+) -> list[list[Match]]:
     """Each query's k nearest by cosine; with its file known (verify), its candidates and the
     images its views find are checked for copies, verified ones first (search/copies)."""
     if options.k < 1:
@@ -138,7 +145,7 @@ def _search(store: Store, queries: Sequence[Query], options: QueryOptions,
     records = store.catalog.records({hit.id for row in hits for hit in row})
     found = []
     for query, row in zip(queries, hits, strict=True):
-        checked = _checked(store, query, row, records)
+        checked = rerank(store, query, row, records)
         matches = [
             Match(records[c.hit.id], c.hit.score, c.inliers)
             for c in checked
@@ -150,22 +157,21 @@ def _search(store: Store, queries: Sequence[Query], options: QueryOptions,
     return found
 
 
-def _with_views(store: Store, query: Query, row: list[Hit], exclude: frozenset[int],
-                only: frozenset[int] | None) -> list[Hit]:  # fmt: skip
+def _with_views(
+    store: Store, query: Query, row: list[Hit], exclude: frozenset[int], only: frozenset[int] | None
+) -> list[Hit]:
     """The global hits, then those found by the query's views (scored by the global cosine)."""
     if query.views is None:
         return row
     seen = {h.id for h in row}
-    extra = {h.id for view_row in store.index.search(query.views, VIEW_HITS, exclude, only)
-             for h in view_row} - seen  # fmt: skip
+    extra = {
+        h.id
+        for view_row in store.index.search(query.views, VIEW_HITS, exclude, only)
+        for h in view_row
+    } - seen
     if not extra:
         return row
     ids = np.array(sorted(extra), dtype=np.int64)
     stored, vectors = store.catalog.vectors(ids.tolist())
     scores = vectors @ query.vector
     return row + [Hit(int(i), float(c)) for i, c in zip(stored, scores, strict=True)]
-
-
-def _checked(store: Store, query: Query, row: list[Hit],
-             records: dict[int, ImageRecord]) -> list[Checked]:  # fmt: skip
-    return rerank(store, query, row, records)

@@ -62,6 +62,42 @@ class DuplicateGroup:
     reason: str = ""  # why the keeper won, in words
     edges: tuple[Edge, ...] = field(default=(), repr=False)  # the pairs inside the group
 
+    @property
+    def files(self) -> list[ImageRecord]:
+        """The keeper, then the members."""
+        return [self.keep, *(m.record for m in self.members)]
+
+    def with_keep(self, image_id: int, reason: str) -> DuplicateGroup:
+        """The same files with another of them kept (a person's choice). Each other file is
+        linked to the new keeper by their pair when the group holds one; otherwise through
+        the file that was kept before, with its link to that file."""
+        files = {r.id: r for r in self.files}
+        keep = files[image_id]
+        if keep.id == self.keep.id:
+            return DuplicateGroup(self.kind, keep, self.members, reason, self.edges)
+        pairs = {frozenset((e.a, e.b)): e for e in self.edges}
+        same_bytes = {r.id for r in self.files if r.content_hash == keep.content_hash}
+        old = {m.record.id: m for m in self.members}
+        members = []
+        for record in self.files:
+            if record.id == keep.id:
+                continue
+            edge = pairs.get(frozenset((record.id, keep.id)))
+            if record.id in same_bytes:
+                members.append(Member(record, 1.0, 1.0, "same bytes"))
+            elif edge is not None:
+                inliers = edge.check.inliers if edge.check else None
+                how = "verified" if edge.check else "score"
+                members.append(Member(record, edge.score, edge.cosine, how, inliers))
+            elif record.id == self.keep.id:
+                was = old[keep.id]
+                members.append(Member(record, was.score, was.cosine, was.how, was.inliers))
+            else:
+                was = old[record.id]
+                members.append(Member(record, was.score, was.cosine, f"via #{self.keep.id}"))
+        members.sort(key=lambda m: -m.score)
+        return DuplicateGroup(self.kind, keep, members, reason, self.edges)
+
 
 # Chooses the file to keep among candidate files (one or more contents) with the pairs known
 # between them; returns the file and the reason in words.

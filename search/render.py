@@ -10,7 +10,6 @@ from indexer.models import ModelCard
 from indexer.options import DEFAULT_MODEL
 from search.actions.plan import ActionPlan
 from search.copies.dupes import Found
-from search.keeper.look import format_of
 from search.query import QueryResult
 from search.records import Member
 from store import Failure, ImageRecord, IndexMeta, IndexSpec
@@ -85,8 +84,11 @@ def query_text(result: QueryResult) -> str:
 
 def index_change(spec: IndexSpec) -> str:
     """One line saying what the FAISS index now is."""
-    params = {"hnsw": f"efSearch {spec.ef_search}", "ivf": f"nprobe {spec.nprobe}",
-              "ivfpq": f"nprobe {spec.nprobe}, rerank x{spec.rerank}"}.get(spec.kind)  # fmt: skip
+    params = {
+        "hnsw": f"efSearch {spec.ef_search}",
+        "ivf": f"nprobe {spec.nprobe}",
+        "ivfpq": f"nprobe {spec.nprobe}, rerank x{spec.rerank}",
+    }.get(spec.kind)
     recall = f"recall@10 {spec.recall:.3f}" if spec.recall is not None else "exact"
     return f"index is now {spec.factory} ({', '.join(p for p in (params, recall) if p)})"
 
@@ -152,9 +154,9 @@ def api_page(schema: dict[str, Any]) -> str:
     )
 
 
-def file_json(record: ImageRecord) -> dict[str, Any]:
+def file_json(record: ImageRecord, found: Found) -> dict[str, Any]:
     """A file of a duplicate group: the catalog's row and the file's format."""
-    return {**record_json(record), "format": format_of(record)}
+    return {**record_json(record), "format": found.format_of(record)}
 
 
 def dupes_json(found: Found, keep: str) -> dict[str, Any]:
@@ -165,11 +167,11 @@ def dupes_json(found: Found, keep: str) -> dict[str, Any]:
         "groups": [
             {
                 "kind": g.kind,
-                "keep": file_json(g.keep),
+                "keep": file_json(g.keep, found),
                 "reason": g.reason,
                 "members": [
                     {
-                        **file_json(m.record),
+                        **file_json(m.record, found),
                         "score": round(m.score, 6),
                         "cosine": round(m.cosine, 6),
                         "how": m.how,

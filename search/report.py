@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from search.copies.dupes import Found
-from search.keeper.look import format_of
 from search.records import DuplicateGroup
 from search.thumbnails import jpeg_thumbnail
 from store import ImageRecord
@@ -48,7 +47,7 @@ def write_csv(found: Found, path: Path, keep_policy: str) -> None:
                     r.width,
                     r.height,
                     r.size,
-                    format_of(r),
+                    found.format_of(r),
                     how,
                     keep_policy,
                     reason,
@@ -58,7 +57,7 @@ def write_csv(found: Found, path: Path, keep_policy: str) -> None:
 
 def write_html(found: Found, path: Path, title: str, keep_policy: str) -> None:
     groups: Sequence[DuplicateGroup] = found.groups
-    sections = [_group_html(number, group) for number, group in enumerate(groups, start=1)]
+    sections = [_group_html(n, group, found) for n, group in enumerate(groups, start=1)]
     page = _PAGE.format(
         title=html.escape(title),
         policy=html.escape(keep_policy),
@@ -67,9 +66,11 @@ def write_html(found: Found, path: Path, title: str, keep_policy: str) -> None:
     path.write_text(page, encoding="utf-8", errors="surrogateescape")
 
 
-def _group_html(number: int, group: DuplicateGroup) -> str:
-    cards = [_card(group.keep, "keep", None)]
-    cards += [_card(m.record, "duplicate", m.score) for m in group.members]
+def _group_html(number: int, group: DuplicateGroup, found: Found) -> str:
+    cards = [_card(group.keep, "keep", None, found.format_of(group.keep))]
+    cards += [
+        _card(m.record, "duplicate", m.score, found.format_of(m.record)) for m in group.members
+    ]
     return (
         f"<section><h2>Group {number} · {group.kind} · {len(group.members)} duplicate(s)</h2>"
         f"<p>Kept: {html.escape(group.reason)}</p>"
@@ -77,13 +78,13 @@ def _group_html(number: int, group: DuplicateGroup) -> str:
     )
 
 
-def _card(record: ImageRecord, role: str, score: float | None) -> str:
+def _card(record: ImageRecord, role: str, score: float | None, fmt: str) -> str:
     label = "KEEP" if role == "keep" else f"score {score:.3f}"
     path = html.escape(record.path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
     return (
         f'<figure class="{role}"><img alt="" src="{_thumbnail(record.path)}">'
         f"<figcaption><b>{label}</b><br>#{record.id} · {record.width} &times; {record.height} · "
-        f"{record.size:,} B · {format_of(record)}<br><span>{path}</span></figcaption></figure>"
+        f"{record.size:,} B · {fmt}<br><span>{path}</span></figcaption></figure>"
     )
 
 

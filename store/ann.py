@@ -105,8 +105,10 @@ class AnnIndex:
             index = lib.IndexIDMap2(lib.IndexHNSWFlat(dim, spec.m, ip))
         elif spec.kind in ("ivf", "ivfpq"):
             if train is None or len(train) < spec.min_vectors():
-                raise InvalidOption(f"{spec.factory} needs at least {spec.min_vectors()} vectors",
-                                    field="index_type")  # fmt: skip
+                raise InvalidOption(
+                    f"{spec.factory} needs at least {spec.min_vectors()} vectors",
+                    field="index_type",
+                )
             quantizer = lib.IndexFlatIP(dim)
             if spec.kind == "ivf":
                 index = lib.IndexIVFFlat(quantizer, dim, spec.nlist, ip)
@@ -275,8 +277,9 @@ class AnnIndex:
         index's hashtable is built again from its lists once all parts are in.
         """
         if self.spec.kind not in ("ivf", "ivfpq"):
-            raise InvalidOption(f"{self.spec.factory} cannot merge parts (IVF kinds only)",
-                                field="index_type")  # fmt: skip
+            raise InvalidOption(
+                f"{self.spec.factory} cannot merge parts (IVF kinds only)", field="index_type"
+            )
         lib = import_faiss()
         self.index.set_direct_map_type(lib.DirectMap.NoMap)
         for part in parts:

@@ -76,8 +76,10 @@ class Caches:
         with self._may_write() as allowed:
             if not allowed or not made:
                 return False
-            rows = [{"content_hash": h, "kind": kind, "version": version, "data": d}
-                    for h, d in made.items()]  # fmt: skip
+            rows = [
+                {"content_hash": h, "kind": kind, "version": version, "data": d}
+                for h, d in made.items()
+            ]
             with self._write.begin() as conn:
                 upsert = sqlite_insert(content_cache)
                 conn.execute(

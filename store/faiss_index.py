@@ -157,8 +157,9 @@ class FaissIndex:
         meta = self._catalog.meta
         with self._catalog.engine.begin() as conn:  # one snapshot: generation, count, vectors
             spec = IndexSpec.from_json(meta.index_spec)
-            loaded = load_or_rebuild(conn, self.home, meta.dim, spec, mmap=not self._writer,
-                                     thorough=thorough, save=save)  # fmt: skip
+            loaded = load_or_rebuild(
+                conn, self.home, meta.dim, spec, mmap=not self._writer, thorough=thorough, save=save
+            )
         self._index, self._generation = loaded.index, loaded.generation
         self._index.use_gpu(self._gpu)
         if loaded.record is not None and loaded.rebuilt is not None and save:
@@ -167,11 +168,17 @@ class FaissIndex:
         if loaded.rebuilt is None:
             return None
         if writer_active(self.home) and not holds_writer(self.home):
-            log.warning("an index run is writing to %s: this answer covers the %d images "
-                        "committed so far", self.home, loaded.index.count)  # fmt: skip
+            log.warning(
+                "an index run is writing to %s: this answer covers the %d images committed so far",
+                self.home,
+                loaded.index.count,
+            )
         else:
-            log.warning("FAISS file %s: rebuilt from the catalog (%d vectors)", loaded.rebuilt,
-                        loaded.index.count)  # fmt: skip
+            log.warning(
+                "FAISS file %s: rebuilt from the catalog (%d vectors)",
+                loaded.rebuilt,
+                loaded.index.count,
+            )
         return loaded.rebuilt
 
     # -- whole indexes ---------------------------------------------------------------------
@@ -210,8 +217,13 @@ class FaissIndex:
             spec = tuning.choose(choice, count, meta.dim, budget)
             if choice not in ("auto", "flat") and spec.kind != choice:
                 needed = tuning.intended(choice, count, meta.dim, budget).min_vectors()
-                log.warning("%s needs at least %d vectors to train (the index has %d): it "
-                            "stays flat until then", choice, needed, count)  # fmt: skip
+                log.warning(
+                    "%s needs at least %d vectors to train (the index has %d): it "
+                    "stays flat until then",
+                    choice,
+                    needed,
+                    count,
+                )
             return tuning.trained(meta.dim, spec, source)
 
     def install(

@@ -61,9 +61,12 @@ def products(gpu: Gpu | None) -> Products:
 
     def on_gpu(a: NDArray[np.float32], b: NDArray[np.float32]) -> NDArray[np.float32]:
         scores: NDArray[np.float32] = faiss.pairwise_distance_gpu(
-            gpu.resources, np.ascontiguousarray(a), np.ascontiguousarray(b),
-            metric=faiss.METRIC_INNER_PRODUCT, device=gpu.device,
-        )  # fmt: skip
+            gpu.resources,
+            np.ascontiguousarray(a),
+            np.ascontiguousarray(b),
+            metric=faiss.METRIC_INNER_PRODUCT,
+            device=gpu.device,
+        )
         return scores
 
     return on_gpu

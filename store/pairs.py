@@ -77,15 +77,6 @@ def cells_of(base: Vectors, gpu: Gpu | None = None, exact_up_to: int = EXACT_LIM
     return Cells(cells.nearest(base, 1)[:, 0], kmeans.index, gpu)
 
 
-def nearest(
-    vectors: Vectors, k: int, probes: int = DEFAULT_PROBES, gpu: Gpu | None = None
-) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-    """Each vector's k nearest others in the set: (positions (n, k), cosines (n, k)), best
-    first; -1 and -inf pad rows with fewer than k others."""
-    cells = cells_of(vectors, gpu)
-    return nearest_in(vectors, vectors, k, cells, cells.nearest(vectors, probes), same=True)
-
-
 def nearest_in(
     queries: Vectors,
     base: Vectors,
@@ -235,9 +226,13 @@ def _knn(gpu: Gpu | None) -> Callable[[Vectors, Vectors, int], tuple[Any, Any]]:
     if gpu is None:
         return lambda q, b, k: faiss.knn(q, b, k, metric=faiss.METRIC_INNER_PRODUCT)
     return lambda q, b, k: faiss.knn_gpu(
-        gpu.resources, np.ascontiguousarray(q), np.ascontiguousarray(b), k,
-        metric=faiss.METRIC_INNER_PRODUCT, device=gpu.device,
-    )  # fmt: skip
+        gpu.resources,
+        np.ascontiguousarray(q),
+        np.ascontiguousarray(b),
+        k,
+        metric=faiss.METRIC_INNER_PRODUCT,
+        device=gpu.device,
+    )
 
 
 def similar_pairs(
@@ -266,23 +261,3 @@ def similar_pairs(
         ):
             found[(int(x), int(y))] = float(s)
     return [(x, y, s) for (x, y), s in sorted(found.items())]
-
-
-def cross_pairs(
-    query_ids: NDArray[np.int64],
-    queries: Vectors,
-    ids: NDArray[np.int64],
-    vectors: Vectors,
-    threshold: float,
-) -> list[Pair]:
-    """(query id, stored id, cosine) for every query row and stored row with cosine >= threshold,
-    exactly, in blocks of query rows (for a few extra vectors per image, such as rotations)."""
-    found: list[Pair] = []
-    for start in range(0, len(query_ids), _BLOCK):
-        scores = queries[start : start + _BLOCK] @ vectors.T
-        rows, cols = np.nonzero(scores >= threshold)
-        found += [
-            (int(query_ids[start + r]), int(ids[c]), float(scores[r, c]))
-            for r, c in zip(rows, cols, strict=True)
-        ]
-    return found

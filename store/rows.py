@@ -152,13 +152,16 @@ class Catalog:
         wanted = sorted(set(hashes))
         if not wanted:
             return {}
-        query = select(images.c.content_hash, images.c.vector, images.c.width, images.c.height,
-                       images.c.views)  # fmt: skip
+        query = select(
+            images.c.content_hash, images.c.vector, images.c.width, images.c.height, images.c.views
+        )
         dim = self.meta.dim
         with self.engine.connect() as conn:
             rows = conn.execute(query.where(images.c.content_hash.in_(wanted)))
-            return {h: StoredVector(unblob(v, dim), w, ht, views_unblob(r, dim))
-                    for h, v, w, ht, r in rows}  # fmt: skip
+            return {
+                h: StoredVector(unblob(v, dim), w, ht, views_unblob(r, dim))
+                for h, v, w, ht, r in rows
+            }
 
     def views(self, ids: Iterable[int]) -> dict[int, Vectors]:
         """The stored regional views (R, d) of those `ids` that have them."""

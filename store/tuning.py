@@ -45,19 +45,22 @@ def choose(
     return IndexSpec() if count < spec.min_vectors() else spec
 
 
-def intended(kind: str, count: int, dim: int, max_memory: int = DEFAULT_MAX_INDEX_MEMORY
-             ) -> IndexSpec:  # fmt: skip
+def intended(
+    kind: str, count: int, dim: int, max_memory: int = DEFAULT_MAX_INDEX_MEMORY
+) -> IndexSpec:
     """The spec `kind` means at this size, whether or not there are enough vectors to train."""
     if kind not in (*KINDS, "auto"):
-        raise InvalidOption(f"{kind!r} is not one of auto, {', '.join(KINDS)}",
-                            field="index_type")  # fmt: skip
+        raise InvalidOption(f"{kind!r} is not one of auto, {', '.join(KINDS)}", field="index_type")
     if kind == "auto" and count < FLAT_LIMIT:
         kind = "flat"
     elif kind == "auto":
         kind = "ivf" if count * dim * 4 <= max_memory else "ivfpq"
     nlist = nlist_for(count)
-    return IndexSpec(kind=kind, nlist=nlist if kind in ("ivf", "ivfpq") else 0,
-                     pq=pq_bytes(dim) if kind == "ivfpq" else 0)  # fmt: skip
+    return IndexSpec(
+        kind=kind,
+        nlist=nlist if kind in ("ivf", "ivfpq") else 0,
+        pq=pq_bytes(dim) if kind == "ivfpq" else 0,
+    )
 
 
 def nlist_for(count: int) -> int:
@@ -157,8 +160,13 @@ def _ladder(spec: IndexSpec) -> Iterator[IndexSpec]:
                 yield dataclasses.replace(spec, nprobe=nprobe, rerank=rerank)
 
 
-def _recall(index: AnnIndex, queries: Vectors, query_ids: NDArray[np.int64],
-            truth: list[set[int]], fetch: Fetch) -> float:  # fmt: skip
+def _recall(
+    index: AnnIndex,
+    queries: Vectors,
+    query_ids: NDArray[np.int64],
+    truth: list[set[int]],
+    fetch: Fetch,
+) -> float:
     """recall@10 of one batched search, each query's own vector left out."""
     rows = index.search(queries, 11, fetch=fetch)
     found = 0
@@ -168,8 +176,9 @@ def _recall(index: AnnIndex, queries: Vectors, query_ids: NDArray[np.int64],
     return found / max(1, sum(len(t) for t in truth))
 
 
-def _exact_top10(queries: Vectors, query_ids: NDArray[np.int64],
-                 source: VectorSource) -> list[set[int]]:  # fmt: skip
+def _exact_top10(
+    queries: Vectors, query_ids: NDArray[np.int64], source: VectorSource
+) -> list[set[int]]:
     """Each query's 10 nearest stored ids by exact cosine, itself left out (streamed)."""
     best_scores = np.full((len(queries), 11), -np.inf, dtype=np.float32)
     best_ids = np.full((len(queries), 11), -1, dtype=np.int64)

@@ -8,7 +8,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageEnhance
+
+from indexer.options import Compute
+from indexer.runtime import has_cuda_driver, resolve_runtime
+from store import DEFAULT_PROBES, Gpu, Vectors, cells_of, nearest_in
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SAMPLE_PHOTOS = sorted(EXAMPLES.glob("*.jpg"))
@@ -162,3 +167,23 @@ class RecordedSteps:
     def step(self, name: str, total: int) -> Iterator[Callable[[int], None]]:
         done = self.seen.setdefault(name, [total, 0])
         yield lambda n: done.__setitem__(1, done[1] + n)
+
+
+def resolved_precision(compute: Compute) -> str:
+    """What precision `compute` runs at, as `index` reports it: through the project's own
+    runtime resolver, so a test holds on a CPU with or without native bf16."""
+    if compute.precision != "auto":
+        return compute.precision
+    if resolve_runtime(compute) == "onnx":
+        return "fp32"
+    on_gpu = compute.device.startswith("cuda") or (compute.device == "auto" and has_cuda_driver())
+    return "bf16" if on_gpu else "fp32"
+
+
+def self_nearest(
+    vectors: Vectors, k: int, probes: int = DEFAULT_PROBES, gpu: Gpu | None = None
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Each vector's k nearest others in the set, through the store's cells: (positions (n, k),
+    cosines (n, k)), best first; -1 and -inf pad rows with fewer than k others."""
+    cells = cells_of(vectors, gpu)
+    return nearest_in(vectors, vectors, k, cells, cells.nearest(vectors, probes), same=True)

@@ -48,7 +48,7 @@ def test_every_bench_script_has_a_smoke_run() -> None:
 
 def test_scale_runs() -> None:
     found = bench("scale.py", "--n", "3000", "--dim", "16", "--queries", "20", "--views", "2",
-                  "--kinds", "flat,hnsw,ivf")  # fmt: skip
+                  "--kinds", "flat,hnsw,ivf", "--cold-runs", "1")  # fmt: skip
     assert [r["kind"] for r in found["rows"]] == ["flat", "hnsw", "ivf"]
     assert found["rows"][0]["recall_at_10"] == 1.0  # flat is exact
     assert all(r["cold_query_id_seconds"] > 0 for r in found["rows"])
@@ -61,8 +61,9 @@ def test_dupes_scale_runs() -> None:
 
 
 def test_faults_runs() -> None:
-    found = bench("faults.py", "--kills", "1", timeout=400)
-    assert found["trials"] >= 6 and found["failures"] == 0, found["kinds"]
+    found = bench("faults.py", "--quick", timeout=400)
+    assert len(found["kinds"]) >= 6 and found["failures"] == 0, found["kinds"]
+    assert all(kind["trials"] >= 1 for kind in found["kinds"].values())
 
 
 def test_memory_many_files_runs() -> None:
@@ -88,8 +89,8 @@ def test_distributed_runs() -> None:
 def test_robustness_pillow_runs(tmp_path: Path) -> None:
     images = tmp_path / "images"
     images.mkdir()
-    for n, image in enumerate(shapes(4)):
-        image.save(images / f"good{n}.png")
+    for seed in range(4):
+        shapes(seed).save(images / f"good{seed}.png")
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     found = bench("robustness_pillow.py", "--src", str(images))
     assert (found["indexed"], found["failed"], found["faiss_equals_sqlite"]) == (4, 1, True)
@@ -99,8 +100,8 @@ def _tiny_corpus(folder: Path) -> None:
     """A stand-in for ../shared/data/devphotos: the manifest and files copyset.py reads."""
     rng = np.random.RandomState(3)
     rows = []
-    for n, (domain, side) in enumerate([("photos", 240)] * 5 + [("astro", 220)] * 3
-                                       + [("photos", 90)] * 2):  # fmt: skip
+    for n, (domain, side) in enumerate([("photos", 240)] * 3 + [("astro", 280)] * 3
+                                       + [("photos", 90)] * 8):  # fmt: skip
         pixels = rng.randint(0, 255, (side // 8, side // 8, 3), dtype=np.uint8)
         image = Image.fromarray(pixels).resize((side, side * 3 // 4), Image.Resampling.BICUBIC)
         relpath = f"{domain}/p{n}.jpg"

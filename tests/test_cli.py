@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from indexer.options import Compute
-from indexer.runtime import resolve_runtime, resolved_precision
+from indexer.runtime import resolve_runtime
 from search.cli import cli
 from store import Store
-from tests.helpers import TINY_NETWORK, shapes, write_collection
+from tests.helpers import TINY_NETWORK, resolved_precision, shapes, write_collection
 
 INDEX_KEYS = {"added", "updated", "unchanged", "removed", "failed", "model", "seconds",
               "images_per_second"}  # fmt: skip

@@ -10,8 +10,8 @@ import pytest
 
 from store import faiss_has_gpu
 from store.gpu import gpu_for, products
-from store.pairs import EXACT_LIMIT, nearest, similar_pairs
-from tests.helpers import clustered_with_duplicates
+from store.pairs import EXACT_LIMIT, similar_pairs
+from tests.helpers import clustered_with_duplicates, self_nearest
 from tests.test_index_types import DIM, fill, queries_near
 
 needs_gpu = pytest.mark.skipif(not faiss_has_gpu(), reason="needs faiss-gpu and a CUDA GPU")
@@ -66,6 +66,6 @@ def test_gpu_self_join_and_nearest_match_the_cpu() -> None:
     cpu_pairs = {(a, b) for a, b, _ in similar_pairs(ids, vectors, 0.9)}
     gpu_pairs = {(a, b) for a, b, _ in similar_pairs(ids, vectors, 0.9, gpu=gpu)}
     assert len(cpu_pairs ^ gpu_pairs) <= 0.01 * max(1, len(cpu_pairs))
-    cpu_near, _ = nearest(vectors[:2000], 5)
-    gpu_near, _ = nearest(vectors[:2000], 5, gpu=gpu)
+    cpu_near, _ = self_nearest(vectors[:2000], 5)
+    gpu_near, _ = self_nearest(vectors[:2000], 5, gpu=gpu)
     assert (cpu_near == gpu_near).mean() >= 0.99

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from store import pairs
-from tests.helpers import clustered_with_duplicates
+from tests.helpers import clustered_with_duplicates, self_nearest
 
 
 def brute_force(vectors: np.ndarray, threshold: float) -> dict[tuple[int, int], float]:
@@ -48,7 +48,7 @@ def test_nearest_pads_rows_with_fewer_others_than_asked() -> None:
     rng = np.random.RandomState(3)
     vectors = rng.randn(6, 16).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    near, scores = pairs.nearest(vectors, 8)
+    near, scores = self_nearest(vectors, 8)
     expected = vectors @ vectors.T
     np.fill_diagonal(expected, -np.inf)
     order = np.argsort(-expected, axis=1)[:, :5]

@@ -14,9 +14,8 @@ from click.testing import CliRunner, Result
 
 from indexer.models import ModelCard, weights_file
 from indexer.options import Compute
-from indexer.runtime import resolved_precision
 from search.cli import cli
-from tests.helpers import write_collection
+from tests.helpers import resolved_precision, write_collection
 from tests.seeds import SEEDS, Served, registered
 from tests.subprocs import start_index
 

@@ -27,8 +27,12 @@ def open_journal(journal: Path, home: Path, kind: str) -> Iterator[TextIO]:
     """A new journal (never an existing one) with its header written, open for entries."""
     journal.parent.mkdir(parents=True, exist_ok=True)
     with open(journal, "x", encoding="utf-8") as log:
-        header = {"version": JOURNAL_VERSION, "created": time.time(), "home": str(home),
-                  "kind": kind}  # fmt: skip
+        header = {
+            "version": JOURNAL_VERSION,
+            "created": time.time(),
+            "home": str(home),
+            "kind": kind,
+        }
         append_entry(log, header)
         yield log
 

@@ -94,8 +94,16 @@ def apply_fixes(fixes: Sequence[Fix], journal: Path, home: Path) -> list[tuple[s
                 failures.append((fix.path, getattr(exc, "strerror", None) or str(exc)))
                 continue
             now = os.stat(fix.path)
-            append_entry(log, {"kind": "replace", "source": fix.path, "target": str(backup),
-                               "size": now.st_size, "mtime_ns": now.st_mtime_ns})  # fmt: skip
+            append_entry(
+                log,
+                {
+                    "kind": "replace",
+                    "source": fix.path,
+                    "target": str(backup),
+                    "size": now.st_size,
+                    "mtime_ns": now.st_mtime_ns,
+                },
+            )
     return failures
 
 

@@ -73,8 +73,9 @@ class UndoReport:
     reindexed: int = 0  # restored files whose catalog rows came back
 
 
-def plan_actions(groups: Sequence[DuplicateGroup], kind: ActionKind, dest: Path | None
-                 ) -> ActionPlan:  # fmt: skip
+def plan_actions(
+    groups: Sequence[DuplicateGroup], kind: ActionKind, dest: Path | None
+) -> ActionPlan:
     """What acting on the non-keepers would do; changes nothing."""
     keepers = {g.keep.id for g in groups}
     records, seen = [], set()
@@ -110,11 +111,15 @@ def groups_from_plan(store: Store, path: Path) -> list[DuplicateGroup]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         listed = [
-            (int(g["keep"]["id"]), [int(m["id"]) for m in g["members"]]) for g in data["groups"]
+            (
+                _id(g["keep"]["id"]),
+                [(_id(m["id"]), float(m.get("score", 0.0))) for m in g["members"]],
+            )
+            for g in data["groups"]
         ]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise ActionError(f"{path}: not a plan (`imgsearch dupes --json` output): {exc}") from exc
-    everyone = [i for keep, members in listed for i in (keep, *members)]
+    everyone = [i for keep, members in listed for i in (keep, *(m for m, _ in members))]
     if len(everyone) != len(set(everyone)):
         twice = next(i for i in everyone if everyone.count(i) > 1)
         raise ActionError(f"{path}: image {twice} is in more than one group, or kept and not")
@@ -130,11 +135,18 @@ def groups_from_plan(store: Store, path: Path) -> list[DuplicateGroup]:
         DuplicateGroup(
             "near",
             records[keep],
-            [Member(records[i], 0.0, 0.0, "plan") for i in members],
-            "from the plan",
+            [Member(records[i], score, score, "listed in the plan") for i, score in members],
+            "kept in the plan",
         )
         for keep, members in listed
     ]
+
+
+def _id(value: object) -> int:
+    """An image id as a plan lists it: a whole number, never a float truncated to one."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{value!r} is not an image id")
+    return value
 
 
 def apply_plan(plan: ActionPlan, store: Store, journal: Path) -> ApplyReport:

@@ -13,8 +13,12 @@ from store import Store, check_home
 
 
 @click.command()
-@click.option("--min-score", type=click.FloatRange(0, 1), default=0.0,
-              help="Only count tags the model gave at least this probability.")  # fmt: skip
+@click.option(
+    "--min-score",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Only count tags the model gave at least this probability.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_settings
 @domain_errors

@@ -95,11 +95,14 @@ def configure_logging(settings: Settings) -> None:
 def verbosity_options() -> list[click.Option]:
     """-v/--verbose and -q/--quiet, for the group and (add_common_options) every command."""
     return [
-        click.Option([flag, f"--{name}"], is_flag=True, expose_value=False, callback=_log_level,
-                     help=text)
-        for name, flag, text in (("verbose", "-v", "More detail on stderr."),
-                                 ("quiet", "-q", "Only errors on stderr."))
-    ]  # fmt: skip
+        click.Option(
+            [flag, f"--{name}"], is_flag=True, expose_value=False, callback=_log_level, help=text
+        )
+        for name, flag, text in (
+            ("verbose", "-v", "More detail on stderr."),
+            ("quiet", "-q", "Only errors on stderr."),
+        )
+    ]
 
 
 class OneLineUsage(click.UsageError):
@@ -131,8 +134,9 @@ class OneLineGroup(click.Group):
 
 
 def _one_line(exc: click.UsageError) -> OneLineUsage:
-    made = OneLineUsage(exc.format_message() if isinstance(exc, click.BadParameter)
-                        else exc.message, exc.ctx)  # fmt: skip
+    made = OneLineUsage(
+        exc.format_message() if isinstance(exc, click.BadParameter) else exc.message, exc.ctx
+    )
     return made
 
 

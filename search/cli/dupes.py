@@ -69,13 +69,20 @@ class ActionRequest:
     yes: bool
 
 
-def _finding(threshold: float | None, copy_threshold: float | None, exact_only: bool,
-             keep: KeepPolicy, rotations: bool, no_verify: bool) -> DupeOptions:  # fmt: skip
+def _finding(
+    threshold: float | None,
+    copy_threshold: float | None,
+    exact_only: bool,
+    keep: KeepPolicy,
+    rotations: bool,
+    no_verify: bool,
+) -> DupeOptions:
     return DupeOptions(threshold, copy_threshold, exact_only, keep, rotations, not no_verify)
 
 
-def _action(move_to: Path | None, symlink_to: Path | None, trash: bool, delete: bool,
-            yes: bool) -> ActionRequest | None:  # fmt: skip
+def _action(
+    move_to: Path | None, symlink_to: Path | None, trash: bool, delete: bool, yes: bool
+) -> ActionRequest | None:
     chosen: list[tuple[ActionKind, Path | None]] = []
     if move_to:
         chosen.append(("move", move_to))
@@ -93,41 +100,70 @@ def _action(move_to: Path | None, symlink_to: Path | None, trash: bool, delete: 
 finding_options = option_group(
     "finding",
     _finding,
-    click.option("--threshold", type=FiniteFloat(-1, 1),
-                 help="Plain mode: a pair is a duplicate when its cosine is at least this (no "
-                      "copy scores, no verification)."),
-    click.option("--copy-threshold", type=FiniteFloat(-2, 2),
-                 help="Copy mode (the default): the copy score that makes a pair a copy "
-                      "without verification (default: the model's calibrated value)."),
+    click.option(
+        "--threshold",
+        type=FiniteFloat(-1, 1),
+        help="Plain mode: a pair is a duplicate when its cosine is at least this (no "
+        "copy scores, no verification).",
+    ),
+    click.option(
+        "--copy-threshold",
+        type=FiniteFloat(-2, 2),
+        help="Copy mode (the default): the copy score that makes a pair a copy "
+        "without verification (default: the model's calibrated value).",
+    ),
     click.option("--exact-only", is_flag=True, help="Only byte-identical copies."),
-    click.option("--keep", type=Keep(), default=DEFAULT_KEEP, show_default=True,
-                 help=KEEP_HELP),
-    click.option("--rotations", is_flag=True,
-                 help="Also find copies turned by 90/180/270 degrees (runs the model)."),
-    click.option("--no-verify", is_flag=True,
-                 help="Copy mode: skip the local-feature check of uncertain pairs (faster)."),
-)  # fmt: skip
+    click.option("--keep", type=Keep(), default=DEFAULT_KEEP, show_default=True, help=KEEP_HELP),
+    click.option(
+        "--rotations",
+        is_flag=True,
+        help="Also find copies turned by 90/180/270 degrees (runs the model).",
+    ),
+    click.option(
+        "--no-verify",
+        is_flag=True,
+        help="Copy mode: skip the local-feature check of uncertain pairs (faster).",
+    ),
+)
 output_options = option_group(
     "outputs",
     Outputs,
-    click.option("--json", "as_json", is_flag=True, help="Print groups as JSON (a plan that "
-                 "`imgsearch apply` takes, keepers editable)."),
-    click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path),
-                 help="Also write the groups to a CSV file."),
-    click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
-                 help="Also write a contact sheet with thumbnails (one offline HTML file)."),
-)  # fmt: skip
+    click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print groups as JSON (a plan that `imgsearch apply` takes, keepers editable).",
+    ),
+    click.option(
+        "--csv",
+        "csv_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Also write the groups to a CSV file.",
+    ),
+    click.option(
+        "--html",
+        "html_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Also write a contact sheet with thumbnails (one offline HTML file).",
+    ),
+)
 action_options = option_group(
     "action",
     _action,
-    click.option("--move-to", type=click.Path(file_okay=False, path_type=Path),
-                 help="Move the duplicates (not the keepers) under DIR, keeping relative paths."),
-    click.option("--symlink-to", type=click.Path(file_okay=False, path_type=Path),
-                 help="Make symlinks to the duplicates under DIR, for review."),
+    click.option(
+        "--move-to",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Move the duplicates (not the keepers) under DIR, keeping relative paths.",
+    ),
+    click.option(
+        "--symlink-to",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Make symlinks to the duplicates under DIR, for review.",
+    ),
     click.option("--trash", is_flag=True, help="Send the duplicates to the platform trash."),
     click.option("--delete", is_flag=True, help="Delete the duplicates (cannot be undone)."),
     click.option("--yes", is_flag=True, help="Really act; without it every action is a dry run."),
-)  # fmt: skip
+)
 
 
 def opened(home: Path, write: bool) -> Store:
@@ -144,9 +180,15 @@ def opened(home: Path, write: bool) -> Store:
 @model_options
 @click.pass_context
 @domain_errors
-def dupes(ctx: click.Context, ids: tuple[int, ...], ignore: bool, finding: DupeOptions,
-          outputs: Outputs, action: ActionRequest | None,
-          embedding: ModelOptions) -> None:  # fmt: skip
+def dupes(
+    ctx: click.Context,
+    ids: tuple[int, ...],
+    ignore: bool,
+    finding: DupeOptions,
+    outputs: Outputs,
+    action: ActionRequest | None,
+    embedding: ModelOptions,
+) -> None:
     """Find exact and near duplicates, pick a keeper in each group, and optionally act.
 
     \b
@@ -175,8 +217,9 @@ def dupes(ctx: click.Context, ids: tuple[int, ...], ignore: bool, finding: DupeO
         if outputs.csv_file:
             write_csv(found, outputs.csv_file, keep)
         if outputs.html_file:
-            write_html(found, outputs.html_file, f"imgsearch dupes: {len(found.groups)} "
-                           "groups", keep)  # fmt: skip
+            write_html(
+                found, outputs.html_file, f"imgsearch dupes: {len(found.groups)} groups", keep
+            )
         if outputs.as_json:
             click.echo(json.dumps(render.dupes_json(found, keep)))
         else:
@@ -223,8 +266,11 @@ def _freed(kind: ActionKind, size: int, verb: str) -> str:
     """What the action does to the space the collection takes, in words."""
     if kind == "symlink":
         return "no file moves"
-    where = {"move": "moved out of the collection", "trash": "sent to the trash",
-             "delete": "deleted for good"}[kind]  # fmt: skip
+    where = {
+        "move": "moved out of the collection",
+        "trash": "sent to the trash",
+        "delete": "deleted for good",
+    }[kind]
     return f"{render.size_text(size)} {verb} {where}"
 
 
@@ -275,9 +321,14 @@ def undo_command(journal: Path) -> None:
     for path, why in report.not_restored:
         click.echo(f"imgsearch: not restored {path}: {why}", err=True)
     if report.torn:
-        click.echo(f"imgsearch: {report.torn} journal line(s) were cut short (a killed run) "
-                   "and skipped", err=True)  # fmt: skip
+        click.echo(
+            f"imgsearch: {report.torn} journal line(s) were cut short (a killed run) and skipped",
+            err=True,
+        )
     missing = len(report.restored) - report.reindexed
     if header.get("kind") in ("move", "trash") and missing > 0:
-        click.echo(f"imgsearch: {missing} restored file(s) are not in the index: run "
-                   "`imgsearch index` on their folders", err=True)  # fmt: skip
+        click.echo(
+            f"imgsearch: {missing} restored file(s) are not in the index: run "
+            "`imgsearch index` on their folders",
+            err=True,
+        )

@@ -49,33 +49,64 @@ class _Engine:
 @option_group(
     "run",
     _IndexRun,
-    click.option("--workers", type=click.IntRange(min=0), default=None,
-                 help="Decoding processes (default: one per core, at most 4; 0: decode inline)."),
+    click.option(
+        "--workers",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Decoding processes (default: one per core, at most 4; 0: decode inline).",
+    ),
     click.option("--no-prune", is_flag=True, help="Keep entries of files that were deleted."),
-    click.option("--size", type=click.IntRange(min=16), default=None,
-                 help="Run the model at N x N pixels instead of its own size (ViTs: a "
-                      "multiple of the patch size). Recorded: later runs and queries use it."),
-    click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
-                 show_default=True, help="Refuse larger images unread (decompression bombs)."),
-)  # fmt: skip
+    click.option(
+        "--size",
+        type=click.IntRange(min=16),
+        default=None,
+        help="Run the model at N x N pixels instead of its own size (ViTs: a "
+        "multiple of the patch size). Recorded: later runs and queries use it.",
+    ),
+    click.option(
+        "--max-pixels",
+        type=click.IntRange(min=1),
+        default=DEFAULT_MAX_PIXELS,
+        show_default=True,
+        help="Refuse larger images unread (decompression bombs).",
+    ),
+)
 @index_kind_options
 @option_group(
     "engine",
     _Engine,
-    click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
-                 show_default=True, help="ray: decode and embed on a Ray cluster (the `ray` "
-                 "extra); shards are written in HOME/shards and ingested here."),
-    click.option("--ray-address", default=None,
-                 help="auto or ray://HOST:PORT to join a cluster (default: start a local one)."),
-    click.option("--from-list", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                 help="With --engine ray: index the files listed in FILE.txt (one path per "
-                      "line) or FILE.parquet (a `path` column) instead of scanning PATHS."),
-)  # fmt: skip
+    click.option(
+        "--engine",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help="ray: decode and embed on a Ray cluster (the `ray` "
+        "extra); shards are written in HOME/shards and ingested here.",
+    ),
+    click.option(
+        "--ray-address",
+        default=None,
+        help="auto or ray://HOST:PORT to join a cluster (default: start a local one).",
+    ),
+    click.option(
+        "--from-list",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="With --engine ray: index the files listed in FILE.txt (one path per "
+        "line) or FILE.parquet (a `path` column) instead of scanning PATHS.",
+    ),
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_settings
 @domain_errors
-def index(settings: Settings, paths: tuple[str, ...], embedding: ModelOptions, run: _IndexRun,
-          kind: IndexKind, engine: _Engine, as_json: bool) -> None:  # fmt: skip
+def index(
+    settings: Settings,
+    paths: tuple[str, ...],
+    embedding: ModelOptions,
+    run: _IndexRun,
+    kind: IndexKind,
+    engine: _Engine,
+    as_json: bool,
+) -> None:
     """Index the images under PATHS (recursive); re-runs only do what changed.
 
     \b
@@ -108,8 +139,10 @@ def index(settings: Settings, paths: tuple[str, ...], embedding: ModelOptions, r
         click.echo(f"imgsearch: skipped {failure.path}: {failure.error}", err=True)
     if not quiet:
         if report.repaired:
-            click.echo(f"imgsearch: the FAISS file was {report.repaired}: rebuilt from the "
-                       "catalog", err=True)  # fmt: skip
+            click.echo(
+                f"imgsearch: the FAISS file was {report.repaired}: rebuilt from the catalog",
+                err=True,
+            )
         if report.index_change:
             click.echo(f"imgsearch: {render.index_change(report.index_change)}", err=True)
         if report.not_retried:

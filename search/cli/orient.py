@@ -33,23 +33,38 @@ report_options = option_group(
     "report",
     Report,
     click.option("--all", "show_all", is_flag=True, help="Also list upright images."),
-    click.option("--min-confidence", type=FiniteFloat(0, 1), default=0.5,
-                 show_default=True, help="Only report (and fix) predictions at least this sure."),
+    click.option(
+        "--min-confidence",
+        type=FiniteFloat(0, 1),
+        default=0.5,
+        show_default=True,
+        help="Only report (and fix) predictions at least this sure.",
+    ),
     click.option("--json", "as_json", is_flag=True, help="Print as JSON."),
-)  # fmt: skip
+)
 
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @model_options
 @report_options
-@click.option("--fix", is_flag=True, help="Turn the reported images upright (a dry run unless "
-              "--yes; JPEGs by their EXIF orientation, without re-encoding).")  # fmt: skip
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="Turn the reported images upright (a dry run unless "
+    "--yes; JPEGs by their EXIF orientation, without re-encoding).",
+)
 @click.option("--yes", is_flag=True, help="With --fix: really change the files (journalled).")
 @click.pass_context
 @domain_errors
-def orient(ctx: click.Context, paths: tuple[str, ...], embedding: ModelOptions, report: Report,
-           fix: bool, yes: bool) -> None:  # fmt: skip
+def orient(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    embedding: ModelOptions,
+    report: Report,
+    fix: bool,
+    yes: bool,
+) -> None:
     """Find images that are turned 90, 180 or 270 degrees, with the rotation model.
 
     Angles are the content's counter-clockwise turn; a fix turns it back. The model is the
@@ -82,8 +97,9 @@ def orient(ctx: click.Context, paths: tuple[str, ...], embedding: ModelOptions, 
     else:
         for o in shown:
             click.echo(f"{o.angle:>3}°  {o.confidence:.3f}  {o.path}")
-        click.echo(f"{sum(1 for o in shown if o.angle)} of {len(files)} images not upright",
-                   err=True)  # fmt: skip
+        click.echo(
+            f"{sum(1 for o in shown if o.angle)} of {len(files)} images not upright", err=True
+        )
     if not fix:
         return
     fixes = plan_fixes([o for o in shown if o.confidence >= report.min_confidence])

@@ -22,8 +22,9 @@ from search.cli.common import (
 from store import Store
 
 
-def _query_options(k: int, min_score: float | None, tag: str | None,
-                   no_verify: bool) -> queries.QueryOptions:  # fmt: skip
+def _query_options(
+    k: int, min_score: float | None, tag: str | None, no_verify: bool
+) -> queries.QueryOptions:
     return queries.QueryOptions(k, min_score, tag, not no_verify)
 
 
@@ -34,21 +35,33 @@ def _query_options(k: int, min_score: float | None, tag: str | None,
 @option_group(
     "options",
     _query_options,
-    click.option("-k", type=click.IntRange(min=1), default=10, show_default=True,
-                 help="How many neighbours."),
-    click.option("--min-score", type=FiniteFloat(-1, 1), help="Only neighbours with cosine >= "
-                 "this."),
+    click.option(
+        "-k", type=click.IntRange(min=1), default=10, show_default=True, help="How many neighbours."
+    ),
+    click.option(
+        "--min-score", type=FiniteFloat(-1, 1), help="Only neighbours with cosine >= this."
+    ),
     click.option("--tag", help="Only images tagged WORD (see `imgsearch tags`)."),
-    click.option("--no-verify", is_flag=True, help="Query images: rank by cosine alone (no "
-                 "local-feature check of the top candidates for copies)."),
-)  # fmt: skip
+    click.option(
+        "--no-verify",
+        is_flag=True,
+        help="Query images: rank by cosine alone (no "
+        "local-feature check of the top candidates for copies).",
+    ),
+)
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @pass_settings
 @domain_errors
-def query(settings: Settings, images: tuple[str, ...], image_id: int | None,
-          indexed_path: str | None, options: queries.QueryOptions, embedding: ModelOptions,
-          as_json: bool) -> None:  # fmt: skip
+def query(
+    settings: Settings,
+    images: tuple[str, ...],
+    image_id: int | None,
+    indexed_path: str | None,
+    options: queries.QueryOptions,
+    embedding: ModelOptions,
+    as_json: bool,
+) -> None:
     """Find the nearest neighbours of IMAGES, or of an indexed image (--id / --path).
 
     \b

@@ -45,12 +45,21 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on. Anything but loopback exposes your photos' paths "
-                   "and thumbnails to the network.")  # fmt: skip
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Anything but loopback exposes your photos' paths "
+    "and thumbnails to the network.",
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--max-upload", type=ByteSize(), default="20M", show_default=True,
-              help="Largest image a search may upload.")  # fmt: skip
+@click.option(
+    "--max-upload",
+    type=ByteSize(),
+    default="20M",
+    show_default=True,
+    help="Largest image a search may upload.",
+)
 @click.option(
     "--max-pixels",
     type=click.IntRange(min=1),
@@ -61,8 +70,14 @@ def bind(host: str, port: int) -> socket.socket:
 @model_options
 @click.pass_context
 @domain_errors
-def serve(ctx: click.Context, host: str, port: int, max_upload: int, max_pixels: int,
-          embedding: ModelOptions) -> None:  # fmt: skip
+def serve(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    max_upload: int,
+    max_pixels: int,
+    embedding: ModelOptions,
+) -> None:
     """Serve the index: a web page to search, browse and review duplicates, and a JSON API
     (its endpoints at /docs, the schema at /openapi.json).
 
@@ -81,16 +96,21 @@ def serve(ctx: click.Context, host: str, port: int, max_upload: int, max_pixels:
     home = current_settings(ctx).home
     Store.open(home).close()  # no index: one line and exit 1 now, not on the first request
     if not is_loopback(host):
-        click.echo(f"imgsearch: serving on {host}: anyone who can reach it sees the index",
-                   err=True)  # fmt: skip
+        click.echo(
+            f"imgsearch: serving on {host}: anyone who can reach it sees the index", err=True
+        )
     sock = bind(host, port)
     state = ServerState(home, embedding, max_upload, max_pixels, allowed_hosts(host))
     quiet = current_settings(ctx).quiet
-    logging = {**LOGGING_CONFIG, "handlers": {
-        name: {**handler, "stream": "ext://sys.stderr"}  # stdout is for results
-        for name, handler in LOGGING_CONFIG["handlers"].items()
-    }}  # fmt: skip
-    config = uvicorn.Config(create_app(state), log_level="warning" if quiet else "info",
-                            log_config=logging)  # fmt: skip
+    logging = {
+        **LOGGING_CONFIG,
+        "handlers": {
+            name: {**handler, "stream": "ext://sys.stderr"}  # stdout is for results
+            for name, handler in LOGGING_CONFIG["handlers"].items()
+        },
+    }
+    config = uvicorn.Config(
+        create_app(state), log_level="warning" if quiet else "info", log_config=logging
+    )
     click.echo(f"imgsearch: serving {home} on http://{host}:{sock.getsockname()[1]}/", err=True)
     uvicorn.Server(config).run(sockets=[sock])

@@ -81,8 +81,9 @@ class Descriptors:
     rotated_angle: NDArray[np.int64] | None = None
 
 
-def centred(vectors: NDArray[np.floating], mean: NDArray[np.float32],
-             chunk: int = 65_536) -> NDArray[np.float32]:  # fmt: skip
+def centred(
+    vectors: NDArray[np.floating], mean: NDArray[np.float32], chunk: int = 65_536
+) -> NDArray[np.float32]:
     """(vectors - mean), L2-normalised along the last axis, as float32: a chunk of rows at a
     time, in place, so that a million images' views cost one float32 copy and no temporaries."""
     unit = np.empty(vectors.shape, dtype=np.float32)
@@ -238,9 +239,13 @@ def find_candidates(
     )
 
 
-def _cosines(vectors: Vectors, mean: NDArray[np.float32], low: NDArray[np.int64],
-             high: NDArray[np.int64], chunk: int = 65_536
-             ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:  # fmt: skip
+def _cosines(
+    vectors: Vectors,
+    mean: NDArray[np.float32],
+    low: NDArray[np.int64],
+    high: NDArray[np.int64],
+    chunk: int = 65_536,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """The raw and the centred cosine of each pair of rows, from one gather of their raw
     vectors, a chunk of pairs at a time (gathering all at once would hold two copies of
     (pairs, d) floats: gigabytes at a million images). With m the mean, (x - m).(y - m) is
@@ -270,18 +275,26 @@ def _density(scores: NDArray[np.float32]) -> NDArray[np.float32]:
     return np.where(np.isnan(kth), fallback, kth).astype(np.float32)
 
 
-def _view_candidates(unit: Vectors, views: NDArray[np.floating], mean: NDArray[np.float32],
-                     cells: Cells, probed: NDArray[np.int64], edges: _Edges) -> None:  # fmt: skip
+def _view_candidates(
+    unit: Vectors,
+    views: NDArray[np.floating],
+    mean: NDArray[np.float32],
+    cells: Cells,
+    probed: NDArray[np.int64],
+    edges: _Edges,
+) -> None:
     """Whole against view, both ways, in one join: a crop's whole matches a view of its source,
     and a canvas's view matches the photo pasted on it. Pairs below VIEW_REJECT are never
     kept. Views stay as stored (float16) and are centred a cell at a time: a million images'
     1,280-d views would take 26 GB as float32."""
     n, regions, dim = views.shape
     flat = views.reshape(n * regions, dim)
-    home = np.concatenate([
-        cells.nearest(centred(flat[start : start + _CHUNK], mean), 1)[:, 0]
-        for start in range(0, len(flat), _CHUNK)
-    ])  # fmt: skip
+    home = np.concatenate(
+        [
+            cells.nearest(centred(flat[start : start + _CHUNK], mean), 1)[:, 0]
+            for start in range(0, len(flat), _CHUNK)
+        ]
+    )
     # A pair's copy score is its cosine less half of each image's density term.
     half = (BETA * edges.density / 2).astype(np.float32)
 

@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from indexer.decode import VIEW_BOXES
+from indexer.options import default_workers
 from search.copies.candidates import VIEW_REJECT, Candidates
 from search.copies.verify import (
     FEATURES_VERSION,
@@ -31,10 +32,11 @@ from search.copies.verify import (
     REGION_FEATURES,
     Features,
     in_whole_frame,
+    likeliest_region,
     region_likeness,
     verify,
 )
-from search.per_content import Recipe, worker_count
+from search.per_content import Recipe
 from search.records import Edge, Verification
 from search.steps import SILENT, Steps
 from store import ImageRecord
@@ -135,8 +137,9 @@ def _in_regions(candidates: Candidates, rows: list[int], checking: _Checking) ->
     return _check_regions(candidates, jobs, checking, "verifying against regions")
 
 
-def _second_look(candidates: Candidates, rows: list[int], edges: list[Edge],
-                 checking: _Checking) -> list[Edge]:  # fmt: skip
+def _second_look(
+    candidates: Candidates, rows: list[int], edges: list[Edge], checking: _Checking
+) -> list[Edge]:
     """Pairs found through a view that no check verified, of an image still joined to none,
     looked at again in the region of the other image that looks most like it: the region whose
     view scored best can be the wrong one in a star field or a texture, where a corner crop's
@@ -147,18 +150,20 @@ def _second_look(candidates: Candidates, rows: list[int], edges: list[Edge],
         if candidates.region[m] == 0 or candidates.view_score[m] < SECOND_LOOK_FROM:
             continue
         whole, holder, region = _sides(candidates, m)
-        likeness = None if whole in joined else _likeness(checking, whole, holder)
-        if likeness is None:
+        if whole in joined or {(whole, WHOLE), (holder, WHOLE)} - checking.features.keys():
             continue  # joined, or unreadable
-        if candidates.view_score[m] >= REGION_FROM:
-            likeness[abs(region) - 1] = -np.inf  # tried by _in_regions, or too unlike to try
-        best = int(np.argmax(likeness))
-        if likeness[best] >= SECOND_LOOK_LIKENESS:
-            mine.setdefault(whole, []).append(
-                (float(likeness[best]), _region_job(candidates, m, best))
-            )
-    jobs = [job for tries in mine.values()
-            for _, job in sorted(tries, key=lambda t: -t[0])[:SECOND_LOOK_PAIRS]]  # fmt: skip
+        # A view pair from REGION_FROM was tried in its region by _in_regions (or too unlike).
+        skip = [abs(region) - 1] if candidates.view_score[m] >= REGION_FROM else []
+        best, likeness = likeliest_region(
+            checking.features[whole, WHOLE], checking.features[holder, WHOLE], skip
+        )
+        if likeness >= SECOND_LOOK_LIKENESS:
+            mine.setdefault(whole, []).append((likeness, _region_job(candidates, m, best)))
+    jobs = [
+        job
+        for tries in mine.values()
+        for _, job in sorted(tries, key=lambda t: -t[0])[:SECOND_LOOK_PAIRS]
+    ]
     return _check_regions(candidates, jobs, checking, "looking again in regions")
 
 
@@ -187,8 +192,9 @@ def _region_job(candidates: Candidates, m: int, region: int) -> Job:
     )
 
 
-def _check_regions(candidates: Candidates, jobs: list[Job], checking: _Checking,
-                   name: str) -> list[Edge]:  # fmt: skip
+def _check_regions(
+    candidates: Candidates, jobs: list[Job], checking: _Checking, name: str
+) -> list[Edge]:
     """The edges among region jobs, their checks given in whole frames."""
     holders: dict[int, set[int]] = {}  # region -> the images whose region is needed
     for key in (k for j in jobs for k in (j.a, j.b) if k[1] != WHOLE):
@@ -221,8 +227,9 @@ class _Checking:
     """Features made so far, by (image id, region), and the seconds spent making them and
     verifying with them."""
 
-    def __init__(self, records: dict[int, ImageRecord], features_for: FeaturesFor,
-                 steps: Steps) -> None:  # fmt: skip
+    def __init__(
+        self, records: dict[int, ImageRecord], features_for: FeaturesFor, steps: Steps
+    ) -> None:
         self.records, self.features_for, self.steps = records, features_for, steps
         self.features: dict[Key, Features] = {}
         self.feature_seconds = self.verify_seconds = 0.0
@@ -234,8 +241,10 @@ class _Checking:
         if not wanted:
             return []
         started = time.perf_counter()
-        orders = [(_RECIPES[region], [self.records[i] for i in sorted(ids)])
-                  for region, ids in wanted.items()]  # fmt: skip
+        orders = [
+            (_RECIPES[region], [self.records[i] for i in sorted(ids)])
+            for region, ids in wanted.items()
+        ]
         unreadable: list[str] = []
         for region, (made, lost) in zip(wanted, self.features_for(orders), strict=True):
             self.features.update({(i, region): f for i, f in made.items()})
@@ -255,8 +264,9 @@ class _Checking:
 _FEATURES: dict[Key, Features] = {}  # what forked verification workers read (copy-on-write)
 
 
-def _run(jobs: list[Job], features: dict[Key, Features], name: str,
-         steps: Steps) -> list[Verification]:  # fmt: skip
+def _run(
+    jobs: list[Job], features: dict[Key, Features], name: str, steps: Steps
+) -> list[Verification]:
     """Verify every job, in parallel (forked workers share `features` without copying). Each
     process verifies on one BLAS thread: the workers fill the cores, as for OpenCV
     (verify.opencv)."""
@@ -268,11 +278,11 @@ def _run(jobs: list[Job], features: dict[Key, Features], name: str,
     found: list[Verification] = []
     try:
         with steps.step(name, len(jobs)) as advance:
-            if len(jobs) >= PARALLEL_PAIRS and worker_count() > 1 and _can_fork():
+            if len(jobs) >= PARALLEL_PAIRS and default_workers() > 1 and _can_fork():
                 import multiprocessing
 
                 context = multiprocessing.get_context("fork")
-                with context.Pool(worker_count(), threadpool_limits, (1,)) as pool:
+                with context.Pool(default_workers(), threadpool_limits, (1,)) as pool:
                     for part in pool.imap(_verify_chunk, chunks):
                         found += part
                         advance(len(part))

@@ -26,7 +26,7 @@ from search.copies.candidates import Descriptors, find_candidates
 from search.copies.decide import Decided, Thresholds, decide
 from search.copies.groups import build_groups
 from search.copies.verify import FEATURES_VERSION
-from search.keeper.look import LOOKS, Look, look_at
+from search.keeper.look import LOOKS, Look, format_of, look_at
 from search.keeper.policy import DEFAULT_KEEP, KeepPolicy, parse_keep
 from search.per_content import per_content, per_contents
 from search.records import Chooser, DuplicateGroup, Edge, Member, Verification
@@ -61,6 +61,10 @@ class Found:
     cached: bool = False  # the pairs came from the catalog's cache
     feature_seconds: float = 0.0  # reading images again and extracting their local features
     verify_seconds: float = 0.0  # matching and RANSAC over the `checked` pairs
+    formats: dict[int, str] = field(default_factory=dict)  # each grouped file's format, by id
+
+    def format_of(self, record: ImageRecord) -> str:
+        return self.formats.get(record.id, "?")
 
 
 def find_duplicates(
@@ -93,7 +97,19 @@ def find_duplicates(
     looks = _looks(store, by_hash, edges, steps) if options.keep.key is None else look_at
     choose = _respecting(store.catalog.chosen_keepers(), options.keep.chooser(similarity, looks))
     groups = build_groups(records, edges, store.catalog.ignored_pairs(), choose)
-    return Found(mode, threshold, groups, calibrated, checked, cached, *seconds)
+    formats = _formats(groups, looks if options.keep.key is None else None)
+    return Found(mode, threshold, groups, calibrated, checked, cached, *seconds, formats)
+
+
+def _formats(
+    groups: Sequence[DuplicateGroup], looks: Callable[[ImageRecord], Look | None] | None
+) -> dict[int, str]:
+    """Each grouped file's format: from the keeper's look when it took one, else its header."""
+    found = {}
+    for record in (r for g in groups for r in g.files):
+        look = looks(record) if looks else None
+        found[record.id] = look.format if look is not None else format_of(record)
+    return found
 
 
 def _respecting(chosen: set[str], choose: Chooser) -> Chooser:
@@ -110,8 +126,9 @@ def _respecting(chosen: set[str], choose: Chooser) -> Chooser:
     return chooser
 
 
-def _looks(store: Store, by_hash: dict[str, list[ImageRecord]], edges: Sequence[Edge],
-           steps: Steps) -> Callable[[ImageRecord], Look | None]:  # fmt: skip
+def _looks(
+    store: Store, by_hash: dict[str, list[ImageRecord]], edges: Sequence[Edge], steps: Steps
+) -> Callable[[ImageRecord], Look | None]:
     """The keeper's look at every file of a near group, made at once (in parallel, cached in
     the catalog by content) rather than group by group."""
     paired = {i for e in edges for i in (e.a, e.b)}
@@ -125,8 +142,9 @@ def _looks(store: Store, by_hash: dict[str, list[ImageRecord]], edges: Sequence[
     return look
 
 
-def _similarity(store: Store, representatives: dict[str, ImageRecord]
-                ) -> Callable[[ImageRecord, ImageRecord], float]:  # fmt: skip
+def _similarity(
+    store: Store, representatives: dict[str, ImageRecord]
+) -> Callable[[ImageRecord, ImageRecord], float]:
     """The cosine of two files' stored vectors (by content), for the keeper."""
     ids, vectors = store.catalog.vectors([r.id for r in representatives.values()])
     row = {int(i): n for n, i in enumerate(ids)}
@@ -138,8 +156,9 @@ def _similarity(store: Store, representatives: dict[str, ImageRecord]
     return cosine
 
 
-def _pairs(store: Store, ids: list[int], options: DupeOptions,
-           steps: Steps) -> tuple[str, float, bool, Decided]:  # fmt: skip
+def _pairs(
+    store: Store, ids: list[int], options: DupeOptions, steps: Steps
+) -> tuple[str, float, bool, Decided]:
     if options.threshold is not None:
         found = store.index.similar_pairs(options.threshold, ids)
         edges = [Edge(a, b, s, s, 0, None) for a, b, s in found]
@@ -168,8 +187,9 @@ def _pairs(store: Store, ids: list[int], options: DupeOptions,
     return "copies", accept, calibrated, decided
 
 
-def _with_rotations(store: Store, found: Descriptors, options: DupeOptions,
-                    steps: Steps) -> Descriptors:  # fmt: skip
+def _with_rotations(
+    store: Store, found: Descriptors, options: DupeOptions, steps: Steps
+) -> Descriptors:
     """The descriptors of every image turned by 90, 180 and 270 degrees (runs the model)."""
     from indexer.embedding import ROTATIONS, embed_rotations
     from indexer.runtime import load_embedder

@@ -28,7 +28,7 @@ from search.copies.verify import (
     Features,
     features_or_none,
     in_whole_frame,
-    region_likeness,
+    likeliest_region,
     verify,
 )
 from search.per_content import per_content, per_contents
@@ -54,8 +54,9 @@ class Checked:
     inliers: int | None  # None: not checked
 
 
-def rerank(store: Store, query: Query, hits: Sequence[Hit],
-           records: dict[int, ImageRecord]) -> list[Checked]:  # fmt: skip
+def rerank(
+    store: Store, query: Query, hits: Sequence[Hit], records: dict[int, ImageRecord]
+) -> list[Checked]:
     """`hits` (best first) with the verified copies of the query moved to the front."""
     mine = features_or_none(query.path) if query.path is not None else None
     if mine is None or not hits:
@@ -85,8 +86,9 @@ class _Try:
     theirs: bool  # the region is the candidate's (the query is a crop of it); else the query's
 
 
-def _in_regions(store: Store, query: Query, mine: Features, hits: list[Hit],
-                records: dict[int, ImageRecord]) -> tuple[dict[int, int], list[_Try]]:  # fmt: skip
+def _in_regions(
+    store: Store, query: Query, mine: Features, hits: list[Hit], records: dict[int, ImageRecord]
+) -> tuple[dict[int, int], list[_Try]]:
     """Inliers of the candidates that verify in a region: the query's whole against the
     candidate's best region, or the candidate's whole against the query's best region; and
     the regions tried."""
@@ -94,41 +96,46 @@ def _in_regions(store: Store, query: Query, mine: Features, hits: list[Hit],
     return _check(store, query, mine, tries, records), tries
 
 
-def _second_look(mine: Features, wholes: dict[int, Features], hits: list[Hit],
-                 tried: list[_Try]) -> list[_Try]:  # fmt: skip
+def _second_look(
+    mine: Features, wholes: dict[int, Features], hits: list[Hit], tried: list[_Try]
+) -> list[_Try]:
     """For a query that verified with none of its candidates: the candidates to check again
     in the region, theirs or the query's, whose pixels look most like the other whole (at
     least SECOND_LOOK_LIKENESS; the SECOND_LOOK_PAIRS likest), as `dupes` looks again at an
     image joined to nothing (search/copies/decide.py)."""
-    done = {(t.hit.id, t.region, t.theirs) for t in tried}
     tries = []
     for hit in (h for h in hits if h.id in wholes):
-        theirs = region_likeness(mine, wholes[hit.id])  # the query cut from the candidate
-        ours = region_likeness(wholes[hit.id], mine)  # the candidate pasted in the query
-        for region in range(len(VIEW_BOXES)):  # not again where _in_regions looked
-            theirs[region] = -np.inf if (hit.id, region, True) in done else theirs[region]
-            ours[region] = -np.inf if (hit.id, region, False) in done else ours[region]
-        crop = bool(theirs.max() >= ours.max())
-        likeness = theirs if crop else ours
-        region = int(likeness.argmax())
-        if likeness[region] >= SECOND_LOOK_LIKENESS:
-            tries.append((float(likeness[region]), _Try(hit, region, crop)))
+        tried_in = {
+            theirs: {t.region for t in tried if t.hit.id == hit.id and t.theirs == theirs}
+            for theirs in (True, False)
+        }  # not again where _in_regions looked
+        theirs = likeliest_region(mine, wholes[hit.id], tried_in[True])  # a crop of it
+        ours = likeliest_region(wholes[hit.id], mine, tried_in[False])  # pasted in the query
+        crop = theirs[1] >= ours[1]
+        region, likeness = theirs if crop else ours
+        if likeness >= SECOND_LOOK_LIKENESS:
+            tries.append((likeness, _Try(hit, region, crop)))
     tries.sort(key=lambda t: -t[0])
     return [t for _, t in tries[:SECOND_LOOK_PAIRS]]
 
 
-def _check(store: Store, query: Query, mine: Features, tries: list[_Try],
-           records: dict[int, ImageRecord]) -> dict[int, int]:  # fmt: skip
+def _check(
+    store: Store, query: Query, mine: Features, tries: list[_Try], records: dict[int, ImageRecord]
+) -> dict[int, int]:
     """Inliers of the tries that verify, each in its region."""
     theirs = sorted({t.region for t in tries if t.theirs})
-    orders = [(REGION_FEATURES[r], [records[t.hit.id] for t in tries if t.theirs and t.region == r])
-              for r in theirs]  # fmt: skip
+    orders = [
+        (REGION_FEATURES[r], [records[t.hit.id] for t in tries if t.theirs and t.region == r])
+        for r in theirs
+    ]
     regions: dict[tuple[int, int], Features] = {}  # (image id, region) -> features
     for r, (made, _) in zip(theirs, per_contents(store, orders), strict=True):
         regions |= {(i, r): f for i, f in made.items()}
     wholes = candidate_features(store, [records[t.hit.id] for t in tries if not t.theirs])
-    ours = {r: features_or_none(query.path or "", box=VIEW_BOXES[r])
-            for r in {t.region for t in tries if not t.theirs}}  # fmt: skip
+    ours = {
+        r: features_or_none(query.path or "", box=VIEW_BOXES[r])
+        for r in {t.region for t in tries if not t.theirs}
+    }
     inliers = {}
     for t in tries:
         a = mine if t.theirs else ours[t.region]

@@ -18,6 +18,7 @@ among 13,202 verified negatives.
 from __future__ import annotations
 
 import io
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from functools import partial
 
@@ -56,8 +57,12 @@ class Features:
         are within 16 % (L2) of those SIFT finds in the mirror image."""
         points = self.points.copy()
         points[:, 0] = self.shape[1] - 1 - points[:, 0]
-        return Features(points, self.descriptors[:, _MIRROR_ORDER], self.shape,
-                        np.ascontiguousarray(self.thumb[:, ::-1]))  # fmt: skip
+        return Features(
+            points,
+            self.descriptors[:, _MIRROR_ORDER],
+            self.shape,
+            np.ascontiguousarray(self.thumb[:, ::-1]),
+        )
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -130,6 +135,19 @@ def features_of(path: str, box: Box | None = None) -> Features:
     return Features(points, descriptors.astype(np.float32), (height, width), thumb)
 
 
+def likeliest_region(
+    whole: Features, holder: Features, skip: Collection[int] = ()
+) -> tuple[int, float]:
+    """The region of `holder` (of VIEW_BOXES) whose pixels look most like `whole`, leaving out
+    the regions in `skip`, and its likeness (-inf when all are left out): where a second look
+    goes, in `dupes` (copies/decide.py) and in a query (copies/rerank.py) alike."""
+    likeness = region_likeness(whole, holder)
+    for region in skip:
+        likeness[region] = -np.inf
+    best = int(np.argmax(likeness))
+    return best, float(likeness[best])
+
+
 def region_likeness(whole: Features, holder: Features) -> NDArray[np.float32]:
     """How much each of holder's regions (indexer.decode.VIEW_BOXES) looks like whole, pixel
     for pixel: the normalised correlation of the two at LIKENESS_SIDE x LIKENESS_SIDE, from -1
@@ -180,8 +198,9 @@ def verify(a: Features, b: Features, mirrored: bool = False) -> Verification:
     )
 
 
-def matches(a: NDArray[np.float32], b: NDArray[np.float32]
-            ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:  # fmt: skip
+def matches(
+    a: NDArray[np.float32], b: NDArray[np.float32]
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     """Lowe's ratio test between descriptors a (n, 128) and b (m, 128), m >= 2, with at most
     one match per keypoint of b (its closest): (rows of a, rows of b). One matrix product:
     OpenCV's knnMatch gave the same matches at 3x the time (1.33 against 0.45 ms for dev's
@@ -240,10 +259,22 @@ def _box_side(box: Box) -> float:
 
 # Cached by content in the catalog (search/per_content.py): an image's features, and those of
 # each of its regional views (made only for the images a copy was found in through one).
-LOCAL_FEATURES = Recipe("local_features", "reading local features", FEATURES_VERSION,
-                        features_or_none, Features.to_bytes, Features.from_bytes)  # fmt: skip
+LOCAL_FEATURES = Recipe(
+    "local_features",
+    "reading local features",
+    FEATURES_VERSION,
+    features_or_none,
+    Features.to_bytes,
+    Features.from_bytes,
+)
 REGION_FEATURES = tuple(
-    Recipe(f"local_features_view{r}", "reading local features of regions", FEATURES_VERSION,
-           partial(features_or_none, box=box), Features.to_bytes, Features.from_bytes)
+    Recipe(
+        f"local_features_view{r}",
+        "reading local features of regions",
+        FEATURES_VERSION,
+        partial(features_or_none, box=box),
+        Features.to_bytes,
+        Features.from_bytes,
+    )
     for r, box in enumerate(VIEW_BOXES)
-)  # fmt: skip
+)

@@ -137,8 +137,9 @@ def _relation(a: _Merit, b: _Merit, edge: Edge | None) -> Verdict:
     if edge is None or check is None or not check.verified or a.look is None or b.look is None:
         return None
     forward = edge.a == a.record.id
-    cov_a, cov_b = (check.coverage_a, check.coverage_b) if forward else (
-        check.coverage_b, check.coverage_a)  # fmt: skip
+    cov_a, cov_b = (
+        (check.coverage_a, check.coverage_b) if forward else (check.coverage_b, check.coverage_a)
+    )
     detail_a, detail_b = cov_a * _real(a.look), cov_b * _real(b.look)
     if detail_a >= RICHER * detail_b:
         return 1, f"holds {detail_a / max(detail_b, 1.0):.1f}x the detail of the shared picture"

@@ -286,8 +286,12 @@ def _dark_edges(small: np.ndarray) -> int:
     too, so only a difference between two copies means something was added."""
     height, width = small.shape
     side = max(3, min(height, width) // 40)
-    corners = [small[:side, :side], small[:side, -side:], small[-side:, :side],
-               small[-side:, -side:]]  # fmt: skip
+    corners = [
+        small[:side, :side],
+        small[:side, -side:],
+        small[-side:, :side],
+        small[-side:, -side:],
+    ]
     found = sum(1 for c in corners if c.max() <= DARK // 2 and c.std() <= 2.0)
     band = max(2, height // 14)
     for strip in (small[:band], small[-band:]):
@@ -305,5 +309,6 @@ def _sharpness(small: np.ndarray) -> float:
 
 
 # Cached by content in the catalog (search/per_content.py).
-LOOKS = Recipe("look", "looking at the copies", LOOK_VERSION, look_at_path, Look.to_bytes,
-               Look.from_bytes)  # fmt: skip
+LOOKS = Recipe(
+    "look", "looking at the copies", LOOK_VERSION, look_at_path, Look.to_bytes, Look.from_bytes
+)

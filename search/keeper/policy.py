@@ -30,8 +30,11 @@ class KeepPolicy:
         """The file to keep by this policy's order (by `largest` for `best` without pairs)."""
         return min(records, key=self.key or _largest)
 
-    def chooser(self, similarity: Callable[[ImageRecord, ImageRecord], float] | None = None,
-                looks: Callable[[ImageRecord], Look | None] | None = None) -> Chooser:  # fmt: skip
+    def chooser(
+        self,
+        similarity: Callable[[ImageRecord, ImageRecord], float] | None = None,
+        looks: Callable[[ImageRecord], Look | None] | None = None,
+    ) -> Chooser:
         """The group chooser; `similarity` (two files' cosine) lets `best` find the medoid, and
         `looks` gives it what each file looks like (search/quality.py; default: look now)."""
         if self.key is None:

@@ -34,8 +34,12 @@ PAGE = Path(__file__).resolve().parent / "web" / "index.html"
 
 
 def create_app(state: ServerState) -> FastAPI:
-    app = FastAPI(title="imgsearch", summary="Similar and duplicate images, by embeddings.",
-                  docs_url=None, redoc_url=None)  # fmt: skip
+    app = FastAPI(
+        title="imgsearch",
+        summary="Similar and duplicate images, by embeddings.",
+        docs_url=None,
+        redoc_url=None,
+    )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(state.hosts))
     app.middleware("http")(_body_limit(state.max_upload))
 
@@ -110,12 +114,17 @@ def create_app(state: ServerState) -> FastAPI:
         if folder:
             records = [r for r in records if os.path.dirname(r.path) == folder]
         page = records[offset : offset + limit]
-        return {"total": len(records), "folders": folders,
-                "images": [{**render.record_json(r), "thumbnail": _thumb_url(r.id)}
-                           for r in page]}  # fmt: skip
+        return {
+            "total": len(records),
+            "folders": folders,
+            "images": [{**render.record_json(r), "thumbnail": _thumb_url(r.id)} for r in page],
+        }
 
-    @app.get("/api/images/{image_id}/thumbnail", response_class=Response,
-             responses={200: {"content": {"image/jpeg": {}}}})  # fmt: skip
+    @app.get(
+        "/api/images/{image_id}/thumbnail",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}},
+    )
     def thumbnail(image_id: int, size: Annotated[int, Query(ge=16, le=1024)] = 256) -> Response:
         """A JPEG thumbnail of an indexed image."""
         with state.current() as store:
@@ -157,8 +166,9 @@ def _body_limit(limit: int) -> Callable[..., Awaitable[Response]]:
     Content-Length, and stop reading one that streams past it."""
     cap = limit + (64 << 10)
 
-    async def middleware(request: Request, call_next: Callable[..., Awaitable[Response]]
-                         ) -> Response:  # fmt: skip
+    async def middleware(
+        request: Request, call_next: Callable[..., Awaitable[Response]]
+    ) -> Response:
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > cap):
             return JSONResponse({"detail": f"upload larger than {limit} bytes"}, status_code=413)

@@ -22,7 +22,7 @@ from search.actions.plan import (
 )
 from search.copies.dupes import DupeOptions, Found, find_duplicates
 from search.keeper.policy import DEFAULT_KEEP, KEEP_HELP, parse_keep
-from search.records import DuplicateGroup, Member
+from search.records import DuplicateGroup
 from search.server.state import ServerState
 from store import DEFAULT_WAIT, Store, exclusive_writer
 
@@ -53,29 +53,27 @@ def add_review(app: FastAPI, state: ServerState) -> None:
         """Duplicate groups, each with the copy to keep and why; cached for the catalog's
         generation, so reopening the review is instant."""
         found = _find(state, threshold, keep, exact_only)
-        return {**render.dupes_json(found, parse_keep(keep).name),
-                "freed_bytes_if_all": sum(m.record.size for g in found.groups
-                                          for m in g.members)}  # fmt: skip
+        return {
+            **render.dupes_json(found, parse_keep(keep).name),
+            "freed_bytes_if_all": sum(m.record.size for g in found.groups for m in g.members),
+        }
 
     @app.post("/api/dupes/keep")
     def keep(image_id: Annotated[int, Body(embed=True, alias="id")]) -> dict[str, Any]:
         """Keep this copy in its group (remembered in the catalog, across runs)."""
         group = _group_of(state, image_id)
         with Store.writer(state.home, wait=DEFAULT_WAIT) as store:
-            store.catalog.choose_keeper(_record(group, image_id).content_hash,
-                                [r.content_hash for r in _files(group)])  # fmt: skip
+            store.catalog.choose_keeper(
+                group.with_keep(image_id, "").keep.content_hash,
+                [r.content_hash for r in group.files],
+            )
         return {"kept": image_id}
 
     @app.post("/api/dupes/act")
     def act(request: Act) -> dict[str, Any]:
         """Keep one copy of its group and move, trash or delete the others (journalled)."""
-        group = _group_of(state, request.keep)
-        chosen = _record(group, request.keep)
-        members = [r for r in _files(group) if r.id != chosen.id]
-
-        regrouped = DuplicateGroup(group.kind, chosen, [Member(r, 1.0, 1.0, "review")
-                                                        for r in members])  # fmt: skip
-        return _apply(state, [regrouped], request.action, request.dest)
+        group = _group_of(state, request.keep).with_keep(request.keep, "chosen in review")
+        return _apply(state, [group], request.action, request.dest)
 
     @app.post("/api/dupes/apply-default")
     def apply_default(request: ApplyAll) -> dict[str, Any]:
@@ -84,8 +82,12 @@ def add_review(app: FastAPI, state: ServerState) -> None:
         if request.dry_run:
             dest = Path(request.dest) if request.dest else None
             plan = plan_actions(found.groups, request.action, dest)
-            return {"dry_run": True, "files": [a.source for a in plan.actions],
-                    "freed_bytes": plan.freed_bytes, "left_alone": plan.skipped}  # fmt: skip
+            return {
+                "dry_run": True,
+                "files": [a.source for a in plan.actions],
+                "freed_bytes": plan.freed_bytes,
+                "left_alone": plan.skipped,
+            }
         return _apply(state, found.groups, request.action, request.dest)
 
     @app.post("/api/dupes/ignore")
@@ -112,8 +114,14 @@ def add_review(app: FastAPI, state: ServerState) -> None:
             except Exception:
                 continue
             files = [e for e in entries if e.get("kind") not in ("mkdir",)]
-            found.append({"journal": path.name, "kind": header.get("kind"),
-                          "files": len(files), "undone": undone})  # fmt: skip
+            found.append(
+                {
+                    "journal": path.name,
+                    "kind": header.get("kind"),
+                    "files": len(files),
+                    "undone": undone,
+                }
+            )
         return found
 
     @app.post("/api/undo")
@@ -124,8 +132,12 @@ def add_review(app: FastAPI, state: ServerState) -> None:
             raise HTTPException(404, f"no journal {journal!r} in this home")
         with exclusive_writer(state.home, wait=DEFAULT_WAIT):
             report = undo(path)
-        return {"restored": report.restored, "not_restored": report.not_restored,
-                "already": report.already, "reindexed": report.reindexed}  # fmt: skip
+        return {
+            "restored": report.restored,
+            "not_restored": report.not_restored,
+            "already": report.already,
+            "reindexed": report.reindexed,
+        }
 
 
 def _find(state: ServerState, threshold: float | None, keep: str, exact_only: bool) -> Found:
@@ -136,27 +148,24 @@ def _find(state: ServerState, threshold: float | None, keep: str, exact_only: bo
 
 def _group_of(state: ServerState, image_id: int) -> DuplicateGroup:
     for group in _find(state, None, DEFAULT_KEEP, False).groups:
-        if any(r.id == image_id for r in _files(group)):
+        if any(r.id == image_id for r in group.files):
             return group
     raise HTTPException(404, f"image {image_id} is in no duplicate group now")
 
 
-def _files(group: DuplicateGroup) -> list[Any]:
-    return [group.keep, *(m.record for m in group.members)]
-
-
-def _record(group: DuplicateGroup, image_id: int) -> Any:
-    return next(r for r in _files(group) if r.id == image_id)
-
-
-def _apply(state: ServerState, groups: list[DuplicateGroup], action: ActionKind,
-           dest: str | None) -> dict[str, Any]:  # fmt: skip
+def _apply(
+    state: ServerState, groups: list[DuplicateGroup], action: ActionKind, dest: str | None
+) -> dict[str, Any]:
     if action == "move" and not dest:
         raise HTTPException(422, "dest: give the folder to move the copies under")
     plan = plan_actions(groups, action, Path(dest) if dest else None)
     with Store.writer(state.home, wait=DEFAULT_WAIT) as store:
         journal = journal_path(store.home, action)
         report = apply_plan(plan, store, journal)
-    return {"journal": journal.name, "done": [a.source for a in report.done],
-            "failures": report.failures, "left_alone": plan.skipped,
-            "freed_bytes": sum(a.size for a in report.done)}  # fmt: skip
+    return {
+        "journal": journal.name,
+        "done": [a.source for a in report.done],
+        "failures": report.failures,
+        "left_alone": plan.skipped,
+        "freed_bytes": sum(a.size for a in report.done),
+    }
