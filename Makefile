@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
 DEMO_HOME := .demo-index
 DEMO_PHOTOS := .demo-photos
 
@@ -11,9 +12,16 @@ DEMO_PHOTOS := .demo-photos
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[cpu,dev,ray]'
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO_STAMP)
 
-demo: $(STAMP)
+# The demo installs only what it runs (no test tools, Ray or Playwright). For a CPU-only torch
+# (a few hundred MB instead of the CUDA build), see the README's Install section.
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[cpu]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	@# Extra photos for `dupes`: a byte copy and a re-compressed copy of two samples.
 	$(BIN)/python -c "import shutil, pathlib; from PIL import Image; d = pathlib.Path('$(DEMO_PHOTOS)'); \
 	  d.mkdir(exist_ok=True); shutil.copy('examples/rocket.jpg', d / 'rocket-copy.jpg'); \

@@ -159,13 +159,17 @@ def faiss_damage(work: Path, weights: Path, quick: bool = False) -> tuple[int, i
 def catalog_damage(work: Path, weights: Path, quick: bool = False) -> tuple[int, int]:
     folder = photos(work / "catalog-photos", 10)
     failures = trials = 0
-    for kind in ("pages", "blob", "not-a-database")[: 1 if quick else 3]:
+    for kind in ("pages", "blob", "not-a-database", "meta", "table")[: 1 if quick else 5]:
         home = work / f"catalog-{kind}"
         imgsearch(home, "index", str(folder), "--model", TINY_NETWORK, "--weights", str(weights))
         catalog = home / "catalog.sqlite"
-        if kind == "blob":
+        if kind in ("blob", "meta", "table"):
             with sqlite3.connect(catalog) as db:
-                db.execute("UPDATE images SET vector = x'00000000' WHERE id = 2")
+                db.execute({
+                    "blob": "UPDATE images SET vector = x'00000000' WHERE id = 2",
+                    "meta": "UPDATE meta SET value = 'x' WHERE key = 'generation'",
+                    "table": "DROP TABLE failures",
+                }[kind])  # fmt: skip
         else:
             for suffix in ("-wal", "-shm"):
                 Path(f"{catalog}{suffix}").unlink(missing_ok=True)
@@ -184,7 +188,7 @@ def catalog_damage(work: Path, weights: Path, quick: bool = False) -> tuple[int,
             must_fail = kind != "blob" or args[0] in ("query", "check")
             failed = done.returncode == 1 and one_line(done)
             failures += not failed if must_fail else "Traceback" in done.stderr
-        if kind != "blob":
+        if kind not in ("blob", "meta", "table"):
             failures += catalog.read_bytes() != before  # never written while damaged
     return trials, failures
 
@@ -201,6 +205,10 @@ BAD_LINES = [
     ["query", "--id", "1", "--device", "gpu0"], ["index", ".", "--precision", "int4"],
     ["index", ".", "--runtime", "onnx", "--precision", "bf16"], ["models", "download", "nope"],
     ["query", "--id", "1", "--tag", "no-such-tag-word"], ["--home", "h" * 5000, "info"],
+    ["query", "--id", "1", "-k", "99999999999999999999"], ["dupes", "--threshold", "-1"],
+    ["tags", "--min-score", "nan"], ["dupes", "--exact-only", "--move-to", "", "--yes"],
+    ["dupes", "--exact-only", "--move-to", "/proc/x", "--yes"],
+    ["query", "--id", "1", "--model", "pe-core-s16"], ["index", "./s100.png"],
 ]  # fmt: skip
 
 
@@ -211,7 +219,8 @@ def bad_lines(work: Path, weights: Path, quick: bool = False) -> tuple[int, int]
     failures = 0
     lines = BAD_LINES[:3] if quick else BAD_LINES
     for args in lines:
-        done = imgsearch(home, *[str(folder) if a == "." else a for a in args])
+        done = imgsearch(home, *[a.replace(".", str(folder), 1) if a.startswith(".") else a
+                                 for a in args])  # fmt: skip
         failures += done.returncode not in (1, 2) or not one_line(done)
     return len(lines), failures
 
@@ -233,6 +242,8 @@ def server_probes(work: Path) -> tuple[int, int]:
     index_folders(home, [str(folder)], IndexOptions(workers=0))
     client = TestClient(create_app(ServerState(home, ModelOptions(), 1 << 20,
                                                hosts=("testserver",))))  # fmt: skip
+    v6 = TestClient(create_app(ServerState(home, ModelOptions(), hosts=("::1",))))
+    coffee = (folder / "coffee.jpg").read_bytes()
     bomb = work / "bomb.png"
     Image.new("L", (15000, 15000)).save(bomb, optimize=True)
     huge = {"content-length": str(300 << 20)}
@@ -246,9 +257,13 @@ def server_probes(work: Path) -> tuple[int, int]:
         (lambda: client.post("/api/search", files={"file": ("t.jpg", b"text")}), 415),
         (lambda: client.get("/api/dupes", params={"keep": "x"}), 422),
         (lambda: client.post("/api/undo", json={"journal": "../../catalog.sqlite"}), 404),
-        (lambda: client.post("/api/dupes/act", json={"keep": 999999}), 404),
+        (lambda: client.post("/api/dupes/act", json={"keep": 999999, "members": [999999]}), 409),
+        (lambda: client.post("/api/undo", json={"journal": "j" * 5000}), 404),
+        (lambda: client.post("/api/search", files={"file": ("c.jpg", coffee)},
+                             headers={"origin": "https://evil.example"}), 403),
+        (lambda: v6.get("/api/info", headers={"host": "[::1]:8000"}), 200),
         (lambda: client.get("/docs"), 200),
-    ]
+    ]  # fmt: skip
     failures = 0
     for probe, status in probes:
         try:
@@ -256,6 +271,81 @@ def server_probes(work: Path) -> tuple[int, int]:
         except Exception:  # a probe that crashes the app is a failure
             failures += 1
     return len(probes), failures
+
+
+def distinct(folder: Path) -> set[bytes]:
+    """The contents reachable under `folder` (through links too)."""
+    return {p.read_bytes() for p in folder.rglob("*.png") if p.exists()}
+
+
+def action_safety(work: Path, weights: Path, quick: bool = False) -> tuple[int, int]:
+    """The ways `dupes --yes` could remove the last copy of a picture (issue 24): a folder
+    indexed again through a link, a link to an indexed file, a kept file gone before the
+    action, and destinations that lose or recycle files. A failure: a picture lost."""
+    index = ["--model", TINY_NETWORK, "--weights", str(weights)]
+    trials = failures = 0
+    cases = ("linked-folder", "linked-file", "keeper-gone", "move-inside")
+    for case in cases[: 2 if quick else 4]:
+        root = work / f"safety-{case}"
+        real = photos(root / "data" / "Photos", 3)
+        for name in ("s100.png", "s101.png"):
+            shutil.copy(real / name, real / f"copy-{name}")
+        home = root / "home"
+        imgsearch(home, "index", str(real), *index)
+        if case == "linked-folder":
+            (root / "Photos").symlink_to(real)
+            imgsearch(home, "index", str(root / "Photos"), *index)
+        elif case == "linked-file":
+            (root / "favourites").mkdir()
+            (root / "favourites" / "s102.png").symlink_to(real / "s102.png")
+            imgsearch(home, "index", str(root / "favourites"), *index)
+        elif case == "keeper-gone":
+            for name in ("s100.png", "copy-s100.png"):  # whichever was kept: gone now
+                (real / name).rename(root / name)
+            shutil.copy(root / "copy-s100.png", real / "copy-s100.png")
+        before = distinct(root)
+        act = ["--move-to", str(real / "dupes")] if case == "move-inside" else ["--delete"]
+        done = imgsearch(home, "dupes", "--exact-only", *act, "--yes")
+        trials += 1
+        failures += distinct(root) != before or "Traceback" in done.stderr
+    return trials, failures
+
+
+def kills_mid_action(work: Path, weights: Path, quick: bool = False) -> tuple[int, int]:
+    """`dupes --move-to --yes` killed right before and right after a file moves, and `undo`
+    killed while it restores: the next `undo` must bring every file and row back."""
+    from tests.subprocs import cli_code, killed_at
+
+    index = ["--model", TINY_NETWORK, "--weights", str(weights)]
+    points = [("search.actions.plan._do", "before", 2), ("search.actions.plan._do", "after", 2),
+              ("search.actions.plan._move_no_overwrite", "after", 2)]  # fmt: skip
+    trials = failures = 0
+    for n, (target, when, count) in enumerate(points[: 1 if quick else 3]):
+        root = work / f"mid-action-{n}"
+        folder = photos(root / "photos", 6)
+        for name in ("s100.png", "s101.png", "s102.png"):
+            shutil.copy(folder / name, folder / f"copy-{name}")
+        home = root / "home"
+        imgsearch(home, "index", str(folder), *index)
+        with Store.open(home) as store:
+            indexed = store.catalog.count()
+        before = {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        act = ["--home", str(home), "dupes", "--exact-only", "--move-to", str(root / "out")]
+        if target.endswith("_do"):
+            status = killed_at(target, when, count, cli_code(*act, "--yes"))
+        else:
+            imgsearch(home, *act[2:], "--yes")
+            journal = next((home / "journals").glob("*.jsonl"))
+            status = killed_at(target, when, count, cli_code("undo", str(journal)))
+        journal = next((home / "journals").glob("*.jsonl"))
+        undone = imgsearch(home, "undo", str(journal))
+        after = {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        with Store.open(home) as store:
+            rows = store.catalog.count()
+        trials += 1
+        failures += (status != 9 or after != before or rows != indexed
+                     or undone.returncode != 0 or "not restored" in undone.stderr)  # fmt: skip
+    return trials, failures
 
 
 def main() -> None:
@@ -276,6 +366,8 @@ def main() -> None:
             "damaged_catalogs": lambda: catalog_damage(work, weights, quick),
             "bad_command_lines": lambda: bad_lines(work, weights, quick),
             "server_probes": lambda: server_probes(work),
+            "action_safety": lambda: action_safety(work, weights, quick),
+            "kills_mid_action": lambda: kills_mid_action(work, weights, quick),
         }
         results: dict[str, tuple[int, int]] = {}
         seconds: dict[str, float] = {}

@@ -21,6 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from indexer.errors import UnreadableImage
 from indexer.options import DEFAULT_MAX_PIXELS
+from indexer.scan import not_indexable
 
 try:  # HEIC/HEIF are readable only through pillow-heif's plugin.
     from pillow_heif import register_heif_opener
@@ -184,11 +185,17 @@ def to_pixels(image: Image.Image, prep: Preprocess) -> Pixels:
 
 
 def read_file(path: str) -> FileData:
-    """The file's bytes, with the stat of the very file object they were read from."""
+    """The file's bytes, with the stat of the very file object they were read from. Only a
+    regular file within the size limit is read (opened without blocking, so a pipe swapped in
+    since the scan cannot hang the run), and never more bytes than its stat said."""
     try:
-        with open(path, "rb") as handle:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as handle:
             stat = os.fstat(handle.fileno())
-            return FileData(handle.read(), stat.st_size, stat.st_mtime_ns)
+            why = not_indexable(stat)
+            if why is not None:
+                raise UnreadableImage(path, why)
+            return FileData(handle.read(stat.st_size), stat.st_size, stat.st_mtime_ns)
     except FileNotFoundError as exc:
         raise UnreadableImage(path, "the file disappeared during the run") from exc
     except OSError as exc:

@@ -100,6 +100,7 @@ def embed_to_shards(todo: Sequence[FileStat], known: frozenset[str], job: Job) -
             log_to_driver=False,
             logging_level=logging.WARNING,
         )
+    quiet_ray_data()
     gpus = int(ray.cluster_resources().get("GPU", 0))  # type: ignore[no-untyped-call]
     rows = [
         {"order": i, "path": os.fsencode(s.path), "size": s.size, "mtime_ns": s.mtime_ns}
@@ -121,13 +122,23 @@ def embed_to_shards(todo: Sequence[FileStat], known: frozenset[str], job: Job) -
     embedded = decoded.map_batches(
         EmbedActor,
         batch_size=job.batch_size,
-        concurrency=job.ray.actors or max(1, gpus),
+        compute=ray.data.ActorPoolStrategy(size=job.ray.actors or max(1, gpus)),
         num_gpus=1 if gpus else 0,
         num_cpus=None if gpus else EMBED_CPUS,
         fn_constructor_kwargs={"spec": spec},
         batch_format="numpy",
     )
     embedded.write_parquet(str(job.folder / f"run-{uuid.uuid4().hex[:8]}"))
+
+
+def quiet_ray_data() -> None:
+    """Ray Data reports every operator's progress as INFO lines on stderr (15 lines for 5
+    images): our progress is the run's own report; warnings and errors still show."""
+    import ray.data
+
+    ray.data.DataContext.get_current().print_on_execution_start = False
+    for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def decode_batch(

@@ -17,11 +17,13 @@ import numpy as np
 import torch
 
 from indexer.backbones import Backbone, load_backbone
+from indexer.notices import notice
 from indexer.onnx_runtime import (
     ExportRecord,
     OnnxEmbedder,
     export_dir,
     export_key,
+    sha256_of,
     write_record,
 )
 from indexer.spec import ModelSpec
@@ -44,7 +46,7 @@ def export_embedder(spec: ModelSpec) -> OnnxEmbedder:
         raise ExportFailed("its weights file is not known")
     target = export_dir() / f"{key}.onnx"
     target.parent.mkdir(parents=True, exist_ok=True)
-    log.info("exporting %s to %s (once)", spec.name, target)
+    notice(log, "exporting %s to ONNX once, for fast CPU inference (%s)", spec.name, target)
     probe, reference = _reference(backbone)  # before _export makes its layers exportable
     try:
         with atomic_path(target) as tmp:
@@ -59,6 +61,7 @@ def export_embedder(spec: ModelSpec) -> OnnxEmbedder:
                 backbone.labels,
                 tmp.stat().st_size,
                 backbone.prep.view_size,
+                sha256_of(tmp),
             )
             embedder = OnnxEmbedder(tmp, record)
             _check_parity(backbone, embedder, probe, reference)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from indexer.models import cache_root, weights_file
 from indexer.options import DEFAULT_MODEL
 from indexer.spec import ModelSpec
 from store import write_atomic
+
+log = logging.getLogger("imgsearch.indexer")
 
 EXPORT_VERSION = 1
 ONNX_BATCH_SIZE = 16
@@ -43,6 +46,7 @@ class ExportRecord:
     labels: tuple[str, ...]
     onnx_bytes: int  # the .onnx file's size when it was written
     view_size: tuple[int, int] | None = None  # views are run at this size (dynamic H and W)
+    onnx_sha256: str | None = None  # the .onnx file's content, checked each time it is loaded
 
 
 def export_dir() -> Path:
@@ -87,13 +91,19 @@ def file_sha256(path: Path) -> str:
     entry = known.get(str(path.absolute()))
     if entry and entry[:2] == [st.st_size, st.st_mtime_ns]:
         return str(entry[2])
+    digest = sha256_of(path)
+    known[str(path.absolute())] = [st.st_size, st.st_mtime_ns, digest]
+    with contextlib.suppress(OSError):  # a read-only cache still works, it hashes again
+        write_atomic(memo, json.dumps(known).encode())
+    return digest
+
+
+def sha256_of(path: Path) -> str:
+    """The file's sha256, read now (bit rot keeps a file's size and mtime)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    known[str(path.absolute())] = [st.st_size, st.st_mtime_ns, digest.hexdigest()]
-    with contextlib.suppress(OSError):  # a read-only cache still works, it hashes again
-        write_atomic(memo, json.dumps(known).encode())
     return digest.hexdigest()
 
 
@@ -115,6 +125,9 @@ def read_record(key: str) -> ExportRecord | None:
         return None
     onnx = export_dir() / f"{key}.onnx"
     if record.key != key or not onnx.is_file() or onnx.stat().st_size != record.onnx_bytes:
+        return None
+    if record.onnx_sha256 is None or sha256_of(onnx) != record.onnx_sha256:
+        log.warning("the cached ONNX export %s is not what was exported: exported again", onnx)
         return None
     return record
 

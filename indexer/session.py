@@ -10,6 +10,7 @@ into `Outcome`s and hand them to `commit`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -17,6 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+import numpy as np
 
 from indexer.decode import decode_file
 from indexer.embedder import TOP_TAGS, Embedder
@@ -51,6 +54,9 @@ class Reused:
 
 
 Outcome = Embedded | Failure | Reused
+
+
+NOT_FINITE = "the model gave a vector that is not finite (are its weights damaged?)"
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,7 @@ class IndexSession:
         self._writer = Writer(self.home)
         self.added = self.updated = self.touched = self.embedded = self.reused = 0
         self.failed: list[Failure] = []
+        self.refused: set[str] = set()  # paths the scan found but refused: not vanished
         self.previous_hashes: dict[str, str] = {}
 
     def __enter__(self) -> IndexSession:
@@ -152,7 +159,12 @@ class IndexSession:
     # -- planning --------------------------------------------------------------------------
 
     def plan(self, files_found: Iterable[FileStat], folders: Sequence[str]) -> Plan:
-        """What to do: against the catalog (nothing is read from the files yet)."""
+        """What to do: against the catalog (nothing is read from the files yet). The folders
+        are remembered, so that actions never move copies to where `index` looks."""
+        known = self.store.meta.indexed_folders
+        if not set(folders) <= set(known):
+            together = sorted(set(known) | set(folders))
+            self.store.catalog.record_setting("folders", json.dumps(together))
         indexed = self.store.catalog.file_states()
         failures = self.store.catalog.failures()
         plan = make_plan(files_found, indexed, failures, folders)
@@ -160,8 +172,12 @@ class IndexSession:
         return plan
 
     def skipped(self, skipped: Sequence[Skipped]) -> None:
-        """Files or folders the scan could not even list: reported as failed."""
-        self.failed += [Failure(s.path, -1, -1, s.reason) for s in skipped]
+        """Files the scan refused or could not even stat, and folders it could not list:
+        reported and recorded as failed, with the reason."""
+        refused = [Failure(s.path, -1, -1, s.reason) for s in skipped]
+        self.failed += refused
+        self.refused |= {f.path for f in refused}
+        self.store.commit_batch([], refused)
 
     # -- the model -------------------------------------------------------------------------
 
@@ -203,6 +219,9 @@ class IndexSession:
         for outcome in outcomes:
             if isinstance(outcome, Failure):
                 failed.append(outcome)
+            elif isinstance(outcome, Embedded) and not np.isfinite(outcome.vector).all():
+                file = outcome.file  # damaged weights: never stored as an answer
+                failed.append(Failure(file.path, file.size, file.mtime_ns, NOT_FINITE))
             elif isinstance(outcome, Embedded):
                 done.append(outcome)
             elif (hit := stored.get(outcome.file.content_hash)) is not None:
@@ -248,7 +267,8 @@ class IndexSession:
         """Prune what vanished, rebuild the FAISS index if its kind must change, check its file
         thoroughly, and report."""
         store = self.store
-        removed = store.remove_paths(plan.vanished) if self.options.prune else 0
+        vanished = [path for path in plan.vanished if path not in self.refused]
+        removed = store.remove_paths(vanished) if self.options.prune else 0
         change = store.index.maintain() or change  # a size boundary, or HNSW tombstones
         repaired = store.index.verify()
         embedder = self._embedder

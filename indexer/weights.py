@@ -17,6 +17,7 @@ from urllib.error import URLError
 
 from indexer.errors import WeightsUnavailable
 from indexer.models import ModelCard, cache_dir, weights_file
+from indexer.notices import notice
 
 log = logging.getLogger(__name__)
 DOWNLOAD_TIMEOUT = 60.0  # seconds without a byte before a download is given up
@@ -90,10 +91,16 @@ def download(card: ModelCard, progress: bool = True) -> Path:
     path = weights_file(card)
     if path is None or card.weights is None:  # ships inside a package: nothing to download
         raise WeightsUnavailable(f"{card.name}: its weights ship inside a Python package")
+    if not path.is_file():  # said before Birder's import (seconds): a run is never silent
+        notice(
+            log,
+            "%s's weights (%.0f MB) are not in %s: downloading them once",
+            card.name,
+            card.download_mb,
+            path.parent,
+        )
     with birder_models_dir(), download_errors(card):
         from birder.common import fs_ops
 
-        if not path.is_file():
-            log.info("downloading %s to %s", card.weights, path)
         fs_ops.download_model_by_weights(card.weights, dst=path, progress_bar=progress)
     return path

@@ -8,6 +8,7 @@ this process may write the catalog (store/caches.py).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ Item = TypeVar("Item")
 # query's candidates (search/copies/rerank.py, 20), so that a query, which the server runs in
 # a thread, never forks a threaded process.
 PARALLEL_FROM = 24
+log = logging.getLogger("imgsearch.search")
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ def per_contents(
         for record in sorted(mine.values(), key=lambda r: r.id):
             firsts.setdefault(record.content_hash, record)
         stored = store.caches.content_cached(recipe.kind, sorted(firsts), recipe.version)
-        found.append({h: recipe.decode(data) for h, data in stored.items()})
+        found.append(_decoded(recipe, stored))
         missing += [(n, r) for h, r in firsts.items() if h not in found[n]]
     failed: list[list[str]] = [[] for _ in orders]
     if missing:
@@ -106,3 +108,15 @@ def parallel_map(
         done.append(fn(item))
         advance(1)
     return done
+
+
+def _decoded(recipe: Recipe[T], stored: dict[str, bytes]) -> dict[str, T]:
+    """The cached rows that decode. A cache is a cache: a damaged row is left out, so it is
+    made again (and saved over) like one that was never there."""
+    found: dict[str, T] = {}
+    for content, data in stored.items():
+        try:
+            found[content] = recipe.decode(data)
+        except Exception as exc:  # zlib, struct, json, a field that is not there: all damage
+            log.warning("a cached %s of one content is damaged (%s): made again", recipe.kind, exc)
+    return found

@@ -32,6 +32,9 @@ class QueryResult:
     record: ImageRecord | None = None  # the queried image, when it is an indexed one
 
 
+MAX_K = 10_000  # neighbours one query may ask for
+
+
 @dataclass(frozen=True)
 class QueryOptions:
     k: int = 10
@@ -50,14 +53,24 @@ def by_id(store: Store, image_id: int, options: QueryOptions = QueryOptions()) -
 
 def by_path(store: Store, path: str, options: QueryOptions = QueryOptions()) -> QueryResult:
     """Neighbours of an indexed file, itself excluded."""
-    record = store.catalog.record_by_path(os.path.abspath(path))
+    record = _record_at(store, path)
     vector = store.catalog.vector(record.id)
     return QueryResult(path, _indexed(store, record, vector, options), record)
+
+
+def _record_at(store: Store, path: str) -> ImageRecord:
+    """The indexed file at `path`: by its real path (how files are indexed), else as written
+    (a catalog made before links were resolved)."""
+    try:
+        return store.catalog.record_by_path(os.path.realpath(path))
+    except ItemNotFound:
+        return store.catalog.record_by_path(os.path.abspath(path))
 
 
 def _indexed(
     store: Store, record: ImageRecord, vector: Vector, options: QueryOptions
 ) -> list[Match]:
+    resolve_model(options.embedding, store.meta)  # another model asked for: refused
     views = store.catalog.views([record.id]).get(record.id)
     query = Query(vector, views, record.path if options.verify else None)
     return _search(store, [query], options, frozenset({record.id}))[0]
@@ -78,9 +91,15 @@ def by_vector(
 
 
 def by_images(
-    store: Store, paths: Sequence[str], options: QueryOptions = QueryOptions()
+    store: Store,
+    paths: Sequence[str],
+    options: QueryOptions = QueryOptions(),
+    embedder: Embedder | None = None,
 ) -> list[QueryResult]:
-    """Neighbours of image files, embedded with the index's own model.
+    """Neighbours of image files, embedded with the index's own model (`embedder`: one already
+    loaded, as the server keeps it), their regional views searched and their candidates
+    verified as copies, verified copies first. `imgsearch query IMAGE` and the server's upload
+    search both run this.
 
     A file that is indexed and unchanged on disk uses its stored vector (and finds itself at
     rank 1), so it costs no model load.
@@ -88,14 +107,15 @@ def by_images(
     spec = resolve_model(options.embedding, store.meta)  # refuses another model, once
     for path in paths:
         if not os.path.isfile(path):
-            raise UnreadableImage(path, "no such file")
+            why = "a folder, not an image file" if os.path.isdir(path) else "no such file"
+            raise UnreadableImage(path, why)
     queries: list[Query | None] = [_stored_query(store, path, options) for path in paths]
     missing = [i for i, q in enumerate(queries) if q is None]
     if missing:
         from indexer.embedding import embed_files
         from indexer.runtime import load_embedder
 
-        embedder: Embedder = load_embedder(spec)
+        embedder = embedder or load_embedder(spec)
         fresh = embed_files([paths[i] for i in missing], embedder, spec.batch_size)
         for n, i in enumerate(missing):
             views = fresh.views[n] if fresh.views is not None else None
@@ -107,7 +127,7 @@ def by_images(
 def _stored_query(store: Store, path: str, options: QueryOptions) -> Query | None:
     """An indexed, unchanged file's stored vector (no model needed), or None."""
     try:
-        record = store.catalog.record_by_path(os.path.abspath(path))
+        record = _record_at(store, path)
     except ItemNotFound:
         return None
     st = os.stat(path)

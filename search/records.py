@@ -4,6 +4,7 @@ member's link to the keeper (Member)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -66,6 +67,13 @@ class DuplicateGroup:
     def files(self) -> list[ImageRecord]:
         """The keeper, then the members."""
         return [self.keep, *(m.record for m in self.members)]
+
+    @property
+    def id(self) -> str:
+        """A name made of its files alone (not of its keeper, nor of its place in a list): a
+        review acts on a group only while it still has the files that were shown."""
+        files = ",".join(str(i) for i in sorted(r.id for r in self.files))
+        return hashlib.blake2b(files.encode(), digest_size=6).hexdigest()
 
     def with_keep(self, image_id: int, reason: str) -> DuplicateGroup:
         """The same files with another of them kept (a person's choice). Each other file is

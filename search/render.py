@@ -166,6 +166,7 @@ def dupes_json(found: Found, keep: str) -> dict[str, Any]:
         "keep_policy": keep,
         "groups": [
             {
+                "id": g.id,
                 "kind": g.kind,
                 "keep": file_json(g.keep, found),
                 "reason": g.reason,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -102,6 +103,16 @@ class IndexMeta:
     index_choice: str = "auto"  # what --index-type asked for: auto, flat, hnsw, ivf, ivfpq
     max_index_memory: int | None = None  # bytes; the budget `auto` chooses within
     faiss_file: str | None = None  # JSON FileRecord of the FAISS file last written
+    folders: str | None = None  # JSON list of the folders `index` was given (real paths)
+
+    @property
+    def indexed_folders(self) -> tuple[str, ...]:
+        """Every folder `index` was given in this home (a damaged value reads as none)."""
+        try:
+            listed = json.loads(self.folders or "[]")
+        except ValueError:
+            return ()
+        return tuple(str(f) for f in listed) if isinstance(listed, list) else ()
 
     @classmethod
     def from_values(cls, values: dict[str, str]) -> IndexMeta:
@@ -122,6 +133,7 @@ class IndexMeta:
             if "max_index_memory" in values
             else None,
             faiss_file=values.get("faiss_file"),
+            folders=values.get("folders"),
         )
 
     def with_values(self, values: Mapping[str, str]) -> IndexMeta:
@@ -129,7 +141,14 @@ class IndexMeta:
         settings of a run and are left out."""
         changes: dict[str, object] = {}
         for key, value in values.items():
-            if key in ("precision", "runtime", "faiss_file", "index_spec", "index_choice"):
+            if key in (
+                "precision",
+                "runtime",
+                "faiss_file",
+                "index_spec",
+                "index_choice",
+                "folders",
+            ):
                 changes[key] = value
             elif key == "index_type":
                 changes["index_factory"] = value

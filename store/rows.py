@@ -3,13 +3,14 @@ and the index's recorded settings (`meta`). SQL only, no FAISS."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, literal, select
 
 from store import decisions, ignored, tags
 from store.errors import ItemNotFound
@@ -17,6 +18,7 @@ from store.rebuild import fetch_present
 from store.records import Failure, ImageRecord, IndexMeta, Vector, Vectors
 from store.schema import (
     failures,
+    generation_of,
     has_views,
     images,
     set_meta,
@@ -74,6 +76,11 @@ class Catalog:
 
     # -- reading ---------------------------------------------------------------------------
 
+    def generation(self) -> int:
+        """The catalog's generation now: bumped by every write that changes its images."""
+        with self.engine.connect() as conn:
+            return generation_of(conn)
+
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(images)).scalar_one())
@@ -123,6 +130,32 @@ class Catalog:
         """Every indexed file by path, to decide what a scan has to do."""
         with self.engine.connect() as conn:
             return {row.path: _record(row) for row in conn.execute(select(*_RECORD_COLUMNS))}
+
+    def newest(
+        self, folder: str | None = None, offset: int = 0, limit: int = 60
+    ) -> tuple[int, list[ImageRecord]]:
+        """(how many, one page of them): images newest first (mtime, then path), optionally only
+        those directly in `folder`. Read in the order of the images_by_mtime index, so a page
+        costs the page, not a sort of the catalog."""
+        where = []
+        if folder is not None:
+            inside = folder.rstrip(os.sep) + os.sep
+            depth = len(os.fsencode(inside))
+            where = [
+                images.c.path >= inside,  # [folder/, folder0): every path below the folder
+                images.c.path < inside[:-1] + chr(ord(os.sep) + 1),
+                func.instr(func.substr(images.c.path, depth + 1), literal(os.sep.encode())) == 0,
+            ]
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(images).where(*where))
+            query = (
+                select(*_RECORD_COLUMNS)
+                .where(*where)
+                .order_by(images.c.mtime_ns.desc(), images.c.path)
+                .offset(offset)
+                .limit(limit)
+            )
+            return int(total.scalar_one()), [_record(row) for row in conn.execute(query)]
 
     def chunks(self, size: int = 10_000) -> Iterator[tuple[list[ImageRecord], Vectors]]:
         """Every image and its vector in id order, `size` at a time, from one snapshot."""

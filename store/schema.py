@@ -13,6 +13,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Float,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -31,7 +32,7 @@ from store.records import Vector
 
 # 2: images.views; keepers, removed_images, results_cache and content_cache (added to an
 # older catalog by the first process that can write it: `migrate`).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: images_by_mtime (browsing pages by SQL)
 
 metadata = MetaData()
 
@@ -76,6 +77,8 @@ images = Table(
     Column("views", LargeBinary, nullable=True),
     sqlite_autoincrement=True,
 )
+# Browsing newest first, a page at a time, without sorting the catalog (GET /api/browse).
+Index("images_by_mtime", images.c.mtime_ns.desc(), images.c.path)
 
 failures = Table(
     "failures",
@@ -216,6 +219,9 @@ def migrate(conn: Connection) -> None:
     columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(images)")}
     if "views" not in columns:
         conn.exec_driver_sql("ALTER TABLE images ADD COLUMN views BLOB")
+    for table in metadata.tables.values():  # create_all makes the indexes of new tables only
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
     set_meta(conn, "schema_version", str(SCHEMA_VERSION))
 
 

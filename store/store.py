@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Engine, delete, insert, inspect, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 
@@ -27,7 +27,7 @@ from store import tags
 from store.ann import IndexSpec
 from store.atomic import remove_stale_temp
 from store.caches import Caches
-from store.errors import HomeNotWritable, IndexNotFound, ModelMismatch
+from store.errors import CatalogDamaged, HomeNotWritable, IndexNotFound, ModelMismatch
 from store.faiss_index import FaissIndex
 from store.home import catalog_path
 from store.lock import exclusive_writer
@@ -121,7 +121,12 @@ class Store:
         if "model" not in values:
             engine.dispose()
             raise IndexNotFound(f"{path} is not an imgsearch index (no model recorded)")
-        return cls(home, Catalog(engine, IndexMeta.from_values(values)), writable)
+        try:
+            recorded = _sound_meta(engine, values)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(home, Catalog(engine, recorded), writable)
 
     @classmethod
     def _create(cls, home: Path, new: NewIndex) -> Store:
@@ -304,3 +309,24 @@ def _row(e: Embedded) -> dict[str, object]:
         "vector": blob(e.vector),
         "views": views_blob(e.views),
     }
+
+
+def _sound_meta(engine: Engine, values: dict[str, str]) -> IndexMeta:
+    """The catalog's record of itself, or CatalogDamaged naming what does not parse or is
+    missing (every command then fails in one line instead of deep inside a read)."""
+    try:
+        recorded = IndexMeta.from_values(values)
+        IndexSpec.from_json(recorded.index_spec)
+        int(values.get("generation", "0"))
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
+        raise CatalogDamaged(
+            f"{engine.url.database}: its record of itself (meta) is damaged ({type(exc).__name__}: "
+            f"{exc}); restore a backup, or index into a new home"
+        ) from exc
+    missing = sorted(set(metadata.tables) - set(inspect(engine).get_table_names()))
+    if missing:
+        raise CatalogDamaged(
+            f"{engine.url.database}: the table(s) {', '.join(missing)} are missing; restore a "
+            "backup, or index into a new home"
+        )
+    return recorded

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.scan import content_hash
 from store import Embedded, ImageFile, NewIndex, Store
 
 DIM = 8
@@ -70,7 +71,7 @@ def build(tmp_path: Path) -> tuple[Store, dict[str, int], Path]:
         content = b"same bytes" if name.endswith("a.jpg") else name.encode() * 10
         path.write_bytes(content)
         st = path.stat()
-        file = ImageFile(str(path), st.st_size, st.st_mtime_ns, hashlib.sha256(content).hexdigest())
+        file = ImageFile(str(path), st.st_size, st.st_mtime_ns, content_hash(content))
         width, height = pixels.get(name, (200, 100))
         batch.append(Embedded(file, width, height, vector))
     store.commit_batch(batch, [])

@@ -65,3 +65,40 @@ def survivors(home: Path, grace: float = 10.0) -> list[int]:
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.1)
+
+
+# Runs `code` with `module.name` replaced by a wrapper that kills the process (exit 9, no
+# cleanup, as kill -9 would) at its Nth call: before the call or after it returns.
+_KILLER = """
+import importlib, os, sys
+module, name, when, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+owner = importlib.import_module(module)
+original, calls = getattr(owner, name), [0]
+def killed(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == count and when == "before":
+        os._exit(9)
+    result = original(*args, **kwargs)
+    if calls[0] == count and when == "after":
+        os._exit(9)
+    return result
+setattr(owner, name, killed)
+exec(sys.argv[5])
+"""
+
+
+def killed_at(target: str, when: str, count: int, code: str) -> int:
+    """Run `code` in a new process killed at the `count`th call of `target` (module.function),
+    `when` "before" or "after" it; the exit status (9 when it was killed there)."""
+    module, name = target.rsplit(".", 1)
+    run = subprocess.run(
+        [sys.executable, "-c", _KILLER, module, name, when, str(count), code],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env=os.environ | {"PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    return run.returncode
+
+
+def cli_code(*args: str) -> str:
+    """Python that runs `imgsearch ARGS` (for killed_at)."""
+    return f"from search.cli import cli; cli.main({list(args)!r}, prog_name='imgsearch')"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from indexer.errors import InvalidOption
+from indexer.scan import content_hash
 from search.actions.plan import apply_plan, plan_actions
 from search.cli import cli
 from search.copies.dupes import DupeOptions, find_duplicates
@@ -90,9 +90,7 @@ def test_groups_are_disjoint_when_exact_and_near_copies_overlap(tmp_path: Path) 
     ):
         (photos / name).write_bytes(content)
         st = (photos / name).stat()
-        file = ImageFile(
-            str(photos / name), st.st_size, st.st_mtime_ns, hashlib.sha256(content).hexdigest()
-        )
+        file = ImageFile(str(photos / name), st.st_size, st.st_mtime_ns, content_hash(content))
         batch.append(Embedded(file, *size, vector))
     store.commit_batch(batch, [])
     groups = find_duplicates(store, DupeOptions(threshold=0.9, keep=LARGEST)).groups

@@ -212,7 +212,11 @@ def test_undo_restores_every_complete_entry_of_a_torn_journal(indexed: Path,
                 str(tmp_path / "moved"), "--yes")  # fmt: skip
     assert moved.exit_code == 0, moved.output
     journal = Path(moved.stderr.split("journal: ")[1].split(" ")[0])
-    done = [line for line in journal.read_text().splitlines()[1:] if '"move"' in line]
+    done = [
+        line
+        for line in journal.read_text().splitlines()[1:]
+        if '"move"' in line and '"intent"' not in line  # outcome lines only
+    ]
     assert done
     with open(journal, "a") as handle:
         handle.write('{"kind": "move", "source": "/tor')  # killed mid-append

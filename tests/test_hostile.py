@@ -3,7 +3,6 @@ and the index stays consistent. Files are generated in tmp_path."""
 
 from __future__ import annotations
 
-import builtins
 import dataclasses
 import io
 import os
@@ -217,14 +216,14 @@ def test_unreadable_file(
     if os.geteuid() != 0:  # a real permission bit; root reads anything, so simulate it there
         (folder / "locked.png").chmod(0)
     else:
-        real_open = builtins.open
+        real_open = os.open
 
         def guarded(file: Any, *args: Any, **kwargs: Any) -> Any:
             if str(file).endswith("locked.png"):
                 raise PermissionError(13, "Permission denied", str(file))
             return real_open(file, *args, **kwargs)
 
-        monkeypatch.setattr(builtins, "open", guarded)
+        monkeypatch.setattr(os, "open", guarded)
     report = index(home, folder, tiny_options)  # workers=0: decoding runs in this process
     assert [(Path(f.path).name, f.error) for f in report.failed] == [
         ("locked.png", "cannot read the file (Permission denied)")

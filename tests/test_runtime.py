@@ -97,6 +97,16 @@ def test_the_export_is_cached_by_weights_and_a_damaged_one_is_rebuilt(
     again = load_embedder(spec(TINY_NETWORK, tiny_checkpoint))
     assert again.runtime == "onnx" and exported.stat().st_size > 1000  # rebuilt
 
+    # Other bytes of the same size (and the same mtime): the recorded hash tells.
+    good = exported.read_bytes()
+    st = exported.stat()
+    flipped = bytearray(good)
+    flipped[len(flipped) // 2] ^= 0x01
+    exported.write_bytes(bytes(flipped))
+    os.utime(exported, ns=(st.st_atime_ns, st.st_mtime_ns))
+    fresh = load_embedder(spec(TINY_NETWORK, tiny_checkpoint))
+    assert fresh.runtime == "onnx" and exported.read_bytes() == good  # exported again
+
 
 def test_a_network_that_does_not_export_runs_with_torch(
     tiny_checkpoint: Path, weights_cache: Path, monkeypatch: pytest.MonkeyPatch,

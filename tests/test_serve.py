@@ -4,6 +4,7 @@ in headless Chromium (Debian's chromium, driven by Playwright) against a real se
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import socket
@@ -20,6 +21,7 @@ from PIL import Image
 from indexer.options import IndexOptions, ModelOptions
 from indexer.pipeline import index_folders
 from search.cli.serve import is_loopback
+from search.records import MIN_INLIERS
 from search.server.app import create_app
 from search.server.state import ServerState
 from store import Store
@@ -171,6 +173,15 @@ def test_only_the_indexed_file_itself_is_served(tmp_path: Path) -> None:
     photos["red"].symlink_to(secret)  # swapped for a link to a file that was never indexed
     assert client.get(f"/api/images/{red}/thumbnail").status_code == 409
 
+    # The parent folder replaced by a link to a folder holding a file of the same size/mtime.
+    blue = ids_by_name(home)["blue.jpg"]
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "photos", elsewhere, symlinks=True)
+    shutil.rmtree(tmp_path / "photos")
+    (tmp_path / "photos").symlink_to(elsewhere)
+    assert (tmp_path / "photos" / "sub" / "blue.jpg").is_file()
+    assert client.get(f"/api/images/{blue}/thumbnail").status_code == 409
+
 
 def test_dupes_and_not_a_duplicate_is_remembered(served_home: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
@@ -282,8 +293,12 @@ def test_the_review_flow_picks_a_keeper_moves_the_rest_and_undoes(tmp_path: Path
         page.wait_for_selector("#counter:has-text('2 / 2')")
         assert page.locator("#group figure.keep figcaption").inner_text().endswith("coffee.jpg")
         assert "kept because" in page.inner_text("#reason")
+        shown = page.get_attribute("#group", "data-group")
+        files = sorted(page.locator("#group figcaption").all_inner_texts())
         page.locator("body").press("2")  # keep the other copy instead
         page.wait_for_selector("#group figure.keep figcaption:has-text('coffee-small.jpg')")
+        assert page.get_attribute("#group", "data-group") == shown  # the same group, still
+        assert len(page.locator("#group figcaption").all_inner_texts()) == len(files)
         page.screenshot(path=str(ARTIFACTS / "serve-review.png"), full_page=True)
         page.fill("#dest", str(dest))
         page.locator("#dest").evaluate("input => input.blur()")  # keys go to the page again
@@ -320,3 +335,129 @@ def test_serve_refuses_a_home_without_an_index(tmp_path: Path) -> None:
 
     result = CliRunner().invoke(cli, ["--home", str(tmp_path / "x"), "serve"])
     assert result.exit_code == 1 and "no index" in result.stderr
+
+
+def test_changes_from_another_origin_are_refused_and_ipv6_hosts_are_read(
+    served_home: Path,
+) -> None:
+    client = app_for(served_home, max_upload=1 << 20)
+    photo = SAMPLE_PHOTOS[0].read_bytes()
+    for headers in ({"origin": "https://evil.example"}, {"sec-fetch-site": "cross-site"}):
+        answer = client.post("/api/search", files={"file": ("a.jpg", photo)}, headers=headers)
+        assert answer.status_code == 403, headers
+        assert client.post("/api/dupes/ignore", json=[1, 2], headers=headers).status_code == 403
+    same = client.post(
+        "/api/search", files={"file": ("a.jpg", photo)}, headers={"origin": "http://testserver"}
+    )
+    assert same.status_code == 200
+    v6 = TestClient(create_app(ServerState(served_home, ModelOptions(), hosts=("::1",))))
+    assert v6.get("/api/info", headers={"host": "[::1]:8000"}).status_code == 200
+    assert v6.get("/api/info", headers={"host": "[::2]:8000"}).status_code == 400
+
+
+def test_concurrent_huge_uploads_decode_within_the_pixel_budget(served_home: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from search.server import state as state_module
+
+    seen: list[int] = []
+    budget = state_module.PixelBudget(30_000_000)
+    real = budget.taking
+
+    @contextlib.contextmanager
+    def watched(pixels: int) -> Iterator[None]:
+        with real(pixels):
+            seen.append(budget.used)
+            time.sleep(0.05)
+            yield
+
+    budget.taking = watched  # type: ignore[method-assign]
+    state = ServerState(served_home, ModelOptions(), hosts=TEST_HOSTS, max_upload=8 << 20)
+    state.budget = budget
+    client = TestClient(create_app(state))
+    big = io.BytesIO()
+    Image.new("RGB", (5000, 4000), (90, 120, 30)).save(big, format="PNG")  # 20 MP, flat
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(
+            pool.map(
+                lambda _: client.post("/api/search", files={"file": ("big.png", big.getvalue())}),
+                range(4),
+            )
+        )
+    assert [a.status_code for a in answers] == [200] * 4
+    assert len(seen) == 4 and max(seen) <= 30_000_000  # never two 20 MP decodes at once
+
+
+def test_an_action_names_the_files_it_saw_and_a_changed_group_is_409(tmp_path: Path) -> None:
+    """The bug of round 2: a keeper picked re-sorted the groups and the next key acted on a
+    group nobody saw. Now a request carries the group's files; a group that changed is 409."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("coffee.jpg", "rocket.jpg", "chelsea.jpg"):
+        shutil.copy(EXAMPLES / name, photos / name)
+    shutil.copy(photos / "rocket.jpg", photos / "rocket-copy.jpg")
+    # Other bytes each: a keeper is remembered by content (identical files cannot be told apart).
+    Image.open(photos / "coffee.jpg").save(photos / "coffee-copy.jpg", quality=80)
+    Image.open(photos / "coffee.jpg").save(photos / "coffee-copy2.jpg", quality=60)
+    home = tmp_path / "home"
+    index_folders(home, [str(photos)], IndexOptions(workers=0))
+    client = app_for(home)
+    groups = client.get("/api/dupes").json()["groups"]
+    order = [g["id"] for g in groups]
+    coffee = next(g for g in groups if "coffee" in g["keep"]["path"])
+    seen = [coffee["keep"]["id"], *(m["id"] for m in coffee["members"])]
+    other = coffee["members"][0]["id"]
+
+    kept = client.post("/api/dupes/keep", json={"id": other, "members": seen})
+    assert kept.status_code == 200
+    again = client.get("/api/dupes").json()["groups"]
+    assert [g["id"] for g in again] == order  # a new keeper moves no group
+    assert next(g for g in again if g["id"] == coffee["id"])["keep"]["id"] == other
+
+    before = sorted(p.name for p in photos.iterdir())
+    stale = client.post(
+        "/api/dupes/act", json={"keep": other, "members": seen[:-1], "action": "trash"}
+    )
+    assert stale.status_code == 409
+    assert stale.json()["detail"]["group"]["id"] == coffee["id"]  # the group as it is now
+    assert sorted(p.name for p in photos.iterdir()) == before  # nothing moved
+    missing = client.post("/api/dupes/act", json={"keep": other, "action": "trash"})
+    assert missing.status_code == 422  # the members are not optional
+
+    dest = tmp_path / "moved"
+    done = client.post(
+        "/api/dupes/act",
+        json={"keep": other, "members": seen, "action": "move", "dest": str(dest)},
+    )
+    assert done.status_code == 200, done.text
+    gone = {Path(p).name for p in done.json()["done"]}
+    assert gone == {Path(f["path"]).name for f in [coffee["keep"], *coffee["members"]]} - {
+        Path(next(f["path"] for f in coffee["members"] if f["id"] == other)).name
+    }
+    assert all((dest / name).is_file() for name in gone)
+    assert (photos / "rocket.jpg").is_file() and (photos / "rocket-copy.jpg").is_file()
+
+
+def test_the_upload_search_is_the_query_of_imgsearch_query(
+    served_home: Path, tmp_path: Path
+) -> None:
+    """One query path: the page's upload and `imgsearch query IMAGE` give the same answer,
+    verified copies first and marked."""
+    from search.query import QueryOptions, by_images
+
+    edited = tmp_path / "edited-coffee.jpg"
+    Image.open(EXAMPLES / "coffee.jpg").crop((60, 40, 540, 360)).resize((240, 160)).save(
+        edited, quality=50
+    )
+    client = app_for(served_home, max_upload=1 << 20)
+    answer = client.post(
+        "/api/search", params={"k": 5}, files={"file": ("e.jpg", edited.read_bytes())}
+    )
+    assert answer.status_code == 200, answer.text
+    page = answer.json()
+    with Store.open(served_home) as store:
+        (cli,) = by_images(store, [str(edited)], QueryOptions(k=5))
+    assert page["query"] == "e.jpg"
+    assert [r["id"] for r in page["results"]] == [m.record.id for m in cli.matches]
+    assert page["results"][0]["verified"] >= MIN_INLIERS  # matched keypoints: a verified copy
+    assert Path(page["results"][0]["path"]).name in ("coffee.jpg", "coffee-small.jpg")

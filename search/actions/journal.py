@@ -50,11 +50,12 @@ def mark_undone(journal: Path) -> None:
 
 
 def read_journal(journal: Path) -> tuple[dict[str, object], list[dict[str, object]], int, bool]:
-    """(header, complete entries, torn lines, undone). A line cut short by a kill is skipped."""
+    """(header, complete entries, torn lines, undone). A line cut short by a kill, or any line
+    that is not a JSON object in UTF-8, is skipped and counted; the rest still counts."""
     try:
-        lines = journal.read_text(encoding="utf-8").splitlines()
-        header = json.loads(lines[0])
-    except (OSError, ValueError, IndexError) as exc:
+        lines = journal.read_bytes().splitlines()
+        header = json.loads(lines[0].decode("utf-8"))
+    except (OSError, ValueError, IndexError, RecursionError) as exc:
         raise ActionError(f"{journal}: not a readable imgsearch journal ({exc})") from exc
     if not isinstance(header, dict) or header.get("version") not in (1, JOURNAL_VERSION):
         raise ActionError(f"{journal}: not an imgsearch journal of a known version")
@@ -62,11 +63,12 @@ def read_journal(journal: Path) -> tuple[dict[str, object], list[dict[str, objec
     torn, undone = 0, False
     for line in lines[1:]:
         try:
-            entry = json.loads(line)
-        except ValueError:
+            entry = json.loads(line.decode("utf-8"))
+        except (ValueError, RecursionError):
+            entry = None
+        if not isinstance(entry, dict):
             torn += 1
-            continue
-        if "undone" in entry:
+        elif "undone" in entry:
             undone = True
         else:
             entries.append(entry)

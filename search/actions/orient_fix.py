@@ -89,6 +89,12 @@ def apply_fixes(fixes: Sequence[Fix], journal: Path, home: Path) -> list[tuple[s
                 data = _turned(fix)
                 backup = backups / f"{number}-{os.path.basename(fix.path)}"
                 shutil.copy2(fix.path, backup)
+                # The intent first: a kill before the outcome line leaves a journal that
+                # still names the file and its original.
+                append_entry(
+                    log,
+                    {"intent": True, "kind": "replace", "source": fix.path, "target": str(backup)},
+                )
                 _replace(fix.path, data)
             except (OSError, ValueError) as exc:
                 failures.append((fix.path, getattr(exc, "strerror", None) or str(exc)))

@@ -2,12 +2,18 @@
 
 A plan (a dry run shows exactly it) lists what happens to the non-keepers of groups; a file
 shown as kept is never in it, and a file is only touched while it is still the one that was
-indexed (same size and mtime). Nothing is overwritten. Removal goes to the platform trash by
-default (send2trash; the freedesktop trash on Linux, from where `undo` puts files back);
-`delete` is permanent. Each step is appended to a journal and fsynced before the next starts,
-so a crash leaves a journal that says exactly what happened. Moved, trashed or deleted files
-leave the catalog with their rows kept aside, and `undo` brings the rows back with the files
-(same ids, no re-embedding). The caller holds the home's writer lock.
+indexed (same size and mtime) and while its group's kept file is on disk as indexed and is not
+the same file (search/actions/safety.py), both checked at planning and again right before the
+file is touched. Nothing is overwritten. Removal goes to the platform trash by default
+(send2trash; the freedesktop trash on Linux, from where `undo` puts files back); `delete` is
+permanent.
+
+The journal has the intent of each step (fsynced) before the step and its outcome after, so a
+run killed at any instant leaves a journal that names every file in flight. The rows of the
+files to act on leave the catalog (kept aside under the journal) before the first file is
+touched, so the catalog never answers for a moved file; rows of files left in place come back
+at the end. `undo` brings files and rows back (same ids, no re-embedding); it goes by what is on
+disk, so it can be killed and run again. The caller holds the home's writer lock.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import errno
 import json
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +35,7 @@ from search.actions.journal import (
     open_journal,
     read_journal,
 )
+from search.actions.safety import KeeperCheck, Kept, check_destination
 from search.actions.trash import restore_from_trash, send_to_trash
 from search.records import DuplicateGroup, Member
 from store import DEFAULT_WAIT, ImageRecord, Store
@@ -44,6 +52,7 @@ class Action:
     record_id: int
     size: int  # the file as indexed: it must still be this when acted on
     mtime_ns: int
+    kept: Kept | None = None  # its group's kept file, checked on disk before it is touched
 
 
 @dataclass(frozen=True)
@@ -74,31 +83,40 @@ class UndoReport:
 
 
 def plan_actions(
-    groups: Sequence[DuplicateGroup], kind: ActionKind, dest: Path | None
+    groups: Sequence[DuplicateGroup],
+    kind: ActionKind,
+    dest: Path | None,
+    folders: Sequence[str] = (),
 ) -> ActionPlan:
-    """What acting on the non-keepers would do; changes nothing."""
+    """What acting on the non-keepers would do; changes nothing. `folders`: the indexed
+    folders, where copies are never moved to. Raises ActionError for a destination that is no
+    place for them."""
     keepers = {g.keep.id for g in groups}
-    records, seen = [], set()
+    records: list[tuple[ImageRecord, Kept]] = []
+    seen: set[int] = set()
     for group in groups:
         for member in group.members:
             record = member.record
             if record.id in keepers or record.id in seen:  # shown as kept, or twice
                 continue
             seen.add(record.id)
-            records.append(record)
-    root = _common_root([r.path for r in records])
+            records.append((record, Kept.of(group.keep)))
+    if dest is not None and kind in ("move", "symlink"):
+        dest = check_destination(dest, folders if kind == "move" else ())
+    root = _common_root([r.path for r, _ in records])
     actions: list[Action] = []
     skipped: list[tuple[str, str]] = []
-    for record in records:
-        why = _why_not(record)
+    check = KeeperCheck()
+    for record, kept in records:
+        why = _why_not(record) or check.fault(kept, record.path)
         target = None
         if why is None and dest is not None and kind in ("move", "symlink"):
-            target = str(dest.absolute() / os.path.relpath(record.path, root))
+            target = str(dest / os.path.relpath(record.path, root))
             if os.path.lexists(target):
                 why = f"{target} exists (never overwritten)"
         if why is None:
             actions.append(
-                Action(kind, record.path, target, record.id, record.size, record.mtime_ns)
+                Action(kind, record.path, target, record.id, record.size, record.mtime_ns, kept)
             )
         else:
             skipped.append((record.path, why))
@@ -151,72 +169,134 @@ def _id(value: object) -> int:
 
 def apply_plan(plan: ActionPlan, store: Store, journal: Path) -> ApplyReport:
     """Carry out the plan, journal each step, update the catalog. Hold the writer lock."""
-    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal = journal.absolute()
     failures: list[tuple[str, str]] = []
     done: list[Action] = []
     kind = plan.actions[0].kind if plan.actions else "none"
+    check = KeeperCheck()
     with open_journal(journal, store.home, kind) as log:
+        leaving = [a.source for a in plan.actions if a.kind != "symlink"]
+        append_entry(log, {"planned": leaving})  # every row kept aside, for `undo` to find
+        store.remove_paths(leaving, journal=str(journal))  # before any file moves
+        store.flush()
         for action in plan.actions:
-            if _why_not_path(action) is not None:
-                failures.append((action.source, "changed since the plan was made"))
+            why = _why_not_path(action)
+            if why is None and action.kept is not None:
+                why = check.fault(action.kept, action.source)
+            if why is not None:
+                failures.append((action.source, f"left alone: {why}"))
                 continue
+            append_entry(log, {"intent": True, **asdict(action)})
             try:
                 extra = _do(action, log)
             except OSError as exc:
                 failures.append((action.source, exc.strerror or str(exc)))
+                append_entry(log, {"failed": action.source})
                 continue
             append_entry(log, {**asdict(action), **extra})
             done.append(action)
-    gone = [a.source for a in done if a.kind != "symlink"]
-    store.remove_paths(gone, journal=str(journal))
-    store.flush()
+        store.restore_paths(str(journal), [path for path, _ in failures])
+        store.flush()
+        append_entry(log, {"finished": time.time()})
     return ApplyReport(done, failures)
 
 
 def undo(journal: Path) -> UndoReport:
     """Put moved and trashed files back (and their catalog rows), remove created links and the
-    folders the action created, restore originals of `orient --fix`. Deleted files cannot come
-    back. Undoing twice restores nothing and says so."""
+    folders the action made, restore originals of `orient --fix`. Deleted files cannot come
+    back. It goes by what is on disk: a file already back counts as restored, so an undo that
+    was killed can be run again, and a step the action was killed in is undone as well. Undoing
+    twice restores nothing and says so."""
+    journal = journal.absolute()
     header, entries, torn, undone = read_journal(journal)
     if undone:
         return UndoReport([], [], already=True, torn=torn)
+    finished = {(e.get("kind"), e.get("source")) for e in entries if "intent" not in e}
     restored: list[str] = []
     not_restored: list[tuple[str, str]] = []
     unlinked = 0
     for entry in reversed(entries):
         kind, source, target = entry.get("kind"), entry.get("source"), entry.get("target")
+        if not isinstance(kind, str) or not isinstance(source, str):
+            continue  # the run's own markers (failed, finished), or a line it did not write
+        if entry.get("intent") and (kind, source) in finished:
+            continue  # its outcome line, read below or above, says what happened
         try:
             if kind == "mkdir":
-                _remove_empty(str(source))
+                _remove_empty(source)
             elif kind == "move":
-                _move_no_overwrite(str(target), str(source))
-                restored.append(str(source))
+                if _back_already(source, str(target)):
+                    if not entry.get("intent"):  # put back by an undo that was killed
+                        restored.append(source)
+                    continue  # (an intent: killed before the file moved)
+                _move_no_overwrite(str(target), source)
+                restored.append(source)
             elif kind == "trash":
-                restore_from_trash(entry, str(source))
-                restored.append(str(source))
+                restore_from_trash(entry, source)
+                restored.append(source)
             elif kind == "symlink":
                 if os.path.islink(str(target)):
                     os.unlink(str(target))
                     unlinked += 1
             elif kind == "replace":  # `orient --fix`: the original was kept aside
-                st = os.stat(str(source))
-                if (st.st_size, st.st_mtime_ns) != (entry["size"], entry["mtime_ns"]):
-                    not_restored.append((str(source), "changed since it was fixed"))
-                    continue
-                os.replace(str(target), str(source))
-                restored.append(str(source))
-            elif kind == "delete":
-                not_restored.append((str(source), "it was deleted"))
+                if _replace_back(entry, source, str(target)):
+                    restored.append(source)
+                else:
+                    not_restored.append((source, "changed since it was fixed"))
+            elif kind == "delete" and not os.path.lexists(source):
+                not_restored.append((source, "it was deleted"))
         except OSError as exc:
-            not_restored.append((str(source), exc.strerror or str(exc)))
+            not_restored.append((source, exc.strerror or str(exc)))
     reindexed = 0
     home = header.get("home")
-    if home and restored and Path(str(home), "catalog.sqlite").is_file():
-        with Store.writer(str(home), wait=DEFAULT_WAIT) as store:
-            reindexed = store.restore_paths(str(journal), restored)
+    planned: list[str] = []
+    for entry in entries:
+        listed = entry.get("planned")
+        if isinstance(listed, list):
+            planned += [str(path) for path in listed]
+    acted = [str(e["source"]) for e in entries if e.get("kind") in ("move", "trash", "delete")]
+    on_disk = [path for path in [*planned, *acted] if os.path.lexists(path)]
+    if isinstance(home, str) and on_disk and Path(home, "catalog.sqlite").is_file():
+        with Store.writer(home, wait=DEFAULT_WAIT) as store:
+            reindexed = store.restore_paths(str(journal), sorted(set(on_disk)))
             store.flush()
     mark_undone(journal)
+    restored = list(dict.fromkeys(restored))
     return UndoReport(restored, not_restored, unlinked, torn, False, reindexed)
+
+
+def _back_already(source: str, target: str) -> bool:
+    """A moved file found at its old place and no longer at the new one: an earlier undo that
+    was killed put it back, or the action was killed before it moved it."""
+    return os.path.lexists(source) and not os.path.lexists(target)
+
+
+def _replace_back(entry: dict[str, object], source: str, kept_aside: str) -> bool:
+    """Put the original of a fixed image back; True when it is back (now or already)."""
+    if not os.path.lexists(kept_aside):
+        return os.path.lexists(source)  # put back by an earlier undo, or never replaced
+    if entry.get("intent"):  # killed mid-fix: the atomic write left the original or the fix
+        if not _same_bytes(source, kept_aside):
+            os.replace(kept_aside, source)
+        return True
+    st = os.stat(source)
+    if (st.st_size, st.st_mtime_ns) != (entry.get("size"), entry.get("mtime_ns")):
+        return False
+    os.replace(kept_aside, source)
+    return True
+
+
+def _same_bytes(a: str, b: str) -> bool:
+    try:
+        with open(a, "rb") as one, open(b, "rb") as other:
+            while True:
+                x, y = one.read(1 << 20), other.read(1 << 20)
+                if x != y:
+                    return False
+                if not x:
+                    return True
+    except FileNotFoundError:
+        return False
 
 
 def _why_not(record: ImageRecord) -> str | None:
@@ -234,7 +314,9 @@ def _why_not_path(action: Action) -> str | None:
         st = os.lstat(action.source)
     except OSError:
         return "missing on disk"
-    return None if (st.st_size, st.st_mtime_ns) == (action.size, action.mtime_ns) else "changed"
+    if (st.st_size, st.st_mtime_ns) != (action.size, action.mtime_ns):
+        return "changed since the plan was made"
+    return None
 
 
 def _common_root(paths: Sequence[str]) -> str:

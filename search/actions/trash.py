@@ -23,11 +23,14 @@ def send_to_trash(path: str) -> dict[str, object]:
 
 
 def restore_from_trash(entry: dict[str, object], source: str) -> None:
-    """Put a trashed file back where it was. Raises OSError when it cannot."""
+    """Put a trashed file back where it was; a file already back is left as it is. Raises
+    OSError when it cannot."""
     trashed, info = entry.get("trash_file"), entry.get("trash_info")
     if not trashed or not os.path.lexists(str(trashed)):
         found = _find_trashed(source)
         if found is None:
+            if os.path.lexists(source):
+                return  # back already (an undo that was killed), or never trashed
             raise FileNotFoundError(f"{source} is no longer in the trash")
         trashed, info = found
     if os.path.lexists(source):

@@ -8,14 +8,14 @@ from pathlib import Path
 import click
 
 from search import render
-from search.cli.common import DomainError, Settings, domain_errors, pass_settings
+from search.cli.common import DomainError, FiniteFloat, Settings, domain_errors, pass_settings
 from store import Store, check_home
 
 
 @click.command()
 @click.option(
     "--min-score",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloat(0, 1),
     default=0.0,
     help="Only count tags the model gave at least this probability.",
 )

@@ -109,7 +109,10 @@ class OneLineUsage(click.UsageError):
     """A usage error as one line (the command's --help has the rest), exit code 2."""
 
     def show(self, file: Any = None) -> None:
-        where = f" (see `imgsearch {self.ctx.info_name} --help`)" if self.ctx else ""
+        # The command as typed after the program's name (`models download`), whatever the
+        # program is called here.
+        typed = " ".join(["imgsearch", *self.ctx.command_path.split()[1:]]) if self.ctx else ""
+        where = f" (see `{typed} --help`)" if self.ctx else ""
         if self.ctx is not None and self.ctx.parent is None:
             where = " (see `imgsearch --help`)"
         click.echo(f"imgsearch: {self.format_message()}{where}", err=True)

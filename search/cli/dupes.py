@@ -84,9 +84,9 @@ def _action(
     move_to: Path | None, symlink_to: Path | None, trash: bool, delete: bool, yes: bool
 ) -> ActionRequest | None:
     chosen: list[tuple[ActionKind, Path | None]] = []
-    if move_to:
+    if move_to is not None:
         chosen.append(("move", move_to))
-    if symlink_to:
+    if symlink_to is not None:
         chosen.append(("symlink", symlink_to))
     if trash:
         chosen.append(("trash", None))
@@ -97,12 +97,19 @@ def _action(
     return ActionRequest(chosen[0][0], chosen[0][1], yes) if chosen else None
 
 
+def _folder_named(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """An empty DIR (an unset shell variable) would mean the current folder: refused."""
+    if value is not None and not str(value).strip(". "):
+        raise click.BadParameter("give a folder (it is empty or '.')", ctx, param)
+    return value
+
+
 finding_options = option_group(
     "finding",
     _finding,
     click.option(
         "--threshold",
-        type=FiniteFloat(-1, 1),
+        type=FiniteFloat(0, 1),
         help="Plain mode: a pair is a duplicate when its cosine is at least this (no "
         "copy scores, no verification).",
     ),
@@ -153,11 +160,14 @@ action_options = option_group(
     click.option(
         "--move-to",
         type=click.Path(file_okay=False, path_type=Path),
-        help="Move the duplicates (not the keepers) under DIR, keeping relative paths.",
+        callback=_folder_named,
+        help="Move the duplicates (not the keepers) under DIR, keeping relative paths; DIR "
+        "must be outside the indexed folders.",
     ),
     click.option(
         "--symlink-to",
         type=click.Path(file_okay=False, path_type=Path),
+        callback=_folder_named,
         help="Make symlinks to the duplicates under DIR, for review.",
     ),
     click.option("--trash", is_flag=True, help="Send the duplicates to the platform trash."),
@@ -225,8 +235,8 @@ def dupes(
         else:
             click.echo(render.dupes_text(found, keep))
         if action:
-            plan = plan_actions(found.groups, action.kind, action.dest)
-            _act(store, plan, action)
+            folders = store.meta.indexed_folders
+            _act(store, plan_actions(found.groups, action.kind, action.dest, folders), action)
 
 
 def _ignore(store: Store, ids: tuple[int, ...]) -> None:
@@ -260,6 +270,8 @@ def _act(store: Store, plan: ActionPlan, action: ActionRequest) -> None:
         f"{_freed(action.kind, freed, 'were')}; journal: {journal} (imgsearch undo {journal})",
         err=True,
     )
+    if report.failures:
+        raise DomainError(f"{len(report.failures)} file(s) were not acted on (above)")
 
 
 def _freed(kind: ActionKind, size: int, verb: str) -> str:
@@ -293,7 +305,8 @@ def apply_command(ctx: click.Context, plan_file: Path, action: ActionRequest | N
     home = current_settings(ctx).home
     with opened(home, action.yes) as store:
         groups = groups_from_plan(store, plan_file)
-        _act(store, plan_actions(groups, action.kind, action.dest), action)
+        folders = store.meta.indexed_folders
+        _act(store, plan_actions(groups, action.kind, action.dest, folders), action)
 
 
 @click.command("undo")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from indexer.options import DEFAULT_MAX_PIXELS, IndexOptions, ModelOptions
+from indexer.scan import IMAGE_EXTENSIONS
 from search import render
 from search.cli.common import (
     IndexKind,
@@ -149,6 +150,13 @@ def index(
             click.echo(
                 f"imgsearch: {len(report.not_retried)} files that failed before are "
                 "unchanged and were not retried (`imgsearch info` lists them)",
+                err=True,
+            )
+        found = report.added + report.updated + report.unchanged
+        if paths and found + len(report.failed) + len(report.not_retried) == 0:
+            click.echo(
+                f"imgsearch: no image files under {', '.join(paths)} (looked for "
+                f"{', '.join(sorted(IMAGE_EXTENSIONS))}; hidden folders are skipped)",
                 err=True,
             )
     click.echo(json.dumps(render.index_json(report)) if as_json else render.index_text(report))

@@ -36,7 +36,11 @@ def _query_options(
     "options",
     _query_options,
     click.option(
-        "-k", type=click.IntRange(min=1), default=10, show_default=True, help="How many neighbours."
+        "-k",
+        type=click.IntRange(1, queries.MAX_K),
+        default=10,
+        show_default=True,
+        help="How many neighbours.",
     ),
     click.option(
         "--min-score", type=FiniteFloat(-1, 1), help="Only neighbours with cosine >= this."

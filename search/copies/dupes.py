@@ -84,9 +84,9 @@ def find_duplicates(
     if not options.exact_only:
         ids = sorted(r.id for r in representatives.values())
         key = _cache_key(store, options)
-        stored = store.caches.cached(key)
+        stored = _from_cache(store.caches.cached(key))
         if stored is not None:
-            mode, threshold, calibrated, checked, edges = _from_cache(stored)
+            mode, threshold, calibrated, checked, edges = stored
             cached = True
         else:
             mode, threshold, calibrated, decided = _pairs(store, ids, options, steps)
@@ -234,10 +234,18 @@ def _to_cache(mode: str, threshold: float, calibrated: bool, decided: Decided) -
     ).encode()
 
 
-def _from_cache(data: bytes) -> tuple[str, float, bool, int, list[Edge]]:
-    stored = json.loads(data)
-    edges = [
-        Edge(a, b, s, c, angle, Verification(**check) if check else None)
-        for a, b, s, c, angle, check in stored["edges"]
-    ]
-    return stored["mode"], stored["threshold"], stored["calibrated"], stored["checked"], edges
+def _from_cache(data: bytes | None) -> tuple[str, float, bool, int, list[Edge]] | None:
+    """A cached result, or None when there is none or it does not decode (then it is found
+    again and cached over: a damaged cache row never stops `dupes`)."""
+    if data is None:
+        return None
+    try:
+        stored = json.loads(data)
+        edges = [
+            Edge(a, b, s, c, angle, Verification(**check) if check else None)
+            for a, b, s, c, angle, check in stored["edges"]
+        ]
+        return stored["mode"], stored["threshold"], stored["calibrated"], stored["checked"], edges
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        log.warning("the cached duplicate pairs are damaged (%s): found again", exc)
+        return None

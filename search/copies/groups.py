@@ -44,7 +44,8 @@ def build_groups(
     ]
     for component in _components(links):
         groups += _split(component, links, by_hash, choose)
-    groups.sort(key=lambda g: (g.kind != "exact", -len(g.members), g.keep.path))
+    # An order that a change of keeper leaves as it is (a review page walks it).
+    groups.sort(key=lambda g: (g.kind != "exact", -len(g.members), min(r.path for r in g.files)))
     return groups
 
 

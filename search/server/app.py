@@ -2,7 +2,8 @@
 
 Safety. Files are read only through the catalog, by id, and only while they are still the file
 that was indexed (same size and mtime, not a symlink): no path in a request reaches the disk.
-Requests whose Host is not one this server was bound to are refused (DNS rebinding). Uploads
+Requests whose Host is not one this server was bound to are refused (DNS rebinding), and so is
+any change or upload sent by a page of another origin (a form needs no CORS preflight). Uploads
 are refused by Content-Length and cut off while streaming past the cap, and decoded in memory
 with the same header pixel limit as `index`; thumbnails are drafted, cached and decoded a few at
 a time, so one huge image cannot stall the server. Errors are JSON `{"detail": ...}` with a
@@ -12,19 +13,20 @@ of search/actions/, under the writer lock (search/server/review.py).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
+import tempfile
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from indexer.errors import UnreadableImage
 from search import render
-from search.query import QueryOptions, by_id, by_path, by_vector
+from search.query import QueryOptions, QueryResult, by_id, by_images, by_path
 from search.server.review import add_review
 from search.server.state import THUMBNAIL_CACHE_BYTES, ServerState
 from search.thumbnails import TooManyPixels, jpeg_thumbnail
@@ -40,8 +42,8 @@ def create_app(state: ServerState) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(state.hosts))
     app.middleware("http")(_body_limit(state.max_upload))
+    app.middleware("http")(_same_site(state.hosts))
 
     @app.exception_handler(ImgsearchError)
     def library_error(_request: Request, exc: ImgsearchError) -> JSONResponse:
@@ -94,9 +96,8 @@ def create_app(state: ServerState) -> FastAPI:
         if len(data) > state.max_upload:
             raise HTTPException(413, f"upload larger than {state.max_upload} bytes")
         name = file.filename or "upload"
-        vector = _embed_upload(state, data, name)
+        found = _search_upload(state, data, name, QueryOptions(k, min_score, tag))
         with state.current() as store:
-            found = by_vector(store, vector, name, QueryOptions(k, min_score, tag))
             return _with_sizes(render.query_json(found), store)
 
     @app.get("/api/browse")
@@ -105,17 +106,13 @@ def create_app(state: ServerState) -> FastAPI:
         offset: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=500)] = 60,
     ) -> dict[str, Any]:
-        """Indexed images, newest first, with the folders that hold them."""
+        """Indexed images, newest first, with the folders that hold them. A page is read
+        from the catalog in index order (no sort of the whole catalog per request)."""
         with state.current() as store:
-            records = sorted(
-                store.catalog.file_states().values(), key=lambda r: (-r.mtime_ns, r.path)
-            )
-        folders = sorted({os.path.dirname(r.path) for r in records})
-        if folder:
-            records = [r for r in records if os.path.dirname(r.path) == folder]
-        page = records[offset : offset + limit]
+            total, page = store.catalog.newest(folder or None, offset, limit)
+            folders = state.folders(store)
         return {
-            "total": len(records),
+            "total": total,
             "folders": folders,
             "images": [{**render.record_json(r), "thumbnail": _thumb_url(r.id)} for r in page],
         }
@@ -196,14 +193,51 @@ class _TooLarge(Exception):
     pass
 
 
+def host_name(header: str) -> str:
+    """The name in a Host or Origin header without scheme and port: `[::1]:8000` is `::1`."""
+    name = header.split("://", 1)[-1].split("/", 1)[0]
+    if name.startswith("["):  # an IPv6 address
+        return name[1 : name.find("]")] if "]" in name else name
+    return name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+
+
+def _same_site(hosts: tuple[str, ...]) -> Callable[..., Awaitable[Response]]:
+    """Refuse a request whose Host is not one this server was bound to (DNS rebinding), and a
+    change (any method but GET and HEAD) sent by a page of another origin: a form on another
+    site can post an upload or an action without the preflight a JSON request would need."""
+
+    def allowed(name: str) -> bool:
+        return "*" in hosts or name.lower() in hosts
+
+    async def middleware(
+        request: Request, call_next: Callable[..., Awaitable[Response]]
+    ) -> Response:
+        if not allowed(host_name(request.headers.get("host", ""))):
+            return JSONResponse({"detail": "Invalid host header"}, status_code=400)
+        if request.method not in ("GET", "HEAD"):
+            origin = request.headers.get("origin")
+            host = request.headers.get("host", "").lower()
+            cross = request.headers.get("sec-fetch-site") == "cross-site"
+            if cross or (origin is not None and origin.split("://", 1)[-1].lower() != host):
+                return JSONResponse(
+                    {"detail": "a change sent by a page of another origin is refused"},
+                    status_code=403,
+                )
+        return await call_next(request)
+
+    return middleware
+
+
 def _check_servable(record: ImageRecord) -> None:
-    """Only the very file that was indexed: not a symlink now, same size and mtime."""
+    """Only the very file that was indexed: at its real path (no folder on the way replaced by
+    a link since), not a symlink now, same size and mtime."""
     try:
         st = os.lstat(record.path)
     except OSError as exc:
         raise HTTPException(404, f"{record.path}: no longer on disk") from exc
     same = (st.st_size, st.st_mtime_ns) == (record.size, record.mtime_ns)
-    if not stat.S_ISREG(st.st_mode) or not same:
+    moved = os.path.realpath(record.path) != record.path  # files are indexed at real paths
+    if not stat.S_ISREG(st.st_mode) or not same or moved:
         raise HTTPException(409, f"{record.path}: changed since it was indexed; index it again")
 
 
@@ -232,14 +266,42 @@ def _thumbnail(state: ServerState, record: ImageRecord, size: int) -> bytes:
     return data
 
 
-def _embed_upload(state: ServerState, data: bytes, name: str) -> Any:
-    """The upload's embedding, decoded from memory with the pixel limit (nothing is written)."""
-    from indexer.decode import decode
+def _search_upload(
+    state: ServerState, data: bytes, name: str, options: QueryOptions
+) -> QueryResult:
+    """The query `imgsearch query IMAGE` runs (views, verification, verified copies first), on
+    the upload written to a private temporary file for as long as the query takes. Its pixels
+    are checked from the header first (415), and decoded within the server's pixel budget."""
+    from indexer.decode import open_rgb
 
+    pixels = _header_pixels(data)
+    if pixels > state.max_pixels or pixels == 0:
+        open_rgb(data, name, (1, 1), state.max_pixels)  # raises the reason (415), unread
     embedder = _embedder(state)
-    with state.decodes:
-        pixels = decode(data, name, embedder.prep, state.max_pixels).pixels  # 415 if unreadable
-    return embedder.run(pixels[None]).vectors[0]
+    suffix = os.path.splitext(name)[1].lower()
+    with state.budget.taking(pixels), tempfile.TemporaryDirectory(prefix="imgsearch-") as tmp:
+        path = os.path.join(tmp, "upload" + (suffix if suffix.isascii() else ""))
+        with open(path, "xb") as handle:
+            handle.write(data)
+        try:
+            with state.current() as store:
+                found = by_images(store, [path], options, embedder)[0]
+        except UnreadableImage as exc:
+            raise UnreadableImage(name, exc.reason) from exc
+    return dataclasses.replace(found, query=name)
+
+
+def _header_pixels(data: bytes) -> int:
+    """Width x height as the file's header says (0 when it says nothing readable)."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return int(image.width * image.height)
+    except Exception:  # unreadable: decode() says why, with the file's name
+        return 0
 
 
 def _embedder(state: ServerState) -> Any:

@@ -5,7 +5,9 @@ through the one planner and journal of search/actions/, as `dupes`, `apply` and 
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,11 +28,18 @@ from search.records import DuplicateGroup
 from search.server.state import ServerState
 from store import DEFAULT_WAIT, Store, exclusive_writer
 
+# What journal_path names a journal (and nothing longer than a file name may be).
+_JOURNAL_NAME = re.compile(r"[\w.-]{1,200}\.jsonl")
+
 
 class Act(BaseModel):
     """What to do with the group whose copy to keep is `keep`."""
 
     keep: int = Field(description="The id of the copy to keep (any member of the group).")
+    members: list[int] = Field(
+        description="Every file id of the group as the user saw it, the kept one included: if "
+        "the group is not exactly these files now, nothing is done (409)."
+    )
     action: Literal["move", "trash", "delete"] = "trash"
     dest: str | None = Field(None, description="With move: the folder to move copies under.")
 
@@ -46,7 +55,7 @@ class ApplyAll(BaseModel):
 def add_review(app: FastAPI, state: ServerState) -> None:
     @app.get("/api/dupes")
     def dupes(
-        threshold: Annotated[float | None, Query(ge=-1, le=1)] = None,
+        threshold: Annotated[float | None, Query(ge=0, le=1)] = None,
         keep: Annotated[str, Query(description=KEEP_HELP)] = DEFAULT_KEEP,
         exact_only: bool = False,
     ) -> dict[str, Any]:
@@ -59,9 +68,13 @@ def add_review(app: FastAPI, state: ServerState) -> None:
         }
 
     @app.post("/api/dupes/keep")
-    def keep(image_id: Annotated[int, Body(embed=True, alias="id")]) -> dict[str, Any]:
-        """Keep this copy in its group (remembered in the catalog, across runs)."""
-        group = _group_of(state, image_id)
+    def keep(
+        image_id: Annotated[int, Body(embed=True, alias="id")],
+        members: Annotated[list[int] | None, Body(embed=True)] = None,
+    ) -> dict[str, Any]:
+        """Keep this copy in its group (remembered in the catalog, across runs). With
+        `members`, only if the group is still exactly those files (409 otherwise)."""
+        group = _group_of(state, image_id, members)
         with Store.writer(state.home, wait=DEFAULT_WAIT) as store:
             store.catalog.choose_keeper(
                 group.with_keep(image_id, "").keep.content_hash,
@@ -72,7 +85,8 @@ def add_review(app: FastAPI, state: ServerState) -> None:
     @app.post("/api/dupes/act")
     def act(request: Act) -> dict[str, Any]:
         """Keep one copy of its group and move, trash or delete the others (journalled)."""
-        group = _group_of(state, request.keep).with_keep(request.keep, "chosen in review")
+        group = _group_of(state, request.keep, request.members)
+        group = group.with_keep(request.keep, "chosen in review")
         return _apply(state, [group], request.action, request.dest)
 
     @app.post("/api/dupes/apply-default")
@@ -81,7 +95,9 @@ def add_review(app: FastAPI, state: ServerState) -> None:
         found = _find(state, None, DEFAULT_KEEP, False)
         if request.dry_run:
             dest = Path(request.dest) if request.dest else None
-            plan = plan_actions(found.groups, request.action, dest)
+            with state.current() as store:
+                folders = store.meta.indexed_folders
+            plan = plan_actions(found.groups, request.action, dest, folders)
             return {
                 "dry_run": True,
                 "files": [a.source for a in plan.actions],
@@ -113,7 +129,7 @@ def add_review(app: FastAPI, state: ServerState) -> None:
                 header, entries, _, undone = read_journal(path)
             except Exception:
                 continue
-            files = [e for e in entries if e.get("kind") not in ("mkdir",)]
+            files = [e for e in entries if e.get("kind") != "mkdir" and not e.get("intent")]
             found.append(
                 {
                     "journal": path.name,
@@ -127,8 +143,9 @@ def add_review(app: FastAPI, state: ServerState) -> None:
     @app.post("/api/undo")
     def undo_journal(journal: Annotated[str, Body(embed=True)]) -> dict[str, Any]:
         """Undo an action of this home by its journal's name."""
-        path = state.home / "journals" / os.path.basename(journal)
-        if not path.is_file():
+        name = os.path.basename(journal)
+        path = state.home / "journals" / name
+        if not _JOURNAL_NAME.fullmatch(name) or not path.is_file():
             raise HTTPException(404, f"no journal {journal!r} in this home")
         with exclusive_writer(state.home, wait=DEFAULT_WAIT):
             report = undo(path)
@@ -146,10 +163,24 @@ def _find(state: ServerState, threshold: float | None, keep: str, exact_only: bo
         return find_duplicates(store, DupeOptions(threshold, None, exact_only, policy))
 
 
-def _group_of(state: ServerState, image_id: int) -> DuplicateGroup:
-    for group in _find(state, None, DEFAULT_KEEP, False).groups:
+def _group_of(state: ServerState, image_id: int, shown: list[int] | None) -> DuplicateGroup:
+    """The group of `image_id` now; refused (409, with the group as it is now) when it is not
+    exactly the files `shown` to the user."""
+    found = _find(state, None, DEFAULT_KEEP, False)
+    for group in found.groups:
         if any(r.id == image_id for r in group.files):
+            if shown is not None and sorted(shown) != sorted(r.id for r in group.files):
+                now = render.dupes_json(dataclasses.replace(found, groups=[group]), DEFAULT_KEEP)
+                raise HTTPException(
+                    409,
+                    {
+                        "message": "this group changed since it was shown: nothing was done",
+                        "group": now["groups"][0],
+                    },
+                )
             return group
+    if shown is not None:
+        raise HTTPException(409, {"message": f"image {image_id} is in no duplicate group now"})
     raise HTTPException(404, f"image {image_id} is in no duplicate group now")
 
 
@@ -158,8 +189,9 @@ def _apply(
 ) -> dict[str, Any]:
     if action == "move" and not dest:
         raise HTTPException(422, "dest: give the folder to move the copies under")
-    plan = plan_actions(groups, action, Path(dest) if dest else None)
     with Store.writer(state.home, wait=DEFAULT_WAIT) as store:
+        folders = store.meta.indexed_folders
+        plan = plan_actions(groups, action, Path(dest) if dest else None, folders)
         journal = journal_path(store.home, action)
         report = apply_plan(plan, store, journal)
     return {
