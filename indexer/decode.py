@@ -153,14 +153,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return image
     if image.mode in _INTEGER_MODES or image.mode == "F":
         return _high_depth_to_rgb(image)
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
-        image.mode == "P" and "transparency" in image.info
-    )
-    if has_alpha:
+    if has_alpha(image):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def has_alpha(image: Image.Image) -> bool:
+    """Whether an image has transparent pixels it could show."""
+    return image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    )
 
 
 def _high_depth_to_rgb(image: Image.Image) -> Image.Image:

@@ -176,6 +176,7 @@ def dupes_json(found: Found, keep: str) -> dict[str, Any]:
                         "score": round(m.score, 6),
                         "cosine": round(m.cosine, 6),
                         "how": m.how,
+                        "link": link_text(m, found.mode),
                         **({"inliers": m.inliers} if m.inliers is not None else {}),
                     }
                     for m in g.members
@@ -197,10 +198,10 @@ def dupes_text(found: Found, keep: str) -> str:
         if g.reason:
             lines.append(f"        why: {g.reason}")
         lines += [
-            f"        {m.cosine:7.4f}  {m.record.id:>6}  {m.record.path}  ({_found_how(m)})"
+            f"        {m.record.id:>6}  {m.record.path}  ({link_text(m, found.mode)})"
             for m in g.members
         ]
-    exact = sum(g.kind == "exact" for g in found.groups)
+    exact = sum(all(m.how == "same bytes" for m in g.members) for g in found.groups)
     duplicates = sum(len(g.members) for g in found.groups)
     what = {"copies": "copy score", "cosine": "cosine", "exact": "exact only"}[found.mode]
     threshold = f"{what} {found.threshold:.3f}" if found.mode != "exact" else what
@@ -213,13 +214,16 @@ def dupes_text(found: Found, keep: str) -> str:
     return "\n".join(lines)
 
 
-def _found_how(member: Member) -> str:
-    """How a member was found to be a copy of its keeper, in words (the column is the cosine)."""
-    if member.how == "score":
-        return f"copy score {member.score:.2f}"
+def link_text(member: Member, mode: str) -> str:
+    """How a member is linked to its keeper, in the words every output uses (the text, the
+    HTML sheet, the review page): one name and one value for the same pair."""
+    if member.how == "same bytes":
+        return "same bytes"
+    name = {"copies": "copy score", "cosine": "cosine"}.get(mode, "score")
+    link = f"{name} {member.score:.3f}"
     if member.how == "verified":
-        return f"verified: {member.inliers} keypoints" if member.inliers else "verified"
-    return member.how
+        return f"{link}, verified: {member.inliers} keypoints" if member.inliers else link
+    return link if member.how == "score" else f"{link}, {member.how}"
 
 
 def plan_text(plan: ActionPlan, dry_run: bool) -> str:

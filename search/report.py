@@ -10,6 +10,7 @@ from pathlib import Path
 
 from search.copies.dupes import Found
 from search.records import DuplicateGroup
+from search.render import link_text
 from search.thumbnails import jpeg_thumbnail
 from store import ImageRecord
 
@@ -69,7 +70,8 @@ def write_html(found: Found, path: Path, title: str, keep_policy: str) -> None:
 def _group_html(number: int, group: DuplicateGroup, found: Found) -> str:
     cards = [_card(group.keep, "keep", None, found.format_of(group.keep))]
     cards += [
-        _card(m.record, "duplicate", m.score, found.format_of(m.record)) for m in group.members
+        _card(m.record, "duplicate", link_text(m, found.mode), found.format_of(m.record))
+        for m in group.members
     ]
     return (
         f"<section><h2>Group {number} · {group.kind} · {len(group.members)} duplicate(s)</h2>"
@@ -78,8 +80,8 @@ def _group_html(number: int, group: DuplicateGroup, found: Found) -> str:
     )
 
 
-def _card(record: ImageRecord, role: str, score: float | None, fmt: str) -> str:
-    label = "KEEP" if role == "keep" else f"score {score:.3f}"
+def _card(record: ImageRecord, role: str, link: str | None, fmt: str) -> str:
+    label = "KEEP" if link is None else html.escape(link)
     path = html.escape(record.path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
     return (
         f'<figure class="{role}"><img alt="" src="{_thumbnail(record.path)}">'

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import Engine, delete, insert, select
 
-from store.schema import keepers
+from store.schema import bump_decisions, keepers
 
 
 def chosen(engine: Engine) -> set[str]:
@@ -25,3 +25,13 @@ def choose(write: Engine, keep: str, others: Iterable[str]) -> None:
             conn.execute(delete(keepers).where(keepers.c.content_hash.in_(dropped)))
         conn.execute(delete(keepers).where(keepers.c.content_hash == keep))
         conn.execute(insert(keepers), {"content_hash": keep, "chosen_at": time.time()})
+        bump_decisions(conn)
+
+
+def forget(write: Engine, contents: Iterable[str]) -> int:
+    """Take back the keepers chosen among `contents` (the policy decides again). How many."""
+    wanted = list(set(contents))
+    with write.begin() as conn:
+        gone = conn.execute(delete(keepers).where(keepers.c.content_hash.in_(wanted))).rowcount
+        bump_decisions(conn)
+    return int(gone)

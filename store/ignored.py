@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, and_, delete, func, or_, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from store.schema import ignored_pairs
+from store.schema import bump_decisions, ignored_pairs
 
 
 def pairs(engine: Engine) -> set[tuple[str, str]]:
@@ -27,4 +27,22 @@ def remember(engine: Engine, hashes: Sequence[str]) -> int:
         before = conn.execute(select(func.count()).select_from(ignored_pairs)).scalar_one()
         conn.execute(sqlite_insert(ignored_pairs).on_conflict_do_nothing(), rows)
         after = conn.execute(select(func.count()).select_from(ignored_pairs)).scalar_one()
+        bump_decisions(conn)
     return int(after - before)
+
+
+def forget(engine: Engine, hashes: Sequence[str]) -> int:
+    """Take "not duplicates" back for every pair among `hashes`. Returns how many were."""
+    unique = sorted(set(hashes))
+    wanted = [(a, b) for i, a in enumerate(unique) for b in unique[i + 1 :]]
+    if not wanted:
+        return 0
+    with engine.begin() as conn:
+        gone = conn.execute(
+            delete(ignored_pairs).where(
+                or_(*(and_(ignored_pairs.c.hash_a == a, ignored_pairs.c.hash_b == b)
+                      for a, b in wanted))
+            )
+        ).rowcount  # fmt: skip
+        bump_decisions(conn)
+    return int(gone)

@@ -17,6 +17,7 @@ from store.errors import ItemNotFound
 from store.rebuild import fetch_present
 from store.records import Failure, ImageRecord, IndexMeta, Vector, Vectors
 from store.schema import (
+    decisions_of,
     failures,
     generation_of,
     has_views,
@@ -175,6 +176,20 @@ class Catalog:
                 yield [_record(row[:-1]) for row in rows], vectors
                 last = rows[-1].id
 
+    def records_of_contents(self, hashes: Iterable[str]) -> dict[str, ImageRecord]:
+        """One indexed file (the lowest id) of each of these contents that still has one."""
+        wanted = sorted(set(hashes))
+        found: dict[str, ImageRecord] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 10_000):
+                query = (
+                    select(*_RECORD_COLUMNS)
+                    .where(images.c.content_hash.in_(wanted[start : start + 10_000]))
+                    .order_by(images.c.id.desc())
+                )
+                found.update((r.content_hash, _record(r)) for r in conn.execute(query))
+        return found
+
     def failures(self) -> dict[str, Failure]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(failures)).all()
@@ -248,6 +263,19 @@ class Catalog:
     def ignore_pairs(self, hashes: Sequence[str]) -> int:
         """Remember every pair among `hashes` as not duplicates. Returns how many were new."""
         return ignored.remember(self.write, hashes)
+
+    def forget_ignored(self, hashes: Sequence[str]) -> int:
+        """Take back "not duplicates" among `hashes`. Returns how many pairs were."""
+        return ignored.forget(self.write, hashes)
+
+    def forget_keepers(self, hashes: Sequence[str]) -> int:
+        """Take back the keepers chosen among these contents. Returns how many were."""
+        return decisions.forget(self.write, hashes)
+
+    def decisions_version(self) -> int:
+        """How many times review decisions changed: cached groups are stale once it moves."""
+        with self.engine.connect() as conn:
+            return decisions_of(conn)
 
     def chosen_keepers(self) -> set[str]:
         """Contents the user chose to keep in review."""

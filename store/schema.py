@@ -283,3 +283,15 @@ def set_meta(conn: Connection, key: str, value: str) -> None:
         index_elements=[meta.c.key], set_={"value": value}
     )
     conn.execute(upsert, {"key": key, "value": value})
+
+
+def bump_decisions(conn: Connection) -> None:
+    """Count a change of the user's review decisions (keepers, "not duplicates") inside a
+    write transaction: a long-lived reader's cached groups are stale once it moves."""
+    row = conn.execute(select(meta.c.value).where(meta.c.key == "decisions")).scalar_one_or_none()
+    set_meta(conn, "decisions", str(int(row or 0) + 1))
+
+
+def decisions_of(conn: Connection) -> int:
+    row = conn.execute(select(meta.c.value).where(meta.c.key == "decisions")).scalar_one_or_none()
+    return int(row or 0)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from tests.helpers import TINY_NETWORK
 
@@ -102,3 +107,43 @@ def killed_at(target: str, when: str, count: int, code: str) -> int:
 def cli_code(*args: str) -> str:
     """Python that runs `imgsearch ARGS` (for killed_at)."""
     return f"from search.cli import cli; cli.main({list(args)!r}, prog_name='imgsearch')"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(home: Path) -> Iterator[int]:
+    """`imgsearch serve` on a free port in a real process; yields the port. Its log goes to a
+    file (a pipe nobody reads would fill and stall the server), shown if it does not start."""
+    port = free_port()
+    with tempfile.TemporaryFile("w+") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-c", "from search.cli import cli; cli()", "--home", str(home),
+             "serve", "--port", str(port)],
+            cwd=REPO, env=os.environ | {"PYTHONPATH": str(REPO)}, stdout=log,
+            stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            _wait_for_port(port, server, log)
+            yield port
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def _wait_for_port(port: int, server: subprocess.Popen[str], log: IO[str]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            log.seek(0)
+            raise AssertionError(f"server exited: {log.read()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError("server did not start")

@@ -129,3 +129,9 @@ def test_copydetect_runs(tmp_path: Path) -> None:
                   "--subsets", "0", "--no-outside", timeout=400)  # fmt: skip
     assert found["images"] > 8 and found["index_report"]["failed"] == 0
     assert 0 <= found["dupes"]["recall"] <= 1 and "query_path" in found
+
+
+def test_review_scale_runs() -> None:
+    found = bench("review_scale.py", "--groups", "30", "--browser", "no")
+    assert found["groups"] == 30 and found["first_page_p50_ms"] > 0
+    assert found["first_start_groups_found_seconds"] > 0

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import shutil
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +23,7 @@ from search.server.app import create_app
 from search.server.state import ServerState
 from store import Store
 from tests.helpers import EXAMPLES, SAMPLE_PHOTOS, write_collection
-from tests.subprocs import REPO
+from tests.subprocs import REPO, serving
 
 ARTIFACTS = REPO / "test-artifacts"
 TEST_HOSTS = ("testserver",)  # the Host header of TestClient's requests
@@ -210,30 +207,6 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serving(home: Path) -> Iterator[int]:
-    """`imgsearch serve` on a free port in a real process; yields the port."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-c", "from search.cli import cli; cli()", "--home", str(home),
-         "serve", "--port", str(port)],
-        cwd=REPO, env=os.environ | {"PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        _wait_for(port, server)
-        yield port
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 needs_chromium = pytest.mark.skipif(
     chromium() is None,
     reason="Debian's chromium is not installed (make test installs it with apt; it could not here)",
@@ -313,19 +286,6 @@ def test_the_review_flow_picks_a_keeper_moves_the_rest_and_undoes(tmp_path: Path
         browser.close()
     with Store.open(home) as store:  # the restored file is indexed again, under its old id
         assert str(photos / "coffee.jpg") in store.catalog.file_states()
-
-
-def _wait_for(port: int, server: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"server exited: {server.stdout.read() if server.stdout else ''}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError("server did not start")
 
 
 def test_serve_refuses_a_home_without_an_index(tmp_path: Path) -> None:

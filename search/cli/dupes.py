@@ -184,6 +184,12 @@ def opened(home: Path, write: bool) -> Store:
 @click.command()
 @click.argument("ids", nargs=-1, type=IMAGE_ID)
 @click.option("--ignore", is_flag=True, help="Remember IDS as not duplicates of each other.")
+@click.option("--unignore", is_flag=True, help="Take back --ignore: IDS may be duplicates again.")
+@click.option(
+    "--unkeep",
+    is_flag=True,
+    help="Take back the keeper chosen in review for IDS: the --keep policy decides again.",
+)
 @finding_options
 @output_options
 @action_options
@@ -194,6 +200,8 @@ def dupes(
     ctx: click.Context,
     ids: tuple[int, ...],
     ignore: bool,
+    unignore: bool,
+    unkeep: bool,
     finding: DupeOptions,
     outputs: Outputs,
     action: ActionRequest | None,
@@ -208,14 +216,19 @@ def dupes(
     imgsearch dupes --move-to ~/dupes --yes      (does it, writes a journal for undo)
     imgsearch dupes --json > plan.json           (edit keepers, then: imgsearch apply plan.json)
     imgsearch dupes --ignore 12 57               (12 and 57 are not duplicates)
+    imgsearch dupes --unignore 12 57             (take it back)
     """
-    if ids and not ignore:
-        raise click.UsageError("IDS are only taken with --ignore")
+    decision = [name for name, on in (("--ignore", ignore), ("--unignore", unignore),
+                                      ("--unkeep", unkeep)) if on]  # fmt: skip
+    if len(decision) > 1:
+        raise click.UsageError(f"choose one of {', '.join(decision)}")
+    if ids and not decision:
+        raise click.UsageError("IDS are only taken with --ignore, --unignore or --unkeep")
     home = current_settings(ctx).home
-    changes = ignore or bool(action and action.yes)
+    changes = bool(decision) or bool(action and action.yes)
     with opened(home, changes) as store:
-        if ignore:
-            _ignore(store, ids)
+        if decision:
+            _decide(store, decision[0], ids)
             return
         store.index.use_device(embedding.compute.device)
         options = dataclasses.replace(finding, embedding=embedding)
@@ -239,15 +252,21 @@ def dupes(
             _act(store, plan_actions(found.groups, action.kind, action.dest, folders), action)
 
 
-def _ignore(store: Store, ids: tuple[int, ...]) -> None:
-    if len(ids) < 2:
-        raise click.UsageError("--ignore needs at least two ids")
+def _decide(store: Store, flag: str, ids: tuple[int, ...]) -> None:
+    """Remember, or take back, a review decision about IDS."""
+    if len(ids) < (1 if flag == "--unkeep" else 2):
+        raise click.UsageError(f"{flag} needs at least {1 if flag == '--unkeep' else 2} id(s)")
     records = store.catalog.records(ids)
     missing = sorted(set(ids) - set(records))
     if missing:
         raise DomainError(f"no image with id {missing[0]} in the index")
-    added = store.catalog.ignore_pairs([r.content_hash for r in records.values()])
-    click.echo(f"{added} pair(s) remembered as not duplicates")
+    hashes = [r.content_hash for r in records.values()]
+    if flag == "--ignore":
+        click.echo(f"{store.catalog.ignore_pairs(hashes)} pair(s) remembered as not duplicates")
+    elif flag == "--unignore":
+        click.echo(f"{store.catalog.forget_ignored(hashes)} pair(s) may be duplicates again")
+    else:
+        click.echo(f"{store.catalog.forget_keepers(hashes)} chosen keeper(s) taken back")
 
 
 def _act(store: Store, plan: ActionPlan, action: ActionRequest) -> None:

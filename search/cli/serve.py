@@ -101,6 +101,7 @@ def serve(
         )
     sock = bind(host, port)
     state = ServerState(home, embedding, max_upload, max_pixels, allowed_hosts(host))
+    state.warm()  # the review's groups, found while the page loads
     quiet = current_settings(ctx).quiet
     logging = {
         **LOGGING_CONFIG,

@@ -129,10 +129,15 @@ def _respecting(chosen: set[str], choose: Chooser) -> Chooser:
 def _looks(
     store: Store, by_hash: dict[str, list[ImageRecord]], edges: Sequence[Edge], steps: Steps
 ) -> Callable[[ImageRecord], Look | None]:
-    """The keeper's look at every file of a near group, made at once (in parallel, cached in
-    the catalog by content) rather than group by group."""
+    """The keeper's look at every file of a group, made at once (in parallel, once per
+    content, cached in the catalog by content) rather than file by file."""
     paired = {i for e in edges for i in (e.a, e.b)}
-    wanted = [r for files in by_hash.values() if any(f.id in paired for f in files) for r in files]
+    wanted = [
+        r
+        for files in by_hash.values()
+        if len(files) > 1 or any(f.id in paired for f in files)
+        for r in files
+    ]
     found, _ = per_content(store, LOOKS, wanted, steps)
     known = {r.id for r in wanted}
 

@@ -174,28 +174,50 @@ def region_likeness(whole: Features, holder: Features) -> NDArray[np.float32]:
 
 def verify(a: Features, b: Features, mirrored: bool = False) -> Verification:
     """Whether a similarity transform maps enough of a's keypoints onto b's."""
+    return judge(fit(a, b), a, b, mirrored)
+
+
+def judge(found: Fit | None, a: Features, b: Features, mirrored: bool = False) -> Verification:
+    """What a fit between a and b (b: the mirror image when `mirrored`) amounts to."""
+    if found is None:
+        return NO_MATCH
+    scale = float(np.sqrt(abs(np.linalg.det(found.transform[:, :2]))))
+    if not 1 / MAX_SCALE < scale < MAX_SCALE:
+        return NO_MATCH
+    # SIFT repeats a point at several orientations: count distinct places, in both images.
+    distinct = min(_places(found.src), _places(found.dst))
+    return Verification(
+        distinct, _coverage(found.src, a.shape), _coverage(found.dst, b.shape), scale, mirrored
+    )
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The transform RANSAC found from a's frame to b's, and the keypoints that agree with it."""
+
+    src: NDArray[np.float32]  # (n, 2) inliers in a's frame
+    dst: NDArray[np.float32]  # (n, 2) where they are in b's
+    transform: NDArray[np.float64]  # 2 x 3: a's frame to b's
+
+
+def fit(a: Features, b: Features) -> Fit | None:
+    """The similarity transform that maps most of a's matched keypoints onto b's, or None when
+    there are too few matches to verify."""
     cv2 = opencv()
 
     if len(a.descriptors) < 4 or len(b.descriptors) < 4:
-        return NO_MATCH
+        return None
     query, train = matches(a.descriptors, b.descriptors)
     if len(query) < max(4, MIN_INLIERS):  # too few to verify, whatever RANSAC keeps
-        return NO_MATCH
+        return None
     src, dst = a.points[query], b.points[train]
     transform, inliers = cv2.estimateAffinePartial2D(
         src, dst, method=cv2.RANSAC, ransacReprojThreshold=5.0, maxIters=2000
     )
     if transform is None or inliers is None:
-        return NO_MATCH
-    scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
-    if not 1 / MAX_SCALE < scale < MAX_SCALE:
-        return NO_MATCH
+        return None
     keep = inliers.ravel().astype(bool)
-    # SIFT repeats a point at several orientations: count distinct places, in both images.
-    distinct = min(_places(src[keep]), _places(dst[keep]))
-    return Verification(
-        distinct, _coverage(src[keep], a.shape), _coverage(dst[keep], b.shape), scale, mirrored
-    )
+    return Fit(src[keep], dst[keep], np.asarray(transform, dtype=np.float64))
 
 
 def matches(

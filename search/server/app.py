@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 import tempfile
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -27,8 +26,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from indexer.errors import UnreadableImage
 from search import render
 from search.query import QueryOptions, QueryResult, by_id, by_images, by_path
+from search.server.compare import add_compare
 from search.server.review import add_review
-from search.server.state import THUMBNAIL_CACHE_BYTES, ServerState
+from search.server.state import THUMBNAIL_CACHE_BYTES, ServerState, check_servable
 from search.thumbnails import TooManyPixels, jpeg_thumbnail
 from store import ImageRecord, ImgsearchError, IndexNotFound, InvalidOption, ItemNotFound, Store
 
@@ -128,11 +128,12 @@ def create_app(state: ServerState) -> FastAPI:
             record = store.catalog.records([image_id]).get(image_id)
         if record is None:
             raise HTTPException(404, f"no image with id {image_id} in the index")
-        _check_servable(record)
+        check_servable(record)
         data = _thumbnail(state, record, size)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=60"})
 
     add_review(app, state)
+    add_compare(app, state)
     return app
 
 
@@ -226,19 +227,6 @@ def _same_site(hosts: tuple[str, ...]) -> Callable[..., Awaitable[Response]]:
         return await call_next(request)
 
     return middleware
-
-
-def _check_servable(record: ImageRecord) -> None:
-    """Only the very file that was indexed: at its real path (no folder on the way replaced by
-    a link since), not a symlink now, same size and mtime."""
-    try:
-        st = os.lstat(record.path)
-    except OSError as exc:
-        raise HTTPException(404, f"{record.path}: no longer on disk") from exc
-    same = (st.st_size, st.st_mtime_ns) == (record.size, record.mtime_ns)
-    moved = os.path.realpath(record.path) != record.path  # files are indexed at real paths
-    if not stat.S_ISREG(st.st_mode) or not same or moved:
-        raise HTTPException(409, f"{record.path}: changed since it was indexed; index it again")
 
 
 def _thumbnail(state: ServerState, record: ImageRecord, size: int) -> bytes:

@@ -22,12 +22,14 @@ from search.actions.plan import (
     plan_actions,
     undo,
 )
-from search.copies.dupes import DupeOptions, Found, find_duplicates
+from search.copies.dupes import Found
 from search.keeper.policy import DEFAULT_KEEP, KEEP_HELP, parse_keep
 from search.records import DuplicateGroup
+from search.server.listing import GroupFilter, Sort, listed
 from search.server.state import ServerState
 from store import DEFAULT_WAIT, Store, exclusive_writer
 
+ACTED = ("move", "trash", "delete", "symlink", "replace")  # a journal line that touched a file
 # What journal_path names a journal (and nothing longer than a file name may be).
 _JOURNAL_NAME = re.compile(r"[\w.-]{1,200}\.jsonl")
 
@@ -44,12 +46,25 @@ class Act(BaseModel):
     dest: str | None = Field(None, description="With move: the folder to move copies under.")
 
 
+class Only(BaseModel):
+    """Which groups: as GET /api/dupes filters them."""
+
+    kind: Literal["exact", "near"] | None = None
+    folder: str | None = None
+    min_score: float | None = Field(None, ge=-2, le=2)
+    reviewed: bool | None = None
+
+    def filter(self) -> GroupFilter:
+        return GroupFilter(self.kind, self.folder, self.min_score, self.reviewed)
+
+
 class ApplyAll(BaseModel):
-    """Act on every remaining group with its default keeper."""
+    """Act on every group the filter covers, each with its default keeper."""
 
     action: Literal["move", "trash", "delete"] = "trash"
     dest: str | None = None
     dry_run: bool = True
+    only: Only = Field(default_factory=lambda: Only(min_score=None))
 
 
 def add_review(app: FastAPI, state: ServerState) -> None:
@@ -58,13 +73,26 @@ def add_review(app: FastAPI, state: ServerState) -> None:
         threshold: Annotated[float | None, Query(ge=0, le=1)] = None,
         keep: Annotated[str, Query(description=KEEP_HELP)] = DEFAULT_KEEP,
         exact_only: bool = False,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        sort: Annotated[Sort, Query(description="found, space, score or folder")] = "found",
+        kind: Literal["exact", "near"] | None = None,
+        folder: str | None = None,
+        min_score: Annotated[float | None, Query(ge=-2, le=2)] = None,
+        reviewed: bool | None = None,
     ) -> dict[str, Any]:
-        """Duplicate groups, each with the copy to keep and why; cached for the catalog's
-        generation, so reopening the review is instant."""
+        """A page of duplicate groups (`offset`, `limit`; `total` of the filter), each with the
+        copy to keep and why. Found once per catalog state and kept, so a page is instant."""
         found = _find(state, threshold, keep, exact_only)
+        only = GroupFilter(kind, folder, min_score, reviewed)
+        groups = listed(found.groups, only, sort)
+        page = dataclasses.replace(found, groups=groups[offset : offset + limit])
         return {
-            **render.dupes_json(found, parse_keep(keep).name),
-            "freed_bytes_if_all": sum(m.record.size for g in found.groups for m in g.members),
+            **render.dupes_json(page, parse_keep(keep).name),
+            "total": len(groups),
+            "offset": offset,
+            "limit": limit,
+            "freed_bytes_if_all": sum(m.record.size for g in groups for m in g.members),
         }
 
     @app.post("/api/dupes/keep")
@@ -91,20 +119,22 @@ def add_review(app: FastAPI, state: ServerState) -> None:
 
     @app.post("/api/dupes/apply-default")
     def apply_default(request: ApplyAll) -> dict[str, Any]:
-        """Every remaining group with its default keeper: a preview unless dry_run is false."""
+        """Every group the filter covers, with its default keeper: a preview unless dry_run is
+        false. The preview lists exactly the files the act then acts on."""
         found = _find(state, None, DEFAULT_KEEP, False)
+        groups = listed(found.groups, request.only.filter(), "found")
         if request.dry_run:
             dest = Path(request.dest) if request.dest else None
             with state.current() as store:
                 folders = store.meta.indexed_folders
-            plan = plan_actions(found.groups, request.action, dest, folders)
+            plan = plan_actions(groups, request.action, dest, folders)
             return {
                 "dry_run": True,
                 "files": [a.source for a in plan.actions],
                 "freed_bytes": plan.freed_bytes,
                 "left_alone": plan.skipped,
             }
-        return _apply(state, found.groups, request.action, request.dest)
+        return _apply(state, groups, request.action, request.dest)
 
     @app.post("/api/dupes/ignore")
     def ignore(ids: list[int]) -> dict[str, int]:
@@ -119,6 +149,42 @@ def add_review(app: FastAPI, state: ServerState) -> None:
                 "remembered": store.catalog.ignore_pairs([r.content_hash for r in records.values()])
             }
 
+    @app.post("/api/dupes/unignore")
+    def unignore(ids: list[int]) -> dict[str, int]:
+        """Take "not duplicates" back for every pair among these images."""
+        with Store.writer(state.home, wait=DEFAULT_WAIT) as store:
+            records = store.catalog.records(ids)
+            if len(records) != len(set(ids)) or len(records) < 2:
+                raise HTTPException(400, "give at least two ids of indexed images")
+            hashes = [r.content_hash for r in records.values()]
+            return {"taken_back": store.catalog.forget_ignored(hashes)}
+
+    @app.post("/api/dupes/unkeep")
+    def unkeep(image_id: Annotated[int, Body(embed=True, alias="id")]) -> dict[str, int]:
+        """Take back the keeper a person chose for this image's content: the policy decides."""
+        with Store.writer(state.home, wait=DEFAULT_WAIT) as store:
+            record = store.catalog.records([image_id]).get(image_id)
+            if record is None:
+                raise HTTPException(404, f"no image with id {image_id} in the index")
+            return {"taken_back": store.catalog.forget_keepers([record.content_hash])}
+
+    @app.get("/api/decisions")
+    def decisions() -> dict[str, Any]:
+        """What people decided in review, each shown by one indexed file of its content:
+        the keepers chosen and the pairs marked "not duplicates" (each can be taken back)."""
+        with state.current() as store:
+            pairs = store.catalog.ignored_pairs()
+            kept = store.catalog.chosen_keepers()
+            files = store.catalog.records_of_contents({h for p in pairs for h in p} | kept)
+        return {
+            "keepers": [render.record_json(files[h]) for h in sorted(kept) if h in files],
+            "not_duplicates": [
+                [render.record_json(files[a]), render.record_json(files[b])]
+                for a, b in sorted(pairs)
+                if a in files and b in files
+            ],
+        }
+
     @app.get("/api/journals")
     def journals() -> list[dict[str, Any]]:
         """The actions taken in this home, newest first, and whether each was undone."""
@@ -129,7 +195,7 @@ def add_review(app: FastAPI, state: ServerState) -> None:
                 header, entries, _, undone = read_journal(path)
             except Exception:
                 continue
-            files = [e for e in entries if e.get("kind") != "mkdir" and not e.get("intent")]
+            files = [e for e in entries if e.get("kind") in ACTED and not e.get("intent")]
             found.append(
                 {
                     "journal": path.name,
@@ -158,9 +224,7 @@ def add_review(app: FastAPI, state: ServerState) -> None:
 
 
 def _find(state: ServerState, threshold: float | None, keep: str, exact_only: bool) -> Found:
-    policy = parse_keep(keep)  # InvalidOption: 422
-    with state.current() as store:
-        return find_duplicates(store, DupeOptions(threshold, None, exact_only, policy))
+    return state.groups(threshold, keep, exact_only)
 
 
 def _group_of(state: ServerState, image_id: int, shown: list[int] | None) -> DuplicateGroup:

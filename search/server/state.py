@@ -4,6 +4,7 @@ catalog, the model once loaded, the thumbnail cache and the limits."""
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -12,8 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastapi import HTTPException
+
 from indexer.options import ModelOptions
-from store import Store
+from search.copies.dupes import Found
+from search.keeper.policy import DEFAULT_KEEP
+from search.server.listing import FoundCache
+from store import ImageRecord, Store
 
 DEFAULT_MAX_UPLOAD = 20 << 20  # bytes
 THUMBNAIL_CACHE_BYTES = 64 << 20
@@ -82,6 +88,7 @@ class ServerState:
     thumbnails: OrderedDict[tuple[int, int, int, int], bytes] = field(default_factory=OrderedDict)
     thumbnail_bytes: int = 0
     budget: PixelBudget = field(default_factory=lambda: PixelBudget(2 * SERVE_MAX_PIXELS))
+    found: FoundCache = field(default_factory=FoundCache)  # the review's groups, kept
     _folders: tuple[int, list[str]] | None = None
 
     def folders(self, store: Store) -> list[str]:
@@ -93,6 +100,29 @@ class ServerState:
             self._folders = (generation, sorted({os.path.dirname(p) for p in paths}))
         return self._folders[1]
 
+    def groups(self, threshold: float | None, keep: str, exact_only: bool) -> Found:
+        """The review's duplicate groups for the catalog as it is: kept from the last find
+        while nothing changed, else found again with a store of its own, so that the other
+        requests (search, browse, thumbnails) go on meanwhile."""
+        with self.current() as store:
+            found = self.found.cached(store, threshold, keep, exact_only)
+        if found is not None:
+            return found
+        with Store.open(self.home) as own:
+            return self.found.find(own, threshold, keep, exact_only)
+
+    def warm(self) -> threading.Thread:
+        """Find the groups with the default options in the background, so the review's
+        first page is there when it is asked for (`serve` starts it)."""
+
+        def run() -> None:
+            with suppress(Exception):  # a request will find them again and say what failed
+                self.groups(None, DEFAULT_KEEP, False)
+
+        thread = threading.Thread(target=run, name="find-duplicates", daemon=True)
+        thread.start()
+        return thread
+
     @contextmanager
     def current(self) -> Iterator[Store]:
         """The store, up to date with the catalog; one request at a time."""
@@ -103,3 +133,16 @@ class ServerState:
             if self.store is None:
                 self.store = Store.open(self.home)
             yield self.store
+
+
+def check_servable(record: ImageRecord) -> None:
+    """Only the very file that was indexed: at its real path (no folder on the way replaced by
+    a link since), not a symlink now, same size and mtime."""
+    try:
+        st = os.lstat(record.path)
+    except OSError as exc:
+        raise HTTPException(404, f"{record.path}: no longer on disk") from exc
+    same = (st.st_size, st.st_mtime_ns) == (record.size, record.mtime_ns)
+    moved = os.path.realpath(record.path) != record.path  # files are indexed at real paths
+    if not stat.S_ISREG(st.st_mode) or not same or moved:
+        raise HTTPException(409, f"{record.path}: changed since it was indexed; index it again")
