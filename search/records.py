@@ -51,7 +51,9 @@ class Member:
     record: ImageRecord
     score: float  # copy score to the keeper (1.0: the same bytes)
     cosine: float  # cosine of the stored vectors to the keeper's (1.0: the same bytes)
-    how: str  # "same bytes", "score", "verified", "via #ID" (reached through another member)
+    # "same bytes", "score", "verified", or "via #ID": found through member ID (score: of that
+    # pair), and verified against the keeper itself when `inliers` is given
+    how: str
     inliers: int | None = None  # verified pairs: matched keypoints
 
 

@@ -156,7 +156,8 @@ def api_page(schema: dict[str, Any]) -> str:
 
 def file_json(record: ImageRecord, found: Found) -> dict[str, Any]:
     """A file of a duplicate group: the catalog's row and the file's format."""
-    return {**record_json(record), "format": found.format_of(record)}
+    sets = {"set": found.sets.set_of(record.path)} if found.sets.across else {}
+    return {**record_json(record), "format": found.format_of(record), **sets}
 
 
 def dupes_json(found: Found, keep: str) -> dict[str, Any]:
@@ -223,6 +224,9 @@ def link_text(member: Member, mode: str) -> str:
     link = f"{name} {member.score:.3f}"
     if member.how == "verified":
         return f"{link}, verified: {member.inliers} keypoints" if member.inliers else link
+    if member.how.startswith("via #"):  # verified against the kept file, found through another
+        checked = f"verified: {member.inliers} keypoints; " if member.inliers else ""
+        return f"{checked}reached {member.how} ({name} {member.score:.3f} to it)"
     return link if member.how == "score" else f"{link}, {member.how}"
 
 

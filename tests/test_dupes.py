@@ -60,16 +60,49 @@ def test_chains_split_around_keepers() -> None:
     assert [(g.keep.id, [m.record.id for m in g.members]) for g in groups] == [(1, [2]), (3, [4])]
 
 
-def test_verified_pairs_carry_membership_through_a_member() -> None:
+def test_a_chain_joins_only_what_verifies_against_the_keeper_itself() -> None:
     from search.records import Verification
 
     records = [ImageRecord(i, f"/p/{i}.jpg", 100 - i, 0, f"h{i}", 10, 10) for i in range(1, 4)]
-    seen = Verification(40, 0.5, 0.9, 1.0, False)
-    # 1 ~ 2 by score, 2 ~ 3 verified: 3 shares content with 2, which copies 1.
-    edges = [Edge(1, 2, 0.9, 0.9, 0, None), Edge(2, 3, 0.3, 0.6, 0, seen)]
-    (group,) = build_groups(records, edges, set(), LARGEST.chooser())
+    part = Verification(40, 0.1, 0.9, 1.0, False)  # 2's keypoints cover a tenth of it: a part
+    # 1 ~ 2 by score, 2 ~ 3 verified on a part: 3 joins 1's group only if 1 ~ 3 verifies too.
+    edges = [Edge(1, 2, 0.9, 0.9, 0, None), Edge(2, 3, 0.3, 0.6, 0, part)]
+    (group,) = build_groups(records, edges, set(), LARGEST.chooser(), lambda a, b: part)
     assert group.keep.id == 1
+    assert [(m.record.id, m.how, m.inliers) for m in group.members] == [
+        (2, "score", None),
+        (3, "via #2", 40),
+    ]
+    assert any({e.a, e.b} == {1, 3} for e in group.edges)  # the direct check is kept
+    refused = build_groups(records, edges, set(), LARGEST.chooser(), lambda a, b: None)
+    assert [(g.keep.id, [m.record.id for m in g.members]) for g in refused] == [(1, [2])]
+    ignored = {("h1", "h3")}  # "not duplicates": never joined, even when it verifies
+    (alone,) = build_groups(records, edges, ignored, LARGEST.chooser(), lambda a, b: part)
+    assert [m.record.id for m in alone.members] == [2]
+    # Two steps that are each one whole picture (most of both frames) carry on unchecked.
+    whole = Verification(40, 0.7, 0.8, 1.0, False)
+    chain = [Edge(1, 2, 0.9, 0.9, 0, None), Edge(2, 3, 0.3, 0.6, 0, whole)]
+    (group,) = build_groups(records, chain, set(), LARGEST.chooser(), lambda a, b: None)
     assert [(m.record.id, m.how) for m in group.members] == [(2, "score"), (3, "via #2")]
+
+
+def test_two_pictures_on_one_background_never_share_a_group() -> None:
+    """A (1) and B (4) are different photos; A' (2) and B' (3) are each pasted on the same
+    background, so A' and B' verify against each other through it. The group of A holds A',
+    the group of B' holds B: no group holds both originals."""
+    from search.records import Verification
+
+    records = [ImageRecord(i, f"/p/{i}.jpg", 100 - i, 0, f"h{i}", 10, 10) for i in range(1, 5)]
+    seen = Verification(40, 0.1, 0.9, 1.0, False)
+    edges = [Edge(1, 2, 0.5, 0.6, 0, seen), Edge(2, 3, 0.6, 0.7, 0, seen),
+             Edge(3, 4, 0.5, 0.6, 0, seen)]  # fmt: skip
+    same = {frozenset((1, 2)), frozenset((2, 3)), frozenset((3, 4))}
+
+    def confirm(a: ImageRecord, b: ImageRecord) -> Verification | None:
+        return seen if frozenset((a.id, b.id)) in same else Verification(3, 0, 0, 1, False)
+
+    groups = build_groups(records, edges, set(), LARGEST.chooser(), confirm)
+    assert [(g.keep.id, [m.record.id for m in g.members]) for g in groups] == [(1, [2]), (3, [4])]
 
 
 def test_groups_are_disjoint_when_exact_and_near_copies_overlap(tmp_path: Path) -> None:

@@ -101,3 +101,48 @@ def test_same_bytes_and_copies_that_cannot_be_told_apart(tmp_path: Path) -> None
     ImageOps.mirror(image).save(mirror, quality=90)
     _, why = choose_best([record(first, 1), record(mirror, 3)], [])
     assert "either could be kept" in why
+
+
+def test_a_lossless_save_of_a_turned_lossy_webp_does_not_beat_it(tmp_path: Path) -> None:
+    """The WebP is the original; a PNG made from it and turned a quarter holds no more than
+    it (issue 26: "lossless PNG vs lossy WEBP" won)."""
+    image = Image.open(EXAMPLES / "coffee.jpg").convert("RGB")
+    original, turned = tmp_path / "coffee.webp", tmp_path / "coffee-turned.png"
+    image.save(original, quality=80)
+    with Image.open(original) as decoded:
+        decoded.convert("RGB").transpose(Image.Transpose.ROTATE_90).save(turned)
+    os.utime(original, (2_000_000_000, 2_000_000_000))  # the copy is older
+    os.utime(turned, (1_000_000_000, 1_000_000_000))
+    a, b = record(original, 1), record(turned, 2)
+    check = verify(features_of(a.path), features_of(b.path))
+    assert check.verified
+    kept, reason = choose_best([b, a], [Edge(1, 2, 0.5, 0.9, 0, check)])
+    assert kept.path == a.path and "same pixels in a smaller file" in reason, reason
+    # A turned copy that is not the same pixels (a re-encode) is no lossless save of it.
+    from search.keeper.look import look_at_path, turned_same
+
+    reencoded = tmp_path / "turned.jpg"
+    image.transpose(Image.Transpose.ROTATE_90).save(reencoded, quality=70)
+    webp, png, jpeg = (look_at_path(str(p)) for p in (original, turned, reencoded))
+    assert webp and png and jpeg
+    assert turned_same(webp, png) == 1 and turned_same(webp, jpeg) is None
+
+
+@pytest.mark.parametrize("edit", ["brightness", "blur"])
+def test_an_edited_lossless_copy_of_a_lossy_webp_does_not_win_as_lossless(
+    edit: str, tmp_path: Path
+) -> None:
+    """Issue 26: a brightened or blurred copy saved as PNG from a lossy WebP original won on
+    "lossless PNG vs lossy WEBP"; what the edit did decides first."""
+    make, _, word = CASES[edit]
+    image = Image.open(EXAMPLES / "coffee.jpg").convert("RGB")
+    original, copy = tmp_path / "coffee.webp", tmp_path / f"{edit}.png"
+    image.save(original, quality=80)
+    with Image.open(original) as decoded:
+        make(decoded.convert("RGB")).save(copy)
+    os.utime(original, (2_000_000_000, 2_000_000_000))
+    os.utime(copy, (1_000_000_000, 1_000_000_000))
+    a, b = record(original, 1), record(copy, 2)
+    check = verify(features_of(a.path), features_of(b.path))
+    kept, reason = choose_best([b, a], [Edge(1, 2, 0.5, 0.9, 0, check if check.verified else None)])
+    assert kept.path == a.path and word in reason, reason

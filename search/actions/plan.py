@@ -38,6 +38,7 @@ from search.actions.journal import (
 from search.actions.safety import KeeperCheck, Kept, check_destination
 from search.actions.trash import restore_from_trash, send_to_trash
 from search.records import DuplicateGroup, Member
+from search.sets import NO_SETS, Sets
 from store import DEFAULT_WAIT, ImageRecord, Store
 
 ActionKind = Literal["move", "symlink", "trash", "delete"]
@@ -87,9 +88,11 @@ def plan_actions(
     kind: ActionKind,
     dest: Path | None,
     folders: Sequence[str] = (),
+    sets: Sets = NO_SETS,
 ) -> ActionPlan:
     """What acting on the non-keepers would do; changes nothing. `folders`: the indexed
-    folders, where copies are never moved to. Raises ActionError for a destination that is no
+    folders, where copies are never moved to; `sets`: files in reference folders (and outside
+    the sets after the first) are left alone. Raises ActionError for a destination that is no
     place for them."""
     keepers = {g.keep.id for g in groups}
     records: list[tuple[ImageRecord, Kept]] = []
@@ -108,7 +111,7 @@ def plan_actions(
     skipped: list[tuple[str, str]] = []
     check = KeeperCheck()
     for record, kept in records:
-        why = _why_not(record) or check.fault(kept, record.path)
+        why = sets.untouchable(record.path) or _why_not(record) or check.fault(kept, record.path)
         target = None
         if why is None and dest is not None and kind in ("move", "symlink"):
             target = str(dest / os.path.relpath(record.path, root))

@@ -34,6 +34,7 @@ from search.cli.common import (
 from search.copies.dupes import DupeOptions, find_duplicates
 from search.keeper.policy import DEFAULT_KEEP, KEEP_HELP, KeepPolicy, parse_keep
 from search.report import write_csv, write_html
+from search.sets import Sets
 from store import DEFAULT_WAIT, ImgsearchError, Store, exclusive_writer
 
 
@@ -176,6 +177,31 @@ action_options = option_group(
 )
 
 
+def _sets(keep_in: tuple[Path, ...], across: tuple[Path, ...]) -> Sets:
+    if len(across) == 1:
+        raise click.UsageError("--across compares sets: give it at least twice")
+    return Sets.of([str(f) for f in keep_in], [str(f) for f in across])
+
+
+sets_options = option_group(
+    "sets",
+    _sets,
+    click.option(
+        "--keep-in",
+        multiple=True,
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help="A reference folder (repeatable): its files are kept and never acted on.",
+    ),
+    click.option(
+        "--across",
+        multiple=True,
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help="Only copies across these sets (give it twice or more, the reference first, "
+        "e.g. train/ then test/); actions touch only the sets after the first.",
+    ),
+)
+
+
 def opened(home: Path, write: bool) -> Store:
     """The store, for writing when `write` (waiting for the writer lock, with a notice)."""
     return Store.writer(home, wait=DEFAULT_WAIT) if write else Store.open(home)
@@ -191,6 +217,7 @@ def opened(home: Path, write: bool) -> Store:
     help="Take back the keeper chosen in review for IDS: the --keep policy decides again.",
 )
 @finding_options
+@sets_options
 @output_options
 @action_options
 @model_options
@@ -203,6 +230,7 @@ def dupes(
     unignore: bool,
     unkeep: bool,
     finding: DupeOptions,
+    sets: Sets,
     outputs: Outputs,
     action: ActionRequest | None,
     embedding: ModelOptions,
@@ -217,6 +245,8 @@ def dupes(
     imgsearch dupes --json > plan.json           (edit keepers, then: imgsearch apply plan.json)
     imgsearch dupes --ignore 12 57               (12 and 57 are not duplicates)
     imgsearch dupes --unignore 12 57             (take it back)
+    imgsearch dupes --keep-in ~/Pictures/originals --trash
+    imgsearch dupes --across data/train --across data/test   (test images leaked from train)
     """
     decision = [name for name, on in (("--ignore", ignore), ("--unignore", unignore),
                                       ("--unkeep", unkeep)) if on]  # fmt: skip
@@ -231,7 +261,7 @@ def dupes(
             _decide(store, decision[0], ids)
             return
         store.index.use_device(embedding.compute.device)
-        options = dataclasses.replace(finding, embedding=embedding)
+        options = dataclasses.replace(finding, embedding=embedding, sets=sets)
         from search.progress import TqdmSteps  # tqdm: only when duplicates are looked for
 
         quiet = current_settings(ctx).quiet
@@ -249,7 +279,8 @@ def dupes(
             click.echo(render.dupes_text(found, keep))
         if action:
             folders = store.meta.indexed_folders
-            _act(store, plan_actions(found.groups, action.kind, action.dest, folders), action)
+            plan = plan_actions(found.groups, action.kind, action.dest, folders, sets)
+            _act(store, plan, action)
 
 
 def _decide(store: Store, flag: str, ids: tuple[int, ...]) -> None:
@@ -307,10 +338,13 @@ def _freed(kind: ActionKind, size: int, verb: str) -> str:
 
 @click.command("apply")
 @click.argument("plan_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@sets_options
 @action_options
 @click.pass_context
 @domain_errors
-def apply_command(ctx: click.Context, plan_file: Path, action: ActionRequest | None) -> None:
+def apply_command(
+    ctx: click.Context, plan_file: Path, sets: Sets, action: ActionRequest | None
+) -> None:
     """Act on the groups of a plan file: `dupes --json` output, keepers possibly edited (put
     another member's id as `keep`). A dry run unless --yes.
 
@@ -325,7 +359,7 @@ def apply_command(ctx: click.Context, plan_file: Path, action: ActionRequest | N
     with opened(home, action.yes) as store:
         groups = groups_from_plan(store, plan_file)
         folders = store.meta.indexed_folders
-        _act(store, plan_actions(groups, action.kind, action.dest, folders), action)
+        _act(store, plan_actions(groups, action.kind, action.dest, folders, sets), action)
 
 
 @click.command("undo")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from pathlib import Path
 
 import click
 
@@ -67,6 +68,12 @@ def bind(host: str, port: int) -> socket.socket:
     show_default=True,
     help="Refuse larger uploads and thumbnails from their header.",
 )
+@click.option(
+    "--keep-in",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A reference folder for the review (repeatable): its files are kept, never acted on.",
+)
 @model_options
 @click.pass_context
 @domain_errors
@@ -76,6 +83,7 @@ def serve(
     port: int,
     max_upload: int,
     max_pixels: int,
+    keep_in: tuple[Path, ...],
     embedding: ModelOptions,
 ) -> None:
     """Serve the index: a web page to search, browse and review duplicates, and a JSON API
@@ -91,6 +99,7 @@ def serve(
 
     from search.server.app import create_app
     from search.server.state import ServerState
+    from search.sets import Sets
     from store import Store
 
     home = current_settings(ctx).home
@@ -101,6 +110,7 @@ def serve(
         )
     sock = bind(host, port)
     state = ServerState(home, embedding, max_upload, max_pixels, allowed_hosts(host))
+    state.sets = Sets.of([str(f) for f in keep_in])
     state.warm()  # the review's groups, found while the page loads
     quiet = current_settings(ctx).quiet
     logging = {

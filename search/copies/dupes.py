@@ -24,12 +24,14 @@ from indexer.options import ModelOptions
 from indexer.spec import resolve_model
 from search.copies.candidates import Descriptors, find_candidates
 from search.copies.decide import Decided, Thresholds, decide
+from search.copies.explain import confirm_pair
 from search.copies.groups import build_groups
 from search.copies.verify import FEATURES_VERSION
 from search.keeper.look import LOOKS, Look, format_of, look_at
 from search.keeper.policy import DEFAULT_KEEP, KeepPolicy, parse_keep
 from search.per_content import per_content, per_contents
 from search.records import Chooser, DuplicateGroup, Edge, Member, Verification
+from search.sets import Sets, preferring_reference
 from search.steps import SILENT, Steps
 from store import ImageRecord, Store
 
@@ -47,6 +49,7 @@ class DupeOptions:
     rotations: bool = False  # also copies turned by 90/180/270 degrees (runs the model)
     verify: bool = True  # copy mode: verify the uncertain band with local features
     embedding: ModelOptions = field(default_factory=ModelOptions)
+    sets: Sets = field(default_factory=Sets)  # reference folders, sets compared across
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class Found:
     feature_seconds: float = 0.0  # reading images again and extracting their local features
     verify_seconds: float = 0.0  # matching and RANSAC over the `checked` pairs
     formats: dict[int, str] = field(default_factory=dict)  # each grouped file's format, by id
+    sets: Sets = field(default_factory=Sets)  # as the options gave them
 
     def format_of(self, record: ImageRecord) -> str:
         return self.formats.get(record.id, "?")
@@ -96,9 +100,14 @@ def find_duplicates(
     similarity = _similarity(store, representatives) if edges else None
     looks = _looks(store, by_hash, edges, steps) if options.keep.key is None else look_at
     choose = _respecting(store.catalog.chosen_keepers(), options.keep.chooser(similarity, looks))
-    groups = build_groups(records, edges, store.catalog.ignored_pairs(), choose)
+    choose = preferring_reference(options.sets, choose)
+    confirm = confirm_pair if mode == "copies" else None
+    groups = build_groups(records, edges, store.catalog.ignored_pairs(), choose, confirm)
+    groups = [g for g in groups if options.sets.covers(g)]
     formats = _formats(groups, looks if options.keep.key is None else None)
-    return Found(mode, threshold, groups, calibrated, checked, cached, *seconds, formats)
+    return Found(
+        mode, threshold, groups, calibrated, checked, cached, *seconds, formats, options.sets
+    )
 
 
 def _formats(

@@ -24,6 +24,7 @@ from search.copies.verify import (
     judge,
 )
 from search.records import Verification
+from store import ImageRecord
 
 Point = tuple[float, float]  # (x, y), fractions of an image's width and height
 WHOLE: Box = (0.0, 0.0, 1.0, 1.0)
@@ -55,6 +56,15 @@ def explain(path_a: str, path_b: str) -> Explained:
         tries.append(_attempt(features_of(path_a, box), whole_b, box, WHOLE, mirrored=False))
     verified = [t for t in tries if t.check.verified]
     return max(verified or tries, key=lambda t: t.check.inliers)
+
+
+def confirm_pair(a: ImageRecord, b: ImageRecord) -> Verification | None:
+    """A pair checked directly, as `dupes` checks one (groups.py's `confirm`): None when
+    either file cannot be read."""
+    try:
+        return explain(a.path, b.path).check
+    except Exception:  # PIL and OpenCV raise many kinds for a changed or broken file
+        return None
 
 
 def _attempt(a: Features, b: Features, box_a: Box, box_b: Box, mirrored: bool) -> Explained:
@@ -93,4 +103,4 @@ def _fractions(
     return [(round(float(p), 4), round(float(q), 4)) for p, q in zip(x, y, strict=True)]
 
 
-__all__ = ["Explained", "explain"]
+__all__ = ["Explained", "confirm_pair", "explain"]

@@ -2,20 +2,28 @@
 
 Nodes are contents (byte-identical files are one node). Accepted copy pairs link contents; each
 connected set is split around keepers so that chains cannot glue far images together: the best
-content of the set (by the keeper policy) keeps every content that matches *it* directly, plus
-those reached from its members through geometrically verified pairs (verified content sharing
-is transitive: a corner crop of a centre crop is a crop of the original); the rest is grouped
-again the same way. Every file is in at most one group, and the kept file is never a member.
+content of the set (by the keeper policy) keeps every content that matches *it* directly. A
+content reached only through a member's verified pair joins when both steps are one whole
+picture (each pair's keypoints cover most of both images: a q10 copy of a blurred copy), or
+else only when it verifies against the kept file itself (`confirm`: a corner crop of a centre
+crop): two pictures pasted on one background verify against each other through the
+background, and a chain through that part would put two different photos in one group. The
+rest is grouped again the same way. Every file is in at most one group, and the kept file is never a
+member.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
-from search.records import Chooser, DuplicateGroup, Edge, Member
+from search.records import Chooser, DuplicateGroup, Edge, Member, Verification
 from store import ImageRecord
+
+# Verifies two files against each other (as `dupes` checks a pair); None: cannot be read.
+Confirm = Callable[[ImageRecord, ImageRecord], Verification | None]
 
 
 def build_groups(
@@ -23,8 +31,10 @@ def build_groups(
     edges: Sequence[Edge],
     ignored: set[tuple[str, str]],
     choose: Chooser,
+    confirm: Confirm | None = None,
 ) -> list[DuplicateGroup]:
-    """Disjoint groups: exact ones (one content, several files) and near ones."""
+    """Disjoint groups: exact ones (one content, several files) and near ones. `confirm`
+    verifies a pair directly (None: what a chain reaches is left for a group of its own)."""
     by_hash: dict[str, list[ImageRecord]] = defaultdict(list)
     for record in records:
         by_hash[record.content_hash].append(record)
@@ -42,8 +52,9 @@ def build_groups(
     groups = [
         _exact(files, choose) for h, files in by_hash.items() if len(files) > 1 and not links.get(h)
     ]
+    star = _Star(links, by_hash, ignored, confirm)
     for component in _components(links):
-        groups += _split(component, links, by_hash, choose)
+        groups += _split(component, star, choose)
     # An order that a change of keeper leaves as it is (a review page walks it).
     groups.sort(key=lambda g: (g.kind != "exact", -len(g.members), min(r.path for r in g.files)))
     return groups
@@ -77,12 +88,41 @@ def _components(links: dict[str, dict[str, Edge]]) -> list[set[str]]:
     return found
 
 
-def _split(
-    component: set[str],
-    links: dict[str, dict[str, Edge]],
-    by_hash: dict[str, list[ImageRecord]],
-    choose: Chooser,
-) -> list[DuplicateGroup]:
+WHOLE = 0.4  # a verified pair whose keypoints cover this much of both images: one picture
+
+
+def whole(edge: Edge) -> bool:
+    """Whether a pair is one whole picture twice (a copy by its score, or verified over most
+    of both frames), not two pictures that share a part (a background, a pasted photo)."""
+    check = edge.check
+    return check is None or min(check.coverage_a, check.coverage_b) >= WHOLE
+
+
+@dataclass(frozen=True)
+class _Star:
+    """What a group is built from: the links between contents, their files, the pairs people
+    marked as not duplicates, and the direct check of a pair a chain reached."""
+
+    links: dict[str, dict[str, Edge]]
+    by_hash: dict[str, list[ImageRecord]]
+    ignored: set[tuple[str, str]]
+    confirm: Confirm | None
+
+    def direct(self, keep: ImageRecord, other: str, via: Edge) -> Edge | None:
+        """The pair of the kept file and content `other`, reached through `via`, when a check
+        against the kept file itself verifies it."""
+        pair = (min(keep.content_hash, other), max(keep.content_hash, other))
+        if self.confirm is None or pair in self.ignored:
+            return None
+        record = self.by_hash[other][0]
+        check = self.confirm(keep, record)
+        if check is None or not check.verified:
+            return None
+        return Edge(keep.id, record.id, via.score, via.cosine, via.angle, check)
+
+
+def _split(component: set[str], star: _Star, choose: Chooser) -> list[DuplicateGroup]:
+    links, by_hash = star.links, star.by_hash
     groups = []
     remaining = set(component)
     while len(remaining) > 1:
@@ -96,13 +136,23 @@ def _split(
             if h in remaining
         }
         frontier = list(reached)
-        while frontier:  # verified pairs carry membership on
+        tried: set[str] = set()
+        while frontier:  # verified pairs lead on: whole pictures, or checked against the keeper
             node = frontier.pop()
             for other, edge in links[node].items():
-                if other in remaining and other not in reached and edge.check is not None:
-                    via = by_hash[node][0].id
-                    reached[other] = (edge, f"via #{via}")
-                    frontier.append(other)
+                if other in remaining and other not in reached and other not in tried:
+                    if edge.check is None:
+                        continue
+                    via = f"via #{by_hash[node][0].id}"
+                    if whole(reached[node][0]) and whole(edge):
+                        reached[other] = (edge, via)
+                        frontier.append(other)
+                        continue
+                    tried.add(other)
+                    direct = star.direct(keep, other, edge)
+                    if direct is not None:
+                        reached[other] = (direct, via)
+                        frontier.append(other)
         if not reached and len(by_hash[keeper]) < 2:
             continue  # matches nothing left: it stays alone
         members = [Member(r, 1.0, 1.0, "same bytes") for r in by_hash[keeper] if r.id != keep.id]
@@ -115,7 +165,7 @@ def _split(
             for h in [keeper, *reached]
             for o, e in links[h].items()
             if o in reached or o == keeper
-        )
+        ) + tuple(e for e, how in reached.values() if how.startswith("via"))
         kind: Literal["exact", "near"] = "near" if reached else "exact"
         groups.append(DuplicateGroup(kind, keep, members, reason, tuple(dict.fromkeys(own))))
         remaining -= set(reached)

@@ -69,16 +69,53 @@ class Look:
 
 
 def same_pixels(a: Look, b: Look) -> bool:
-    """Whether two files show the same pixels (a lossless save of a JPEG, a pure re-tag)."""
+    """Whether two files show the same pixels (a lossless save of a JPEG, a pure re-tag), or
+    the same pixels turned by a multiple of 90 degrees (a lossless save of a turned copy: a PNG
+    made from a lossy WebP and turned)."""
     if a.pixels != b.pixels or not a.crop or len(a.crop) != len(b.crop):
         return False
+    if _apart(a.crop, b.crop) <= SAME_LEVELS and _apart(a.thumb, b.thumb) <= SAME_LEVELS:
+        return True
+    return turned_same(a, b) is not None
 
-    def apart(p: bytes, q: bytes) -> float:
-        x = np.frombuffer(p, dtype=np.uint8).astype(np.int16)
-        y = np.frombuffer(q, dtype=np.uint8).astype(np.int16)
-        return float(np.abs(x - y).max(initial=0))
 
-    return apart(a.crop, b.crop) <= 3 and apart(a.thumb, b.thumb) <= 3
+SAME_LEVELS = 3  # grey levels two decodings of the same pixels may differ by (rounding)
+_SQUARE = SAME_CROP * SAME_CROP * 3  # a full central crop: it turns onto itself
+_THUMB = 48
+
+
+def turned_same(a: Look, b: Look) -> int | None:
+    """The quarter turns (1-3) that make a's pixels b's, None when none does. The central
+    crops of a turned image are each other's turn up to a pixel of rounding in where the
+    centre falls, so the turned crop is compared inside a 4-pixel margin at shifts of 1. The
+    whole frames, first, must look alike on average (two pictures can share a centre)."""
+    if len(a.crop) != _SQUARE or len(b.crop) != _SQUARE or len(a.thumb) != len(b.thumb):
+        return None
+    if len(a.thumb) != _THUMB * _THUMB * 3:
+        return None
+    shape = (SAME_CROP, SAME_CROP, 3)
+    crop_a = np.frombuffer(a.crop, np.uint8).reshape(shape).astype(np.int16)
+    crop_b = np.frombuffer(b.crop, np.uint8).reshape(shape).astype(np.int16)
+    thumb_a = np.frombuffer(a.thumb, np.uint8).reshape(_THUMB, _THUMB, 3).astype(np.int16)
+    thumb_b = np.frombuffer(b.thumb, np.uint8).reshape(_THUMB, _THUMB, 3).astype(np.int16)
+    for turns in (1, 2, 3):
+        # A 48 x 48 box-filtered frame is not quite the turn of the other's (the boxes fall
+        # across other pixels): alike on average; the full-resolution crops decide.
+        if np.abs(np.rot90(thumb_a, turns) - thumb_b).mean() > 2.0:
+            continue
+        inner = np.rot90(crop_a, turns)[4:-4, 4:-4]
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                window = crop_b[4 + dy : SAME_CROP - 4 + dy, 4 + dx : SAME_CROP - 4 + dx]
+                if np.abs(inner - window).max() <= SAME_LEVELS:
+                    return turns
+    return None
+
+
+def _apart(p: bytes, q: bytes) -> float:
+    x = np.frombuffer(p, dtype=np.uint8).astype(np.int16)
+    y = np.frombuffer(q, dtype=np.uint8).astype(np.int16)
+    return float(np.abs(x - y).max(initial=0))
 
 
 def format_of(record: ImageRecord) -> str:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from search.copies.dupes import DupeOptions, Found, find_duplicates
-from search.keeper.policy import parse_keep
+from search.keeper.policy import DEFAULT_KEEP, parse_keep
 from search.records import DuplicateGroup
+from search.sets import NO_SETS, Sets
 from store import Store
 
 Sort = Literal["found", "space", "score", "folder"]
@@ -57,6 +58,16 @@ def listed(groups: Sequence[DuplicateGroup], only: GroupFilter, sort: Sort) -> l
     return kept if sort == "found" else sorted(kept, key=_SORTS[sort])
 
 
+@dataclass(frozen=True)
+class Wanted:
+    """The options of a review's find."""
+
+    threshold: float | None = None
+    keep: str = DEFAULT_KEEP
+    exact_only: bool = False
+    sets: Sets = NO_SETS
+
+
 class FoundCache:
     """The last few `find_duplicates` results, by options and catalog state. One find at a
     time: a request that arrives while the same find runs waits for it, then reads it here."""
@@ -67,21 +78,20 @@ class FoundCache:
         self._finding = threading.Lock()
         self._found: dict[tuple[object, ...], Found] = {}
 
-    def cached(
-        self, store: Store, threshold: float | None, keep: str, exact_only: bool
-    ) -> Found | None:
-        parse_keep(keep)  # InvalidOption: 422
+    def cached(self, store: Store, wanted: Wanted) -> Found | None:
+        parse_keep(wanted.keep)  # InvalidOption: 422
         with self._lock:
-            return self._found.get(self._key(store, threshold, keep, exact_only))
+            return self._found.get(self._key(store, wanted))
 
-    def find(self, store: Store, threshold: float | None, keep: str, exact_only: bool) -> Found:
-        policy = parse_keep(keep)  # InvalidOption: 422
-        key = self._key(store, threshold, keep, exact_only)
+    def find(self, store: Store, wanted: Wanted) -> Found:
+        policy = parse_keep(wanted.keep)  # InvalidOption: 422
+        key = self._key(store, wanted)
         with self._finding:
             with self._lock:
                 if key in self._found:
                     return self._found[key]
-            found = find_duplicates(store, DupeOptions(threshold, None, exact_only, policy))
+            options = DupeOptions(wanted.threshold, None, wanted.exact_only, policy)
+            found = find_duplicates(store, replace(options, sets=wanted.sets))
             with self._lock:
                 self._found[key] = found
                 while len(self._found) > self.size:
@@ -89,8 +99,5 @@ class FoundCache:
         return found
 
     @staticmethod
-    def _key(
-        store: Store, threshold: float | None, keep: str, exact_only: bool
-    ) -> tuple[object, ...]:
-        state = (store.catalog.generation(), store.catalog.decisions_version())
-        return (threshold, keep, exact_only, *state)
+    def _key(store: Store, wanted: Wanted) -> tuple[object, ...]:
+        return (wanted, store.catalog.generation(), store.catalog.decisions_version())

@@ -25,7 +25,7 @@ from search.actions.plan import (
 from search.copies.dupes import Found
 from search.keeper.policy import DEFAULT_KEEP, KEEP_HELP, parse_keep
 from search.records import DuplicateGroup
-from search.server.listing import GroupFilter, Sort, listed
+from search.server.listing import GroupFilter, Sort, Wanted, listed
 from search.server.state import ServerState
 from store import DEFAULT_WAIT, Store, exclusive_writer
 
@@ -127,7 +127,7 @@ def add_review(app: FastAPI, state: ServerState) -> None:
             dest = Path(request.dest) if request.dest else None
             with state.current() as store:
                 folders = store.meta.indexed_folders
-            plan = plan_actions(groups, request.action, dest, folders)
+            plan = plan_actions(groups, request.action, dest, folders, state.sets)
             return {
                 "dry_run": True,
                 "files": [a.source for a in plan.actions],
@@ -224,7 +224,7 @@ def add_review(app: FastAPI, state: ServerState) -> None:
 
 
 def _find(state: ServerState, threshold: float | None, keep: str, exact_only: bool) -> Found:
-    return state.groups(threshold, keep, exact_only)
+    return state.groups(Wanted(threshold, keep, exact_only, state.sets))
 
 
 def _group_of(state: ServerState, image_id: int, shown: list[int] | None) -> DuplicateGroup:
@@ -255,7 +255,7 @@ def _apply(
         raise HTTPException(422, "dest: give the folder to move the copies under")
     with Store.writer(state.home, wait=DEFAULT_WAIT) as store:
         folders = store.meta.indexed_folders
-        plan = plan_actions(groups, action, Path(dest) if dest else None, folders)
+        plan = plan_actions(groups, action, Path(dest) if dest else None, folders, state.sets)
         journal = journal_path(store.home, action)
         report = apply_plan(plan, store, journal)
     return {

@@ -17,8 +17,8 @@ from fastapi import HTTPException
 
 from indexer.options import ModelOptions
 from search.copies.dupes import Found
-from search.keeper.policy import DEFAULT_KEEP
-from search.server.listing import FoundCache
+from search.server.listing import FoundCache, Wanted
+from search.sets import NO_SETS, Sets
 from store import ImageRecord, Store
 
 DEFAULT_MAX_UPLOAD = 20 << 20  # bytes
@@ -89,6 +89,7 @@ class ServerState:
     thumbnail_bytes: int = 0
     budget: PixelBudget = field(default_factory=lambda: PixelBudget(2 * SERVE_MAX_PIXELS))
     found: FoundCache = field(default_factory=FoundCache)  # the review's groups, kept
+    sets: Sets = NO_SETS  # `serve --keep-in`: reference folders, never acted on
     _folders: tuple[int, list[str]] | None = None
 
     def folders(self, store: Store) -> list[str]:
@@ -100,16 +101,16 @@ class ServerState:
             self._folders = (generation, sorted({os.path.dirname(p) for p in paths}))
         return self._folders[1]
 
-    def groups(self, threshold: float | None, keep: str, exact_only: bool) -> Found:
+    def groups(self, wanted: Wanted) -> Found:
         """The review's duplicate groups for the catalog as it is: kept from the last find
         while nothing changed, else found again with a store of its own, so that the other
         requests (search, browse, thumbnails) go on meanwhile."""
         with self.current() as store:
-            found = self.found.cached(store, threshold, keep, exact_only)
+            found = self.found.cached(store, wanted)
         if found is not None:
             return found
         with Store.open(self.home) as own:
-            return self.found.find(own, threshold, keep, exact_only)
+            return self.found.find(own, wanted)
 
     def warm(self) -> threading.Thread:
         """Find the groups with the default options in the background, so the review's
@@ -117,7 +118,7 @@ class ServerState:
 
         def run() -> None:
             with suppress(Exception):  # a request will find them again and say what failed
-                self.groups(None, DEFAULT_KEEP, False)
+                self.groups(Wanted(sets=self.sets))
 
         thread = threading.Thread(target=run, name="find-duplicates", daemon=True)
         thread.start()
