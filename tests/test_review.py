@@ -119,3 +119,13 @@ def test_decisions_are_listed_and_taken_back_in_the_page_and_the_cli(home: Path)
     assert b_group["id"] in {
         g["id"] for g in client.get("/api/dupes", params=PLAIN).json()["groups"]
     }
+
+
+def test_keeping_another_identical_file_says_how_identical_files_are_kept(home: Path) -> None:
+    client = client_for(home)
+    groups = client.get("/api/dupes").json()["groups"]
+    exact = next(g for g in groups if g["kind"] == "exact")
+    ids = [exact["keep"]["id"], *(m["id"] for m in exact["members"])]
+    answer = client.post("/api/dupes/keep", json={"id": ids[1], "members": ids})
+    assert answer.status_code == 400 and "same bytes" in answer.json()["detail"]
+    assert client.get("/api/decisions").json()["keepers"] == []  # nothing was remembered

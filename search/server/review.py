@@ -103,6 +103,14 @@ def add_review(app: FastAPI, state: ServerState) -> None:
         """Keep this copy in its group (remembered in the catalog, across runs). With
         `members`, only if the group is still exactly those files (409 otherwise)."""
         group = _group_of(state, image_id, members)
+        chosen = next(r for r in group.files if r.id == image_id)
+        if chosen.id != group.keep.id and chosen.content_hash == group.keep.content_hash:
+            raise HTTPException(
+                400,
+                f"#{image_id} has the same bytes as the kept file: of identical files the "
+                "oldest (then the first path) is kept; to prefer a folder, use "
+                "dupes --keep path-priority:DIR",
+            )
         with Store.writer(state.home, wait=DEFAULT_WAIT) as store:
             store.catalog.choose_keeper(
                 group.with_keep(image_id, "").keep.content_hash,
