@@ -124,6 +124,7 @@ def main() -> None:
         "insert_seconds": round(insert_seconds, 1),
         "candidate_seconds": round(candidate_seconds, 1), "candidate_pairs": len(candidates.pairs),
         "candidate_neighbour_recall_vs_exact": round(found_near / max(1, wanted), 4),
+        "candidate_recall_audit": round(candidates.recall, 4),  # what `dupes` itself reports
         "view_pair_recall_vs_exact": view_recall,
         "similar_pairs_seconds": round(pairs_seconds, 1),
         "dupes_seconds": round(dupes_seconds, 1),

@@ -165,6 +165,7 @@ def dupes_json(found: Found, keep: str) -> dict[str, Any]:
         "threshold": found.threshold,
         "mode": found.mode,
         "keep_policy": keep,
+        "candidate_recall": found.candidate_recall,
         "groups": [
             {
                 "id": g.id,
@@ -208,6 +209,8 @@ def dupes_text(found: Found, keep: str) -> str:
     threshold = f"{what} {found.threshold:.3f}" if found.mode != "exact" else what
     if found.mode == "copies" and found.checked:
         threshold += f", {found.checked} pairs verified"
+    if found.candidate_recall is not None:
+        threshold += f", candidate recall {found.candidate_recall:.3f} against exact search"
     lines.append(
         f"{len(found.groups)} groups ({exact} exact, {len(found.groups) - exact} near), "
         f"{duplicates} duplicates; {threshold}; keep: {keep}"

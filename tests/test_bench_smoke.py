@@ -58,6 +58,7 @@ def test_dupes_scale_runs() -> None:
     found = bench("dupes_scale.py", "--n", "2000", "--dim", "16", "--views", "2")
     assert found["pairs"] > 0 and found["groups"] > 0
     assert 0 <= found["candidate_neighbour_recall_vs_exact"] <= 1
+    assert 0 <= found["candidate_recall_audit"] <= 1
 
 
 def test_faults_runs() -> None:

@@ -105,6 +105,7 @@ def test_plain_dupes_finds_the_edited_copies_and_keeps_the_originals(
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["mode"] == "copies"
+    assert data["candidate_recall"] == 1.0  # a collection this small is joined exactly
     # A collection this small takes the card's small-collection score; the rest verifies.
     card = copy_thresholds(find_card(DEFAULT_MODEL))
     assert data["threshold"] == pytest.approx(card.small_accept) and card.small_accept > card.accept

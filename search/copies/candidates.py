@@ -43,6 +43,7 @@ VIEW_PROBES = 2  # k-means cells each whole probes in the view join (above its e
 # views below this copy score were rarely verified copies, and they are many (at a million
 # images, most of the view join's rows): they are dropped as they are found.
 VIEW_REJECT = 0.2
+AUDIT_SAMPLE = 200  # images whose neighbours are found again by exact search, to audit recall
 
 GLOBAL, VIEWS, ROTATED = 1, 2, 4  # how a candidate was found (bits)
 _CHUNK = 65_536  # views centred at a time to place them in cells
@@ -65,6 +66,9 @@ class Candidates:
     # (m,) the regional view behind `view_score`: r + 1 when a's whole matched b's view r
     # (indexer.decode.VIEW_BOXES[r]), -(r + 1) when b's whole matched a's view r; 0 none.
     region: NDArray[np.int8]
+    # Of the NEIGHBOURS nearest others of AUDIT_SAMPLE images drawn at random (exact search),
+    # the share the approximate join found: what the approximation cost (1.0 when exact).
+    recall: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -236,7 +240,35 @@ def find_candidates(
         found_pairs.found_by.astype(np.uint8),
         found_pairs.angle.astype(np.int16),
         found_pairs.region.astype(np.int8),
+        audit(unit, neighbours[:, :NEIGHBOURS]),
     )
+
+
+def audit(unit: NDArray[np.float32], found: NDArray[np.int64], chunk: int = 100_000) -> float:
+    """The share of the NEIGHBOURS nearest others (exact search, by blocks of `chunk` base
+    vectors: memory follows the block) of AUDIT_SAMPLE random images that `found` (n, k) holds
+    for them: the candidate join's neighbour recall, measured in every run."""
+    n, k = int(found.shape[0]), int(found.shape[1])
+    if n <= k + 1:
+        return 1.0
+    rows = np.random.default_rng(0).choice(n, min(AUDIT_SAMPLE, n), replace=False)
+    queries = unit[rows]
+    best = np.full((len(rows), k), -np.inf, dtype=np.float32)
+    best_ids = np.zeros((len(rows), k), dtype=np.int64)
+    for start in range(0, n, chunk):
+        scores = queries @ unit[start : start + chunk].T
+        mine = (rows >= start) & (rows < start + chunk)
+        scores[np.nonzero(mine)[0], rows[mine] - start] = -np.inf  # not itself
+        ids = np.broadcast_to(np.arange(start, start + scores.shape[1]), scores.shape)
+        merged = np.concatenate([best, scores], axis=1)
+        merged_ids = np.concatenate([best_ids, ids], axis=1)
+        top = np.argpartition(-merged, k - 1, axis=1)[:, :k]
+        best = np.take_along_axis(merged, top, axis=1)
+        best_ids = np.take_along_axis(merged_ids, top, axis=1)
+    hits = 0
+    for exact, row in zip(best_ids.tolist(), rows.tolist(), strict=True):
+        hits += len(set(exact) & set(found[row].tolist()))
+    return hits / (len(rows) * k)
 
 
 def _cosines(

@@ -86,6 +86,7 @@ class Decided:
     unreadable: list[str]  # files that could not be read again: their pairs stayed unverified
     feature_seconds: float
     verify_seconds: float
+    candidate_recall: float | None = None  # Candidates.recall; None: no candidate join
 
 
 def decide(
@@ -104,7 +105,7 @@ def decide(
     )
     edges = [_edge(candidates, int(m), None) for m in np.nonzero(accepted)[0]]
     if not thresholds.verify or not band.any():
-        return Decided(edges, 0, [], 0.0, 0.0)
+        return Decided(edges, 0, [], 0.0, 0.0, candidates.recall)
     checking = _Checking(records, features_for, steps)
     unreadable = checking.make({WHOLE: {int(ids[p]) for p in pairs[band].ravel()}})
     for path in unreadable:
@@ -118,7 +119,14 @@ def decide(
     failed = [j.row for j, c in zip(jobs, found, strict=True) if not c.verified]
     edges += _in_regions(candidates, failed, checking)
     edges += _second_look(candidates, failed, edges, checking)
-    return Decided(edges, len(jobs), unreadable, checking.feature_seconds, checking.verify_seconds)
+    return Decided(
+        edges,
+        len(jobs),
+        unreadable,
+        checking.feature_seconds,
+        checking.verify_seconds,
+        candidates.recall,
+    )
 
 
 def _in_regions(candidates: Candidates, rows: list[int], checking: _Checking) -> list[Edge]:

@@ -66,6 +66,8 @@ class Found:
     verify_seconds: float = 0.0  # matching and RANSAC over the `checked` pairs
     formats: dict[int, str] = field(default_factory=dict)  # each grouped file's format, by id
     sets: Sets = field(default_factory=Sets)  # as the options gave them
+    # The candidate join's neighbour recall against exact search on a sample (Candidates.recall)
+    candidate_recall: float | None = None
 
     def format_of(self, record: ImageRecord) -> str:
         return self.formats.get(record.id, "?")
@@ -84,17 +86,19 @@ def find_duplicates(
     representatives = {h: min(files, key=lambda r: r.id) for h, files in by_hash.items()}
     edges: list[Edge] = []
     mode, threshold, calibrated, checked, cached = "exact", 1.0, True, 0, False
+    recall: float | None = None
     seconds = (0.0, 0.0)
     if not options.exact_only:
         ids = sorted(r.id for r in representatives.values())
         key = _cache_key(store, options)
         stored = _from_cache(store.caches.cached(key))
         if stored is not None:
-            mode, threshold, calibrated, checked, edges = stored
+            mode, threshold, calibrated, decided = stored
             cached = True
         else:
             mode, threshold, calibrated, decided = _pairs(store, ids, options, steps)
-            edges, checked = decided.edges, decided.checked
+        edges, checked, recall = decided.edges, decided.checked, decided.candidate_recall
+        if not cached:
             seconds = (decided.feature_seconds, decided.verify_seconds)
             store.caches.cache(key, _to_cache(mode, threshold, calibrated, decided))
     similarity = _similarity(store, representatives) if edges else None
@@ -106,7 +110,16 @@ def find_duplicates(
     groups = [g for g in groups if options.sets.covers(g)]
     formats = _formats(groups, looks if options.keep.key is None else None)
     return Found(
-        mode, threshold, groups, calibrated, checked, cached, *seconds, formats, options.sets
+        mode,
+        threshold,
+        groups,
+        calibrated,
+        checked,
+        cached,
+        *seconds,
+        formats,
+        options.sets,
+        recall,
     )
 
 
@@ -243,12 +256,13 @@ def _to_cache(mode: str, threshold: float, calibrated: bool, decided: Decided) -
             "threshold": threshold,
             "calibrated": calibrated,
             "checked": decided.checked,
+            "candidate_recall": decided.candidate_recall,
             "edges": edges,
         }
     ).encode()
 
 
-def _from_cache(data: bytes | None) -> tuple[str, float, bool, int, list[Edge]] | None:
+def _from_cache(data: bytes | None) -> tuple[str, float, bool, Decided] | None:
     """A cached result, or None when there is none or it does not decode (then it is found
     again and cached over: a damaged cache row never stops `dupes`)."""
     if data is None:
@@ -259,7 +273,9 @@ def _from_cache(data: bytes | None) -> tuple[str, float, bool, int, list[Edge]] 
             Edge(a, b, s, c, angle, Verification(**check) if check else None)
             for a, b, s, c, angle, check in stored["edges"]
         ]
-        return stored["mode"], stored["threshold"], stored["calibrated"], stored["checked"], edges
+        recall = stored.get("candidate_recall")
+        decided = Decided(edges, stored["checked"], [], 0.0, 0.0, recall)
+        return stored["mode"], stored["threshold"], stored["calibrated"], decided
     except (ValueError, TypeError, KeyError, RecursionError) as exc:
         log.warning("the cached duplicate pairs are damaged (%s): found again", exc)
         return None
