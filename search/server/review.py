@@ -148,24 +148,16 @@ def add_review(app: FastAPI, state: ServerState) -> None:
     def ignore(ids: list[int]) -> dict[str, int]:
         """Remember that these images are not duplicates of each other (in the catalog only)."""
         with Store.writer(state.home, wait=DEFAULT_WAIT) as store:
-            records = store.catalog.records(ids)
-            if len(records) != len(set(ids)) or len(records) < 2:
-                raise HTTPException(400, "give at least two ids of indexed images")
-            if len({r.content_hash for r in records.values()}) < 2:
+            hashes = _contents_of(store, ids)
+            if len(set(hashes)) < 2:
                 raise HTTPException(400, "identical files are always duplicates")
-            return {
-                "remembered": store.catalog.ignore_pairs([r.content_hash for r in records.values()])
-            }
+            return {"remembered": store.catalog.ignore_pairs(hashes)}
 
     @app.post("/api/dupes/unignore")
     def unignore(ids: list[int]) -> dict[str, int]:
         """Take "not duplicates" back for every pair among these images."""
         with Store.writer(state.home, wait=DEFAULT_WAIT) as store:
-            records = store.catalog.records(ids)
-            if len(records) != len(set(ids)) or len(records) < 2:
-                raise HTTPException(400, "give at least two ids of indexed images")
-            hashes = [r.content_hash for r in records.values()]
-            return {"taken_back": store.catalog.forget_ignored(hashes)}
+            return {"taken_back": store.catalog.forget_ignored(_contents_of(store, ids))}
 
     @app.post("/api/dupes/unkeep")
     def unkeep(image_id: Annotated[int, Body(embed=True, alias="id")]) -> dict[str, int]:
@@ -229,6 +221,14 @@ def add_review(app: FastAPI, state: ServerState) -> None:
             "already": report.already,
             "reindexed": report.reindexed,
         }
+
+
+def _contents_of(store: Store, ids: list[int]) -> list[str]:
+    """The content hashes of two or more indexed images (400 otherwise)."""
+    records = store.catalog.records(ids)
+    if len(records) != len(set(ids)) or len(records) < 2:
+        raise HTTPException(400, "give at least two ids of indexed images")
+    return [r.content_hash for r in records.values()]
 
 
 def _find(state: ServerState, threshold: float | None, keep: str, exact_only: bool) -> Found:
