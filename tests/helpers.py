@@ -187,3 +187,16 @@ def self_nearest(
     cosines (n, k)), best first; -1 and -inf pad rows with fewer than k others."""
     cells = cells_of(vectors, gpu)
     return nearest_in(vectors, vectors, k, cells, cells.nearest(vectors, probes), same=True)
+
+
+def review_photos(folder: Path) -> Path:
+    """Two duplicate groups of real photos in `folder`: rocket.jpg and its byte copy, coffee.jpg
+    and a q60 copy of it; chelsea.jpg alone."""
+    import shutil
+
+    folder.mkdir(parents=True)
+    for name in ("coffee.jpg", "rocket.jpg", "chelsea.jpg"):
+        shutil.copy(EXAMPLES / name, folder / name)
+    shutil.copy(folder / "rocket.jpg", folder / "rocket-copy.jpg")
+    Image.open(folder / "coffee.jpg").save(folder / "coffee-small.jpg", quality=60)
+    return folder

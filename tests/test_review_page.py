@@ -24,7 +24,7 @@ from search.cli import cli
 from search.server.app import create_app
 from search.server.state import ServerState
 from search.thumbnails import jpeg_thumbnail
-from tests.helpers import EXAMPLES
+from tests.helpers import review_photos
 from tests.subprocs import serving
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -34,30 +34,18 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def photos_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two groups: rocket.jpg and its byte copy; coffee.jpg and a q60 copy of it."""
-    root = tmp_path_factory.mktemp("review")
-    photos = root / "photos"
-    photos.mkdir()
-    for name in ("coffee.jpg", "rocket.jpg", "chelsea.jpg"):
-        shutil.copy(EXAMPLES / name, photos / name)
-    shutil.copy(photos / "rocket.jpg", photos / "rocket-copy.jpg")
-    Image.open(photos / "coffee.jpg").save(photos / "coffee-small.jpg", quality=60)
+def indexed(root: Path) -> tuple[Path, Path]:
+    """review_photos under `root`, indexed: (home, photos)."""
+    photos = review_photos(root / "photos")
     home = root / "home"
     index_folders(home, [str(photos)], IndexOptions(workers=0))
     return home, photos
 
 
-def fresh(photos_home: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
-    """A copy of the module's home and photos for a test that changes them (same paths
-    inside the copy's catalog are not possible: index the copy)."""
-    _, photos = photos_home
-    mine = tmp_path / "photos"
-    shutil.copytree(photos, mine)
-    home = tmp_path / "home"
-    index_folders(home, [str(mine)], IndexOptions(workers=0))
-    return home, mine
+@pytest.fixture(scope="module")
+def photos_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two groups: rocket.jpg and its byte copy; coffee.jpg and a q60 copy of it."""
+    return indexed(tmp_path_factory.mktemp("review"))
 
 
 def on_disk(folder: Path) -> list[str]:
@@ -66,11 +54,11 @@ def on_disk(folder: Path) -> list[str]:
 
 @needs_chromium
 def test_a_key_picked_keeper_keeps_the_group_and_trash_takes_exactly_its_others(
-    photos_home: tuple[Path, Path], tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     from playwright.sync_api import sync_playwright
 
-    home, photos = fresh(photos_home, tmp_path)
+    home, photos = indexed(tmp_path)  # its own: it changes them
     before = on_disk(photos)
     with serving(home) as port, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -123,7 +111,7 @@ def test_compare_draws_why_and_history_takes_decisions_back(
 ) -> None:
     from playwright.sync_api import sync_playwright
 
-    home, photos = fresh(photos_home, tmp_path)
+    home, photos = indexed(tmp_path)  # its own: it changes them
     with serving(home) as port, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1200, "height": 900})

@@ -22,7 +22,7 @@ from search.records import MIN_INLIERS
 from search.server.app import create_app
 from search.server.state import ServerState
 from store import Store
-from tests.helpers import EXAMPLES, SAMPLE_PHOTOS, write_collection
+from tests.helpers import EXAMPLES, SAMPLE_PHOTOS, review_photos, write_collection
 from tests.subprocs import REPO, serving
 
 ARTIFACTS = REPO / "test-artifacts"
@@ -247,12 +247,7 @@ def test_the_review_flow_picks_a_keeper_moves_the_rest_and_undoes(tmp_path: Path
     advance, undo from the page; the files on disk are checked at each step."""
     from playwright.sync_api import sync_playwright
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name in ("coffee.jpg", "rocket.jpg", "chelsea.jpg"):
-        shutil.copy(EXAMPLES / name, photos / name)
-    shutil.copy(photos / "rocket.jpg", photos / "rocket-copy.jpg")
-    Image.open(photos / "coffee.jpg").save(photos / "coffee-small.jpg", quality=60)
+    photos = review_photos(tmp_path / "photos")
     home, dest = tmp_path / "home", tmp_path / "moved"
     index_folders(home, [str(photos)], IndexOptions(workers=0))
     ARTIFACTS.mkdir(exist_ok=True)

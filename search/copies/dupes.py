@@ -24,7 +24,7 @@ from indexer.options import ModelOptions
 from indexer.spec import resolve_model
 from search.copies.candidates import Descriptors, find_candidates
 from search.copies.decide import Decided, Thresholds, decide
-from search.copies.explain import confirm_pair
+from search.copies.explain import cached_in, confirming
 from search.copies.groups import build_groups
 from search.copies.verify import FEATURES_VERSION
 from search.keeper.look import LOOKS, Look, format_of, look_at
@@ -105,7 +105,7 @@ def find_duplicates(
     looks = _looks(store, by_hash, edges, steps) if options.keep.key is None else look_at
     choose = _respecting(store.catalog.chosen_keepers(), options.keep.chooser(similarity, looks))
     choose = preferring_reference(options.sets, choose)
-    confirm = confirm_pair if mode == "copies" else None
+    confirm = confirming(cached_in(store)) if mode == "copies" else None
     groups = build_groups(records, edges, store.catalog.ignored_pairs(), choose, confirm)
     groups = [g for g in groups if options.sets.covers(g)]
     formats = _formats(groups, looks if options.keep.key is None else None)

@@ -9,6 +9,7 @@ upright frame, so a page can draw it over pictures of any size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,15 +17,18 @@ from numpy.typing import NDArray
 
 from indexer.decode import VIEW_BOXES, Box
 from search.copies.verify import (
+    LOCAL_FEATURES,
     NO_MATCH,
+    REGION_FEATURES,
     Features,
     features_of,
     fit,
     in_whole_frame,
     judge,
 )
+from search.per_content import per_content
 from search.records import Verification
-from store import ImageRecord
+from store import ImageRecord, Store
 
 Point = tuple[float, float]  # (x, y), fractions of an image's width and height
 WHOLE: Box = (0.0, 0.0, 1.0, 1.0)
@@ -42,29 +46,57 @@ class Explained:
     region_of: str  # "a", "b", or "" for the whole images
 
 
-def explain(path_a: str, path_b: str) -> Explained:
+# An image's local features, whole (region None) or of region r of VIEW_BOXES. Raises OSError
+# (or PIL's errors) when the file cannot be read.
+FeaturesOf = Callable[[ImageRecord, int | None], Features]
+
+
+def from_file(record: ImageRecord, region: int | None) -> Features:
+    """Features made from the file now (the review's compare: nothing cached to wait on)."""
+    return features_of(record.path, None if region is None else VIEW_BOXES[region])
+
+
+def cached_in(store: Store) -> FeaturesOf:
+    """Features from the catalog's content cache, made and saved there when missing (what
+    `dupes` verifies with: a second run reads no image)."""
+
+    def features(record: ImageRecord, region: int | None) -> Features:
+        recipe = LOCAL_FEATURES if region is None else REGION_FEATURES[region]
+        found = per_content(store, recipe, [record])[0].get(record.id)
+        if found is None:
+            raise OSError(f"{record.path}: cannot be read")
+        return found
+
+    return features
+
+
+def explain(a: ImageRecord, b: ImageRecord, features: FeaturesOf = from_file) -> Explained:
     """The best of the checks `dupes` makes between two files (the most keypoints in
     agreement among the verified ones, else among all). Raises OSError (or PIL's errors) when
     either cannot be read."""
-    whole_a, whole_b = features_of(path_a), features_of(path_b)
+    whole_a, whole_b = features(a, None), features(b, None)
     tries = [
         _attempt(whole_a, whole_b, WHOLE, WHOLE, mirrored=False),
         _attempt(whole_a, whole_b.mirrored(), WHOLE, WHOLE, mirrored=True),
     ]
-    for box in VIEW_BOXES:
-        tries.append(_attempt(whole_a, features_of(path_b, box), WHOLE, box, mirrored=False))
-        tries.append(_attempt(features_of(path_a, box), whole_b, box, WHOLE, mirrored=False))
+    for region, box in enumerate(VIEW_BOXES):
+        tries.append(_attempt(whole_a, features(b, region), WHOLE, box, mirrored=False))
+        tries.append(_attempt(features(a, region), whole_b, box, WHOLE, mirrored=False))
     verified = [t for t in tries if t.check.verified]
     return max(verified or tries, key=lambda t: t.check.inliers)
 
 
-def confirm_pair(a: ImageRecord, b: ImageRecord) -> Verification | None:
-    """A pair checked directly, as `dupes` checks one (groups.py's `confirm`): None when
-    either file cannot be read."""
-    try:
-        return explain(a.path, b.path).check
-    except Exception:  # PIL and OpenCV raise many kinds for a changed or broken file
-        return None
+def confirming(features: FeaturesOf) -> Callable[[ImageRecord, ImageRecord], Verification | None]:
+    """groups.py's `confirm`: a pair checked directly, as `dupes` checks one; None when either
+    file cannot be read."""
+
+    def confirm(a: ImageRecord, b: ImageRecord) -> Verification | None:
+        try:
+            return explain(a, b, features).check
+        except Exception:  # PIL and OpenCV raise many kinds for a changed or broken file
+            return None
+
+    return confirm
 
 
 def _attempt(a: Features, b: Features, box_a: Box, box_b: Box, mirrored: bool) -> Explained:
@@ -103,4 +135,4 @@ def _fractions(
     return [(round(float(p), 4), round(float(q), 4)) for p, q in zip(x, y, strict=True)]
 
 
-__all__ = ["Explained", "confirm_pair", "explain"]
+__all__ = ["Explained", "cached_in", "confirming", "explain", "from_file"]

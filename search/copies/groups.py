@@ -165,7 +165,7 @@ def _split(component: set[str], star: _Star, choose: Chooser) -> list[DuplicateG
             for h in [keeper, *reached]
             for o, e in links[h].items()
             if o in reached or o == keeper
-        ) + tuple(e for e, how in reached.values() if how.startswith("via"))
+        ) + tuple(e for e, _ in reached.values())  # with the checks made against the keeper
         kind: Literal["exact", "near"] = "near" if reached else "exact"
         groups.append(DuplicateGroup(kind, keep, members, reason, tuple(dict.fromkeys(own))))
         remaining -= set(reached)

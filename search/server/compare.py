@@ -37,7 +37,7 @@ def add_compare(app: FastAPI, state: ServerState) -> None:
             state.budget.taking(first.width * first.height + second.width * second.height),
         ):
             try:
-                why = explain(first.path, second.path)
+                why = explain(first, second)
                 facts = [_facts(first), _facts(second)]
             except Exception as exc:  # PIL and OpenCV raise many kinds for a broken file
                 raise HTTPException(422, f"{first.path} or {second.path}: cannot be read") from exc
