@@ -8,7 +8,9 @@ the store's API, like an index run's batches. For each kind, `Store.reindex` bui
 the index (recall@10 >= 0.95 on a sample of stored vectors); then, in a fresh reader (IVF
 memory-mapped), single queries are timed one at a time (noisy copies of stored vectors) and
 their recall@10 is measured against exact search; then `imgsearch query --id` is timed in new
-processes. The row of the kind `auto` picks for this size is marked. Prints JSON.
+processes, with their peak memory. For the kind `auto` picks, a real `imgsearch serve` is then
+asked by id (`/api/search?id=`, p50 of many) and for pages of `/api/browse` (the first, the
+middle, the last, and one folder's). Prints JSON.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ from bench.dupes_scale import fill
 from bench.machine import machine
 from store import NewIndex, Store, tuning
 from tests.helpers import clustered_with_duplicates
+from tests.subprocs import serving
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,18 +54,65 @@ def exact_top10(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return best
 
 
-def cold_query_seconds(home: str, image_id: int, runs: int = 3) -> float:
-    """Median wall time of `imgsearch query --id` in a new process (page cache as it is)."""
-    times = []
+# Runs a command and prints its wall seconds and peak memory (KiB): from a small process of its
+# own, since a child forked from this one (gigabytes of vectors) would count this one's pages.
+_TIMED = """
+import resource, subprocess, sys, time
+started = time.perf_counter()
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+seconds = time.perf_counter() - started
+if done.returncode:
+    sys.exit(done.stderr.decode()[-2000:])
+print(seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def cold_query(home: str, image_id: int, runs: int = 3) -> tuple[float, float]:
+    """Median wall time (s) and peak memory (MiB) of `imgsearch query --id` in a new process
+    (page cache as it is)."""
+    times, peaks = [], []
     for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run(
-            [str(Path(sys.executable).parent / "imgsearch"), "--home", home, "query", "--id",
-             str(image_id), "--json"],
-            cwd=REPO, check=True, capture_output=True, env=os.environ | {"PYTHONPATH": str(REPO)},
+        found = subprocess.run(
+            [sys.executable, "-c", _TIMED, str(Path(sys.executable).parent / "imgsearch"),
+             "--home", home, "query", "--id", str(image_id), "--json"],
+            cwd=REPO, check=True, capture_output=True, text=True,
+            env=os.environ | {"PYTHONPATH": str(REPO)},
         )  # fmt: skip
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
+        seconds, peak = found.stdout.split()
+        times.append(float(seconds))
+        peaks.append(int(peak) / 1024)  # KiB on Linux
+    return float(np.median(times)), float(np.max(peaks))
+
+
+def served(home: str, n: int, asks: int) -> dict[str, Any]:
+    """A real server's latency (ms): queries by id (p50, p99 of `asks` random ids, after a
+    first one that loads the index) and pages of /api/browse (best of 3 each)."""
+
+    def get(port: int, path: str) -> float:
+        started = time.perf_counter()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=120) as answer:
+            answer.read()
+        return (time.perf_counter() - started) * 1000
+
+    rng = np.random.RandomState(11)
+    with serving(Path(home)) as port:
+        first = get(port, "/api/search?id=1&k=10")
+        by_id = [get(port, f"/api/search?id={i}&k=10") for i in rng.randint(1, n + 1, asks)]
+        get(port, "/api/browse?limit=60")  # the folder list, once per catalog generation
+        pages = {
+            "first": "/api/browse?offset=0&limit=60",
+            "middle": f"/api/browse?offset={n // 2}&limit=60",
+            "last": f"/api/browse?offset={max(0, n - 60)}&limit=60",
+            "folder_first": "/api/browse?folder=/photos&offset=0&limit=60",
+            "folder_last": f"/api/browse?folder=/photos&offset={max(0, n - 60)}&limit=60",
+        }
+        browse = {name: min(get(port, path) for _ in range(3)) for name, path in pages.items()}
+    return {
+        "first_query_by_id_ms": round(first, 1),
+        "query_by_id_p50_ms": round(float(np.percentile(by_id, 50)), 2),
+        "query_by_id_p99_ms": round(float(np.percentile(by_id, 99)), 2),
+        "browse_page_ms": {k: round(v, 2) for k, v in browse.items()},
+    }
 
 
 def measure(home: str, kind: str, vectors: np.ndarray, queries: np.ndarray,
@@ -81,6 +132,7 @@ def measure(home: str, kind: str, vectors: np.ndarray, queries: np.ndarray,
             hits = reader.index.search(q[None, :], 10)[0]
             latencies.append((time.perf_counter() - started) * 1000)
             found += len({h.id for h in hits} & set(ids_of_rows[expected].tolist()))
+    seconds, peak = cold_query(home, len(vectors) // 2, cold_runs)
     return {
         "kind": kind,
         "index_type": spec.factory,
@@ -91,7 +143,8 @@ def measure(home: str, kind: str, vectors: np.ndarray, queries: np.ndarray,
         "query_p50_ms": round(float(np.percentile(latencies, 50)), 3),
         "query_p99_ms": round(float(np.percentile(latencies, 99)), 3),
         "recall_at_10": round(found / (10 * len(queries)), 4),
-        "cold_query_id_seconds": round(cold_query_seconds(home, len(vectors) // 2, cold_runs), 2),
+        "cold_query_id_seconds": round(seconds, 2),
+        "cold_query_id_peak_mib": round(peak, 1),
     }
 
 
@@ -103,6 +156,12 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--views", type=int, default=0, help="regional views stored per image")
     parser.add_argument("--cold-runs", type=int, default=3, help="new processes per cold query")
+    parser.add_argument(
+        "--served",
+        type=int,
+        default=200,
+        help="queries by id asked of a real server on the auto kind (0: none)",
+    )
     args = parser.parse_args()
     vectors = clustered_with_duplicates(args.n, args.dim)
     rng = np.random.RandomState(7)
@@ -120,6 +179,8 @@ def main() -> None:
         for kind in args.kinds.split(","):
             row = measure(home, kind, vectors, queries, truth, args.cold_runs)
             row["auto_picks_this"] = kind == auto
+            if kind == auto and args.served:
+                row["server"] = served(home, args.n, args.served)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     print(json.dumps({"n": args.n, "dim": args.dim, "views": args.views, "queries": args.queries,

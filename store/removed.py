@@ -9,7 +9,7 @@ from sqlalchemy import Connection, delete, insert, select
 
 from store import tags
 from store.records import Vector
-from store.schema import failures, images, removed_images, unblob
+from store.schema import failures, folder_of, images, removed_images, unblob
 
 _COLUMNS = ("id", "path", "size", "mtime_ns", "content_hash", "width", "height", "vector", "views")
 
@@ -48,7 +48,8 @@ def restore_rows(
             continue
         if r["path"] in taken or (st.st_size, st.st_mtime_ns) != (r["size"], r["mtime_ns"]):
             continue
-        conn.execute(insert(images), {c: r[c] for c in _COLUMNS})
+        values = {c: r[c] for c in _COLUMNS}
+        conn.execute(insert(images), {**values, "folder": folder_of(r["path"])})
         conn.execute(delete(removed_images).where(removed_images.c.id == r["id"]))
         restored.append((int(r["id"]), unblob(r["vector"], dim)))
     return restored

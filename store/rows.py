@@ -20,6 +20,7 @@ from store.schema import (
     decisions_of,
     failures,
     generation_of,
+    has_folders,
     has_views,
     images,
     set_meta,
@@ -64,6 +65,7 @@ class Catalog:
         self.engine = engine
         self.meta = index_meta
         self.write = writing(engine)
+        self._counts: dict[str | None, tuple[int, int]] = {}  # by folder: (generation, count)
 
     def record_setting(self, key: str, value: str) -> None:
         """Record a setting of the last run in `meta` (e.g. the precision it used)."""
@@ -136,27 +138,40 @@ class Catalog:
         self, folder: str | None = None, offset: int = 0, limit: int = 60
     ) -> tuple[int, list[ImageRecord]]:
         """(how many, one page of them): images newest first (mtime, then path), optionally only
-        those directly in `folder`. Read in the order of the images_by_mtime index, so a page
-        costs the page, not a sort of the catalog."""
+        those directly in `folder`. Read in the order of the images_by_mtime (or
+        images_by_folder) index, so a page costs the page and its offset, not a sort of the
+        catalog; a page past the middle is read from the other end (half the offset at
+        most), and the count is kept for the catalog's generation."""
         where = []
         if folder is not None:
             inside = folder.rstrip(os.sep) + os.sep
-            depth = len(os.fsencode(inside))
-            where = [
-                images.c.path >= inside,  # [folder/, folder0): every path below the folder
-                images.c.path < inside[:-1] + chr(ord(os.sep) + 1),
-                func.instr(func.substr(images.c.path, depth + 1), literal(os.sep.encode())) == 0,
-            ]
+            where = [images.c.folder == inside]
         with self.engine.connect() as conn:
-            total = conn.execute(select(func.count()).select_from(images).where(*where))
-            query = (
-                select(*_RECORD_COLUMNS)
-                .where(*where)
-                .order_by(images.c.mtime_ns.desc(), images.c.path)
-                .offset(offset)
-                .limit(limit)
-            )
-            return int(total.scalar_one()), [_record(row) for row in conn.execute(query)]
+            if folder is not None and not has_folders(conn):  # a catalog not yet migrated
+                depth = len(os.fsencode(inside))
+                where = [
+                    images.c.path >= inside,  # [folder/, folder0): every path below the folder
+                    images.c.path < inside[:-1] + chr(ord(os.sep) + 1),
+                    func.instr(func.substr(images.c.path, depth + 1), literal(os.sep.encode()))
+                    == 0,
+                ]
+            total = self._count(conn, folder, where)
+            order = [images.c.mtime_ns.desc(), images.c.path]
+            backwards = offset + limit > total - offset  # nearer the end: read from there
+            if backwards:
+                order = [images.c.mtime_ns.asc(), images.c.path.desc()]
+                offset, limit = max(0, total - offset - limit), min(limit, max(0, total - offset))
+            query = select(*_RECORD_COLUMNS).where(*where).order_by(*order)
+            rows = [_record(row) for row in conn.execute(query.offset(offset).limit(limit))]
+        return total, rows[::-1] if backwards else rows
+
+    def _count(self, conn: Any, folder: str | None, where: list[Any]) -> int:
+        generation = generation_of(conn)
+        known = self._counts.get(folder)
+        if known is None or known[0] != generation:
+            found = conn.execute(select(func.count()).select_from(images).where(*where))
+            known = self._counts[folder] = (generation, int(found.scalar_one()))
+        return known[1]
 
     def chunks(self, size: int = 10_000) -> Iterator[tuple[list[ImageRecord], Vectors]]:
         """Every image and its vector in id order, `size` at a time, from one snapshot."""

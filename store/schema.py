@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
+    bindparam,
     create_engine,
     event,
     select,
@@ -32,7 +33,9 @@ from store.records import Vector
 
 # 2: images.views; keepers, removed_images, results_cache and content_cache (added to an
 # older catalog by the first process that can write it: `migrate`).
-SCHEMA_VERSION = 3  # 3: images_by_mtime (browsing pages by SQL)
+# 3: images_by_mtime (browsing pages by SQL); 4: images.folder and images_by_folder (browsing
+# one folder's pages by SQL; filled in for older rows by `migrate`).
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -75,10 +78,20 @@ images = Table(
     Column("vector", LargeBinary, nullable=False),  # float32, little-endian, unit norm
     # The regional views' unit descriptors (R, dim) as float16, little-endian; NULL: none.
     Column("views", LargeBinary, nullable=True),
+    # The folder that holds the file (`folder_of(path)`), for browsing one folder.
+    Column("folder", FsPath, nullable=True),
     sqlite_autoincrement=True,
 )
-# Browsing newest first, a page at a time, without sorting the catalog (GET /api/browse).
+# Browsing newest first, a page at a time, without sorting the catalog (GET /api/browse), the
+# whole catalog or one folder's files.
 Index("images_by_mtime", images.c.mtime_ns.desc(), images.c.path)
+Index("images_by_folder", images.c.folder, images.c.mtime_ns.desc(), images.c.path)
+
+
+def folder_of(path: str) -> str:
+    """The folder holding `path`, ending in one separator: what `images.folder` holds."""
+    return os.path.dirname(path).rstrip(os.sep) + os.sep
+
 
 failures = Table(
     "failures",
@@ -219,10 +232,22 @@ def migrate(conn: Connection) -> None:
     columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(images)")}
     if "views" not in columns:
         conn.exec_driver_sql("ALTER TABLE images ADD COLUMN views BLOB")
+    if "folder" not in columns:
+        conn.exec_driver_sql("ALTER TABLE images ADD COLUMN folder BLOB")
+        rows = conn.execute(select(images.c.id, images.c.path)).all()
+        for start in range(0, len(rows), 10_000):
+            conn.execute(
+                update(images).where(images.c.id == bindparam("row_id")),
+                [{"row_id": i, "folder": folder_of(p)} for i, p in rows[start : start + 10_000]],
+            )
     for table in metadata.tables.values():  # create_all makes the indexes of new tables only
         for index in table.indexes:
             index.create(conn, checkfirst=True)
     set_meta(conn, "schema_version", str(SCHEMA_VERSION))
+
+
+def has_folders(conn: Connection) -> bool:
+    return any(row[1] == "folder" for row in conn.exec_driver_sql("PRAGMA table_info(images)"))
 
 
 def has_views(conn: Connection) -> bool:

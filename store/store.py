@@ -39,6 +39,7 @@ from store.schema import (
     blob,
     bump_generation,
     failures,
+    folder_of,
     images,
     make_engine,
     meta,
@@ -301,6 +302,7 @@ class Writer:
 def _row(e: Embedded) -> dict[str, object]:
     return {
         "path": e.file.path,
+        "folder": folder_of(e.file.path),
         "size": e.file.size,
         "mtime_ns": e.file.mtime_ns,
         "content_hash": e.file.content_hash,

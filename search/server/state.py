@@ -27,6 +27,7 @@ DECODES_AT_ONCE = 2  # large images decoded at the same time (memory, and the ot
 # Uploads and thumbnails are checked against this from their header: a 100 MP photo is served,
 # a 225 MP one-colour PNG (690 KB, 1.75 GB decoded) is not (`serve --max-pixels`).
 SERVE_MAX_PIXELS = 100_000_000
+WARM_UP_TO = 200_000  # images: up to this, `serve` finds the review's groups as it starts
 
 
 class PixelBudget:
@@ -114,10 +115,16 @@ class ServerState:
 
     def warm(self) -> threading.Thread:
         """Find the groups with the default options in the background, so the review's
-        first page is there when it is asked for (`serve` starts it)."""
+        first page is there when it is asked for (`serve` starts it). Not above WARM_UP_TO
+        images: there a find takes minutes of both cores, which every search and page would
+        wait behind; the review finds them when it is first opened (at once when `dupes` ran
+        before: its pairs are in the catalog's cache)."""
 
         def run() -> None:
             with suppress(Exception):  # a request will find them again and say what failed
+                with self.current() as store:
+                    if store.catalog.count() > WARM_UP_TO:
+                        return
                 self.groups(Wanted(sets=self.sets))
 
         thread = threading.Thread(target=run, name="find-duplicates", daemon=True)
