@@ -3,13 +3,16 @@ nearest, scored, and the whole-against-view join of its regional views) and the 
 range join (`dupes --threshold`).
 
     python bench/dupes_scale.py --n 1000000 [--dim 384] [--views 5] [--threshold 0.9]
+                                [--ray-cpus 2]
 
 Vectors (clustered, with planted near-duplicates: tests/helpers.py) and `--views` regional
 views per image (noisy variants of the image's vector, stored float16 as an index run stores
 them; 0: none) go in through the store's own API, like an index run's batches. The candidate
 stage reads them back as plain `dupes` does. The candidates' neighbour recall and the range
-join's pair recall are measured against exact search for a random sample of vectors. Prints
-JSON with seconds, recall and peak memory.
+join's pair recall are measured against exact search for a random sample of vectors. With
+`--ray-cpus`, the candidate stage runs again as `dupes --engine ray` runs it (shards of cells
+in Ray tasks, on a local cluster), timed next to the local engine, its pairs compared with
+the local ones. Prints JSON with seconds, recall and peak memory.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +37,9 @@ from search.copies.candidates import (
     NEIGHBOURS,
     VIEW_NEIGHBOURS,
     VIEW_REJECT,
+    Candidates,
     Descriptors,
+    Engine,
     centred,
     find_candidates,
 )
@@ -78,6 +84,9 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=5, help="regional views per image")
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--probes", type=int, default=4)
+    parser.add_argument("--ray-cpus", type=int, default=0,
+                        help="also run the candidate stage as `dupes --engine ray` does, on a "
+                        "local Ray cluster of this many CPUs (0: not)")  # fmt: skip
     args = parser.parse_args()
     vectors = clustered_with_duplicates(args.n, args.dim)
     with tempfile.TemporaryDirectory() as home:
@@ -91,6 +100,7 @@ def main() -> None:
             views = store.catalog.views_array(ids.tolist()) if args.views else None
             candidates = find_candidates(Descriptors(ids, stored, views))
             candidate_seconds = time.perf_counter() - started
+            on_ray = _on_ray(Descriptors(ids, stored, views), candidates, args.ray_cpus)
             started = time.perf_counter()
             pairs = store.index.similar_pairs(args.threshold, probes=args.probes)
             pairs_seconds = time.perf_counter() - started
@@ -125,6 +135,7 @@ def main() -> None:
         "candidate_seconds": round(candidate_seconds, 1), "candidate_pairs": len(candidates.pairs),
         "candidate_neighbour_recall_vs_exact": round(found_near / max(1, wanted), 4),
         "candidate_recall_audit": round(candidates.recall, 4),  # what `dupes` itself reports
+        "ray": on_ray,
         "view_pair_recall_vs_exact": view_recall,
         "similar_pairs_seconds": round(pairs_seconds, 1),
         "dupes_seconds": round(dupes_seconds, 1),
@@ -132,6 +143,32 @@ def main() -> None:
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "machine": machine(),
     }, indent=2))  # fmt: skip
+
+
+def _on_ray(found: Descriptors, local: Candidates, cpus: int) -> dict[str, Any] | None:
+    """The candidate stage on a local Ray cluster of `cpus` (search/ray_workers.py: shards of
+    cells in Ray tasks): its seconds (Ray's own start timed apart) and whether it found the
+    very pairs the local engine found."""
+    if not cpus:
+        return None
+    import ray
+
+    from search.ray_workers import RayWorkers
+
+    started = time.perf_counter()
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    workers = RayWorkers()
+    shards = workers.shards(10**9)
+    start_seconds = time.perf_counter() - started
+    try:
+        started = time.perf_counter()
+        found = find_candidates(found, engine=Engine(workers))
+        seconds = time.perf_counter() - started
+    finally:
+        ray.shutdown()
+    same = {tuple(p) for p in found.pairs.tolist()} == {tuple(p) for p in local.pairs.tolist()}
+    return {"cpus": cpus, "shards": shards, "start_seconds": round(start_seconds, 1),
+            "candidate_seconds": round(seconds, 1), "same_pairs_as_local": same}  # fmt: skip
 
 
 def _view_recall(unit: np.ndarray, mean: np.ndarray, views: np.ndarray,

@@ -29,6 +29,7 @@ from indexer.decode import Preprocess
 from indexer.embedder import TOP_TAGS, Embedder
 from indexer.options import IndexOptions
 from indexer.plan import Plan
+from indexer.ray_cluster import connect
 from indexer.runtime import load_embedder
 from indexer.scan import Skipped
 from indexer.session import IndexReport, IndexSession
@@ -93,13 +94,7 @@ def embed_to_shards(todo: Sequence[FileStat], known: frozenset[str], job: Job) -
     """Run the Ray Data pipeline over `todo`; workers write Parquet shards into the folder."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(
-            address=job.ray.address,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-        )
+    connect(job.ray.address)
     quiet_ray_data()
     gpus = int(ray.cluster_resources().get("GPU", 0))  # type: ignore[no-untyped-call]
     rows = [

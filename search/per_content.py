@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from indexer.options import default_workers
-from search.steps import SILENT, Advance, Steps
+from search.steps import SILENT, Steps
+from search.workers import LOCAL, Workers
 from store import ImageRecord, Store
 
 T = TypeVar("T")
 R = TypeVar("R")
 Item = TypeVar("Item")
-# Files: below this, one process is faster than starting a pool (a fork: 30 ms). Above a
-# query's candidates (search/copies/rerank.py, 20), so that a query, which the server runs in
-# a thread, never forks a threaded process.
-PARALLEL_FROM = 24
 log = logging.getLogger("imgsearch.search")
 
 
@@ -47,10 +42,13 @@ def per_content(
 
 
 def per_contents(
-    store: Store, orders: Sequence[tuple[Recipe[T], Iterable[ImageRecord]]], steps: Steps = SILENT
+    store: Store,
+    orders: Sequence[tuple[Recipe[T], Iterable[ImageRecord]]],
+    steps: Steps = SILENT,
+    workers: Workers = LOCAL,
 ) -> list[tuple[dict[int, T], list[str]]]:
-    """`per_content` of several recipes at once: what is missing is made in one pool, as one
-    step named after the first recipe."""
+    """`per_content` of several recipes at once: what is missing is made on `workers` (each
+    piece reads its file where it is), as one step named after the first recipe."""
     wanted = [{r.id: r for r in records} for _, records in orders]
     found: list[dict[str, T]] = []
     missing: list[tuple[int, ImageRecord]] = []  # (order, the record to make it from)
@@ -65,7 +63,7 @@ def per_contents(
     if missing:
         with steps.step(orders[0][0].doing, len(missing)) as advance:
             work = [(orders[n][0], record.path) for n, record in missing]
-            results = parallel_map(_make, work, advance)
+            results = workers.map(_make, work, advance)
         for n, (recipe, _) in enumerate(orders):
             made = {
                 r.content_hash: v
@@ -91,23 +89,6 @@ def _make(work: tuple[Recipe[T], str]) -> tuple[T, bytes] | None:
     recipe, path = work
     made = recipe.make(path)
     return None if made is None else (made, recipe.encode(made))
-
-
-def parallel_map(
-    fn: Callable[[Item], R], items: Sequence[Item], advance: Advance, chunksize: int = 8
-) -> list[R]:
-    """`fn` of each item, in order: in worker processes when there are many."""
-    done: list[R] = []
-    if len(items) >= PARALLEL_FROM and default_workers() > 1:
-        with ProcessPoolExecutor(default_workers()) as pool:
-            for result in pool.map(fn, items, chunksize=chunksize):
-                done.append(result)
-                advance(1)
-        return done
-    for item in items:
-        done.append(fn(item))
-        advance(1)
-    return done
 
 
 def _decoded(recipe: Recipe[T], stored: dict[str, bytes]) -> dict[str, T]:

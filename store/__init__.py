@@ -26,7 +26,17 @@ from store.faiss_index import fill_part
 from store.gpu import Gpu, faiss_has_gpu
 from store.home import HOME_ENV, catalog_path, resolve_home
 from store.lock import DEFAULT_WAIT, exclusive_writer
-from store.pairs import DEFAULT_PROBES, EXACT_LIMIT, Cells, Side, cells_of, floor_join, nearest_in
+from store.pairs import (
+    DEFAULT_PROBES,
+    EXACT_LIMIT,
+    Cells,
+    Side,
+    cells_of,
+    floor_join,
+    merge_nearest,
+    nearest_in,
+    nearest_probing,
+)
 from store.records import (
     Embedded,
     Failure,
@@ -85,7 +95,9 @@ __all__ = [
     "faiss_has_gpu",
     "fill_part",
     "floor_join",
+    "merge_nearest",
     "nearest_in",
+    "nearest_probing",
     "pid_alive",
     "resolve_home",
     "temp_pid",

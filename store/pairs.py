@@ -50,6 +50,20 @@ class Cells:
     def count(self) -> int:
         return 1 if self.centroids is None else int(self.centroids.ntotal)
 
+    def saved(self) -> dict[str, NDArray[Any]]:
+        """The cells as arrays, to keep on disk: `restored` gives them back."""
+        faiss = import_faiss()
+        centres = np.zeros(0, np.uint8)
+        if self.centroids is not None:
+            centres = faiss.serialize_index(self.centroids)
+        return {"cell_home": self.home, "cell_centres": centres}
+
+    @staticmethod
+    def restored(saved: dict[str, NDArray[Any]], gpu: Gpu | None = None) -> Cells:
+        centres = saved["cell_centres"]
+        index = import_faiss().deserialize_index(centres) if len(centres) else None
+        return Cells(saved["cell_home"], index, gpu)
+
     def nearest(self, vectors: Vectors, k: int) -> NDArray[np.int64]:
         """(len(vectors), min(k, count)) the cells nearest each vector, nearest first."""
         k = min(k, self.count)
@@ -88,12 +102,32 @@ def nearest_in(
     """Each query's k nearest rows of `base` among the cells it probes (`probed`: (nq, P) cells
     of `cells`, trained on `base`): (positions, cosines), best first, -1 and -inf padding.
     `same`: the queries are `base` itself, and a row is not its own neighbour."""
-    nq, probes = probed.shape
+    best = np.full((len(queries), max(k, 0)), -1, dtype=np.int64)
+    scores = np.full(best.shape, -np.inf, dtype=np.float32)
+    rows, near, found = nearest_probing(queries, base, k, cells, probed, same)
+    best[rows], scores[rows] = near, found
+    return best, scores
+
+
+def nearest_probing(
+    queries: Vectors,
+    base: Vectors,
+    k: int,
+    cells: Cells,
+    probed: NDArray[np.int64],
+    same: bool = False,
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+    """`nearest_in` for the queries that probe a cell at all: (those rows, their positions,
+    their cosines). A probe of -1 is none: a shard of the cells (search/copies/join.py) is
+    the queries' probes of its cells only."""
+    active = np.nonzero((probed >= 0).any(axis=1))[0]
+    slot_of = np.full(len(queries), -1, dtype=np.int64)
+    slot_of[active] = np.arange(len(active))
     # One sorted list per query and probe, merged at the end (FAISS's merge of shards).
-    best = np.full((probes, nq, k), -1, dtype=np.int64)
-    scores = np.full((probes, nq, k), -np.inf, dtype=np.float32)
-    if not nq or not len(base) or k <= 0:
-        return best[0], scores[0]
+    best = np.full((max(probed.shape[1], 1), len(active), max(k, 0)), -1, dtype=np.int64)
+    scores = np.full(best.shape, -np.inf, dtype=np.float32)
+    if not len(active) or not len(base) or k <= 0:
+        return active, best[0], scores[0]
     knn = _knn(cells.gpu)
     members = _members(cells.home, cells.count)
     for cell, rows, slots in _probing(probed, cells.count):
@@ -108,11 +142,21 @@ def nearest_in(
             other[other.all(axis=1), -1] = False
             near, found = near[other].reshape(len(rows), -1), found[other].reshape(len(rows), -1)
         width = near.shape[1]
-        best[slots, rows, :width], scores[slots, rows, :width] = near, found
+        best[slots, slot_of[rows], :width], scores[slots, slot_of[rows], :width] = near, found
     # Each base vector lies in one cell, so the P lists of a query never share a row.
-    out_scores, out = import_faiss().merge_knn_results(scores, best, keep_max=True)
+    out_scores, out = merge_nearest(scores, best)
+    return active, out, out_scores
+
+
+def merge_nearest(
+    scores: NDArray[np.float32], best: NDArray[np.int64]
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """(S, nq, k) lists of disjoint neighbours (best first) merged into (nq, k), best first."""
+    out_scores, out = import_faiss().merge_knn_results(
+        np.ascontiguousarray(scores), np.ascontiguousarray(best), keep_max=True
+    )
     out_scores[out < 0] = -np.inf  # FAISS pads with -FLT_MAX
-    return out, out_scores
+    return out_scores, out
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageDraw, ImageEnhance
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from indexer.options import Compute
 from indexer.runtime import has_cuda_driver, resolve_runtime
@@ -200,3 +200,33 @@ def review_photos(folder: Path) -> Path:
     shutil.copy(folder / "rocket.jpg", folder / "rocket-copy.jpg")
     Image.open(folder / "coffee.jpg").save(folder / "coffee-small.jpg", quality=60)
     return folder
+
+
+PHOTOS = [EXAMPLES / n for n in ("coffee.jpg", "chelsea.jpg", "astronaut.jpg", "rocket.jpg")]
+
+
+def edits(photo: Path, folder: Path) -> dict[str, Path]:
+    """The original and copies of it, written as a user's tools would."""
+    image = Image.open(photo).convert("RGB")
+    w, h = image.size
+    made = {"original": folder / photo.name}
+    image.save(made["original"], quality=95)
+
+    def save(name: str, edited: Image.Image, quality: int = 90) -> None:
+        made[name] = folder / f"{photo.stem}-{name}.jpg"
+        edited.save(made[name], quality=quality)
+
+    save("crop-60", image.crop((w // 5, h // 5, w - w // 5, h - h // 5)))
+    save("corner", image.crop((0, 0, w // 2, h // 2)))
+    canvas = Image.new("RGB", (w, h), (40, 90, 160))
+    canvas.paste(image.resize((w // 2, h // 2)), (w // 4, h // 3))
+    save("pasted", canvas)
+    save("grayscale", ImageOps.grayscale(image).convert("RGB"))
+    save("blur", image.filter(ImageFilter.GaussianBlur(2)))
+    save("q10", image, quality=10)
+    save("turned", image.rotate(90, expand=True))
+    save("mirror", ImageOps.mirror(image))
+    banded = image.copy()
+    ImageDraw.Draw(banded).rectangle((0, h - h // 7, w, h), fill=(15, 15, 15))
+    save("band", banded)
+    return made

@@ -48,16 +48,30 @@ def test_every_bench_script_has_a_smoke_run() -> None:
 
 def test_scale_runs() -> None:
     found = bench("scale.py", "--n", "3000", "--dim", "16", "--queries", "20", "--views", "2",
-                  "--kinds", "flat,hnsw,ivf", "--cold-runs", "1")  # fmt: skip
+                  "--kinds", "flat,hnsw,ivf", "--cold-runs", "1", "--served", "20")  # fmt: skip
     assert [r["kind"] for r in found["rows"]] == ["flat", "hnsw", "ivf"]
     assert found["rows"][0]["recall_at_10"] == 1.0  # flat is exact
     assert all(r["cold_query_id_seconds"] > 0 for r in found["rows"])
+    assert all(r["cold_query_id_peak_mib"] > 10 for r in found["rows"])
+    (served,) = [r["server"] for r in found["rows"] if r["auto_picks_this"]]
+    assert served["query_by_id_p50_ms"] > 0
+    assert set(served["browse_page_ms"]) == {"first", "middle", "last", "folder_first",
+                                             "folder_last"}  # fmt: skip
 
 
 def test_dupes_scale_runs() -> None:
     found = bench("dupes_scale.py", "--n", "2000", "--dim", "16", "--views", "2")
     assert found["pairs"] > 0 and found["groups"] > 0
     assert 0 <= found["candidate_neighbour_recall_vs_exact"] <= 1
+    assert found["ray"] is None
+
+
+def test_dupes_scale_runs_the_ray_engine_beside_the_local_one() -> None:
+    pytest.importorskip("ray", reason="the `ray` extra is not installed")
+    found = bench("dupes_scale.py", "--n", "12000", "--dim", "16", "--views", "2",
+                  "--ray-cpus", "1")  # fmt: skip
+    assert found["ray"]["same_pairs_as_local"] is True
+    assert found["ray"]["candidate_seconds"] > 0
     assert 0 <= found["candidate_recall_audit"] <= 1
 
 

@@ -10,42 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageDraw
 
 from indexer.models import copy_thresholds, find_card
 from indexer.options import DEFAULT_MODEL
 from search.cli import cli
 from search.copies.verify import features_of, verify
-from tests.helpers import EXAMPLES, RecordedSteps
-
-PHOTOS = [EXAMPLES / n for n in ("coffee.jpg", "chelsea.jpg", "astronaut.jpg", "rocket.jpg")]
-
-
-def edits(photo: Path, folder: Path) -> dict[str, Path]:
-    """The original and copies of it, written as a user's tools would."""
-    image = Image.open(photo).convert("RGB")
-    w, h = image.size
-    made = {"original": folder / photo.name}
-    image.save(made["original"], quality=95)
-
-    def save(name: str, edited: Image.Image, quality: int = 90) -> None:
-        made[name] = folder / f"{photo.stem}-{name}.jpg"
-        edited.save(made[name], quality=quality)
-
-    save("crop-60", image.crop((w // 5, h // 5, w - w // 5, h - h // 5)))
-    save("corner", image.crop((0, 0, w // 2, h // 2)))
-    canvas = Image.new("RGB", (w, h), (40, 90, 160))
-    canvas.paste(image.resize((w // 2, h // 2)), (w // 4, h // 3))
-    save("pasted", canvas)
-    save("grayscale", ImageOps.grayscale(image).convert("RGB"))
-    save("blur", image.filter(ImageFilter.GaussianBlur(2)))
-    save("q10", image, quality=10)
-    save("turned", image.rotate(90, expand=True))
-    save("mirror", ImageOps.mirror(image))
-    banded = image.copy()
-    ImageDraw.Draw(banded).rectangle((0, h - h // 7, w, h), fill=(15, 15, 15))
-    save("band", banded)
-    return made
+from tests.helpers import PHOTOS, RecordedSteps, edits
 
 
 def test_verification_maps_copies_and_refuses_other_photos(tmp_path: Path) -> None:
@@ -174,7 +145,7 @@ def test_a_query_reads_its_candidates_without_forking(
     import shutil
     import sqlite3
 
-    from search import per_content
+    from search import workers
     from search.copies import verify as verifying
     from search.copies.rerank import CANDIDATES
     from search.query import QueryOptions, by_images
@@ -196,7 +167,7 @@ def test_a_query_reads_its_candidates_without_forking(
         raise AssertionError("a query forked workers")
 
     monkeypatch.setattr(verifying, "features_of", reading)
-    monkeypatch.setattr(per_content, "ProcessPoolExecutor", no_pool)
+    monkeypatch.setattr(workers, "ProcessPoolExecutor", no_pool)
     with Store.open(copy) as store:
         (result,) = by_images(store, [str(sets["coffee"]["corner"])], QueryOptions(k=5))
     assert len(read) > CANDIDATES  # the query and every candidate, read here
@@ -222,8 +193,8 @@ def test_workers_start_after_this_process_used_opencv(
         db.execute("DELETE FROM results_cache")
         db.execute("DELETE FROM content_cache")
     script = f"""
-import search.per_content, search.copies.decide
-search.per_content.PARALLEL_FROM = search.copies.decide.PARALLEL_PAIRS = 2  # always workers
+import search.workers, search.copies.decide
+search.workers.PARALLEL_FROM = search.copies.decide.PARALLEL_PAIRS = 2  # always workers
 from search.copies.dupes import find_duplicates
 from search.query import QueryOptions, by_images
 from store import Store

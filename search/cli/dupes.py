@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -25,181 +23,23 @@ from search.actions.plan import (
 from search.cli.common import (
     IMAGE_ID,
     DomainError,
-    FiniteFloat,
     current_settings,
     domain_errors,
     model_options,
-    option_group,
 )
-from search.copies.dupes import DupeOptions, find_duplicates
-from search.keeper.policy import DEFAULT_KEEP, KEEP_HELP, KeepPolicy, parse_keep
+from search.cli.dupes_options import (
+    ActionRequest,
+    Finding,
+    Outputs,
+    action_options,
+    finding_options,
+    output_options,
+    sets_options,
+)
+from search.copies.dupes import find_duplicates
 from search.report import write_csv, write_html
 from search.sets import Sets
-from store import DEFAULT_WAIT, ImgsearchError, Store, exclusive_writer
-
-
-class Keep(click.ParamType[KeepPolicy]):
-    name = "POLICY"
-
-    def convert(self, value: Any, param: Any, ctx: click.Context | None) -> KeepPolicy:
-        if isinstance(value, KeepPolicy):
-            return value
-        try:
-            return parse_keep(str(value))
-        except ImgsearchError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-@dataclass(frozen=True)
-class Outputs:
-    as_json: bool
-    csv_file: Path | None
-    html_file: Path | None
-
-    def __post_init__(self) -> None:
-        """A report that could not be written is refused before the search, not after it."""
-        for path in (self.csv_file, self.html_file):
-            if path is not None and not path.parent.is_dir():
-                raise DomainError(f"{path}: no folder {path.parent} to write it in")
-
-
-@dataclass(frozen=True)
-class ActionRequest:
-    kind: ActionKind
-    dest: Path | None  # move and symlink only
-    yes: bool
-
-
-def _finding(
-    threshold: float | None,
-    copy_threshold: float | None,
-    exact_only: bool,
-    keep: KeepPolicy,
-    rotations: bool,
-    no_verify: bool,
-) -> DupeOptions:
-    return DupeOptions(threshold, copy_threshold, exact_only, keep, rotations, not no_verify)
-
-
-def _action(
-    move_to: Path | None, symlink_to: Path | None, trash: bool, delete: bool, yes: bool
-) -> ActionRequest | None:
-    chosen: list[tuple[ActionKind, Path | None]] = []
-    if move_to is not None:
-        chosen.append(("move", move_to))
-    if symlink_to is not None:
-        chosen.append(("symlink", symlink_to))
-    if trash:
-        chosen.append(("trash", None))
-    if delete:
-        chosen.append(("delete", None))
-    if len(chosen) > 1:
-        raise click.UsageError("choose one of --move-to, --symlink-to, --trash, --delete")
-    return ActionRequest(chosen[0][0], chosen[0][1], yes) if chosen else None
-
-
-def _folder_named(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
-    """An empty DIR (an unset shell variable) would mean the current folder: refused."""
-    if value is not None and not str(value).strip(". "):
-        raise click.BadParameter("give a folder (it is empty or '.')", ctx, param)
-    return value
-
-
-finding_options = option_group(
-    "finding",
-    _finding,
-    click.option(
-        "--threshold",
-        type=FiniteFloat(0, 1),
-        help="Plain mode: a pair is a duplicate when its cosine is at least this (no "
-        "copy scores, no verification).",
-    ),
-    click.option(
-        "--copy-threshold",
-        type=FiniteFloat(-2, 2),
-        help="Copy mode (the default): the copy score that makes a pair a copy "
-        "without verification (default: the model's calibrated value).",
-    ),
-    click.option("--exact-only", is_flag=True, help="Only byte-identical copies."),
-    click.option("--keep", type=Keep(), default=DEFAULT_KEEP, show_default=True, help=KEEP_HELP),
-    click.option(
-        "--rotations",
-        is_flag=True,
-        help="Also find copies turned by 90/180/270 degrees (runs the model).",
-    ),
-    click.option(
-        "--no-verify",
-        is_flag=True,
-        help="Copy mode: skip the local-feature check of uncertain pairs (faster).",
-    ),
-)
-output_options = option_group(
-    "outputs",
-    Outputs,
-    click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        help="Print groups as JSON (a plan that `imgsearch apply` takes, keepers editable).",
-    ),
-    click.option(
-        "--csv",
-        "csv_file",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Also write the groups to a CSV file.",
-    ),
-    click.option(
-        "--html",
-        "html_file",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Also write a contact sheet with thumbnails (one offline HTML file).",
-    ),
-)
-action_options = option_group(
-    "action",
-    _action,
-    click.option(
-        "--move-to",
-        type=click.Path(file_okay=False, path_type=Path),
-        callback=_folder_named,
-        help="Move the duplicates (not the keepers) under DIR, keeping relative paths; DIR "
-        "must be outside the indexed folders.",
-    ),
-    click.option(
-        "--symlink-to",
-        type=click.Path(file_okay=False, path_type=Path),
-        callback=_folder_named,
-        help="Make symlinks to the duplicates under DIR, for review.",
-    ),
-    click.option("--trash", is_flag=True, help="Send the duplicates to the platform trash."),
-    click.option("--delete", is_flag=True, help="Delete the duplicates (cannot be undone)."),
-    click.option("--yes", is_flag=True, help="Really act; without it every action is a dry run."),
-)
-
-
-def _sets(keep_in: tuple[Path, ...], across: tuple[Path, ...]) -> Sets:
-    if len(across) == 1:
-        raise click.UsageError("--across compares sets: give it at least twice")
-    return Sets.of([str(f) for f in keep_in], [str(f) for f in across])
-
-
-sets_options = option_group(
-    "sets",
-    _sets,
-    click.option(
-        "--keep-in",
-        multiple=True,
-        type=click.Path(exists=True, file_okay=False, path_type=Path),
-        help="A reference folder (repeatable): its files are kept and never acted on.",
-    ),
-    click.option(
-        "--across",
-        multiple=True,
-        type=click.Path(exists=True, file_okay=False, path_type=Path),
-        help="Only copies across these sets (give it twice or more, the reference first, "
-        "e.g. train/ then test/); actions touch only the sets after the first.",
-    ),
-)
+from store import DEFAULT_WAIT, Store, exclusive_writer
 
 
 def opened(home: Path, write: bool) -> Store:
@@ -229,7 +69,7 @@ def dupes(
     ignore: bool,
     unignore: bool,
     unkeep: bool,
-    finding: DupeOptions,
+    finding: Finding,
     sets: Sets,
     outputs: Outputs,
     action: ActionRequest | None,
@@ -261,7 +101,7 @@ def dupes(
             _decide(store, decision[0], ids)
             return
         store.index.use_device(embedding.compute.device)
-        options = dataclasses.replace(finding, embedding=embedding, sets=sets)
+        options = dataclasses.replace(finding.options(), embedding=embedding, sets=sets)
         from search.progress import TqdmSteps  # tqdm: only when duplicates are looked for
 
         quiet = current_settings(ctx).quiet

@@ -21,6 +21,7 @@ from search.cli.common import (
     option_group,
     pass_settings,
 )
+from search.cli.engines import ENGINE, RAY_ADDRESS
 from store import Store
 
 if TYPE_CHECKING:
@@ -76,19 +77,11 @@ class _Engine:
 @option_group(
     "engine",
     _Engine,
-    click.option(
-        "--engine",
-        type=click.Choice(["local", "ray"]),
-        default="local",
-        show_default=True,
-        help="ray: decode and embed on a Ray cluster (the `ray` "
-        "extra); shards are written in HOME/shards and ingested here.",
+    ENGINE(
+        "ray: decode and embed on a Ray cluster (the `ray` extra); shards are written in "
+        "HOME/shards and ingested here."
     ),
-    click.option(
-        "--ray-address",
-        default=None,
-        help="auto or ray://HOST:PORT to join a cluster (default: start a local one).",
-    ),
+    RAY_ADDRESS,
     click.option(
         "--from-list",
         type=click.Path(exists=True, dir_okay=False, path_type=Path),

@@ -17,36 +17,35 @@ Measured on bench/copydetect.py (bench/RESULTS.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from store import (
-    DEFAULT_PROBES,
-    EXACT_LIMIT,
-    Cells,
-    Gpu,
-    Side,
-    Vectors,
-    cells_of,
-    floor_join,
-    nearest_in,
+from search.copies.join import (
+    BETA,
+    DENSITY_K,
+    NEIGHBOURS,
+    VIEW_NEIGHBOURS,
+    VIEW_PROBES,
+    VIEW_REJECT,
+    Nearests,
+    Placed,
+    Shelf,
+    centred,
+    nearest_shard,
+    place,
+    shelved,
+    spans,
+    view_shard,
 )
+from search.workers import LOCAL, Workers
+from store import EXACT_LIMIT, Cells, Gpu, Vectors, cells_of
 
-NEIGHBOURS = 20  # candidates per image by global score
-DENSITY_K = 20  # the neighbour whose cosine measures how crowded an image's surroundings are
-BETA = 0.5
-VIEW_NEIGHBOURS = 10  # candidates per image (and per view) through regional views
-VIEW_PROBES = 2  # k-means cells each whole probes in the view join (above its exact size)
-# Measured on bench/copydetect.py's development part (bench/RESULTS.md): pairs found through
-# views below this copy score were rarely verified copies, and they are many (at a million
-# images, most of the view join's rows): they are dropped as they are found.
-VIEW_REJECT = 0.2
 AUDIT_SAMPLE = 200  # images whose neighbours are found again by exact search, to audit recall
 
 GLOBAL, VIEWS, ROTATED = 1, 2, 4  # how a candidate was found (bits)
-_CHUNK = 65_536  # views centred at a time to place them in cells
 
 
 @dataclass(frozen=True)
@@ -83,21 +82,6 @@ class Descriptors:
     rotated: Vectors | None = None
     rotated_of: NDArray[np.int64] | None = None
     rotated_angle: NDArray[np.int64] | None = None
-
-
-def centred(
-    vectors: NDArray[np.floating], mean: NDArray[np.float32], chunk: int = 65_536
-) -> NDArray[np.float32]:
-    """(vectors - mean), L2-normalised along the last axis, as float32: a chunk of rows at a
-    time, in place, so that a million images' views cost one float32 copy and no temporaries."""
-    unit = np.empty(vectors.shape, dtype=np.float32)
-    for start in range(0, len(vectors), chunk):
-        part = unit[start : start + chunk]
-        part[...] = vectors[start : start + chunk]
-        part -= mean
-        norms = np.sqrt(np.einsum("...d,...d->...", part, part))
-        part /= np.maximum(norms, 1e-12)[..., None]
-    return unit
 
 
 class _Edges:
@@ -179,49 +163,61 @@ class _Reduced:
     region: NDArray[np.int16]
 
 
+@dataclass(frozen=True)
+class Engine:
+    """Where stage 1 runs: its shards of cells on `workers`, the finished ones kept on
+    `shelf` (search/copies/join.py)."""
+
+    workers: Workers = LOCAL
+    shelf: Shelf = field(default_factory=lambda: Shelf(None))
+
+
 def find_candidates(
-    found: Descriptors, gpu: Gpu | None = None, density_floor: float = -1.0
+    found: Descriptors,
+    gpu: Gpu | None = None,
+    density_floor: float = -1.0,
+    engine: Engine | None = None,
 ) -> Candidates:
     """Stage 1: candidate pairs with copy scores. `density_floor`: the least density an image
     is given (the model card's, see indexer.models.CopyThresholds; -1: none)."""
     n = len(found.ids)
     if n < 2:
-        empty = np.zeros(0, dtype=np.float32)
-        return Candidates(
-            found.ids,
-            np.zeros((0, 2), dtype=np.int64),
-            empty,
-            empty,
-            empty,
-            empty,
-            np.zeros(0, np.uint8),
-            np.zeros(0, np.int16),
-            np.zeros(0, np.int8),
-        )
+        return _no_candidates(found.ids)
+    engine = engine or Engine()
     mean = found.vectors.mean(axis=0)
-    unit = centred(found.vectors, mean)
-    # One set of cells for every join. The views' join compares each whole with `regions`
-    # times as many vectors, so it leaves the exact join at a smaller collection.
-    regions = 0 if found.views is None else found.views.shape[1]
-    cells = cells_of(unit, gpu, exact_up_to=int(EXACT_LIMIT / np.sqrt(1 + regions)))
-    probed = cells.nearest(unit, max(DEFAULT_PROBES, VIEW_PROBES))
+    placed, shards = _placed(found, mean, gpu, engine)
     k = max(NEIGHBOURS, DENSITY_K)
-    neighbours, scores = nearest_in(unit, unit, k, cells, probed[:, :DEFAULT_PROBES], same=True)
-    edges = _Edges(np.maximum(_density(scores), np.float32(density_floor)))
-    rows = np.repeat(np.arange(n), NEIGHBOURS)
-    edges.add(rows, neighbours[:, :NEIGHBOURS].ravel(), scores[:, :NEIGHBOURS].ravel(), GLOBAL)
-    if found.views is not None:
-        _view_candidates(unit, found.views, mean, cells, probed[:, :VIEW_PROBES], edges)
-    if found.rotated is not None and found.rotated_of is not None:
+    wholes = Nearests(n, k)
+    turned = None if placed.turned is None else Nearests(len(placed.turned), NEIGHBOURS + 1)
+    todo = []
+    for span in shards:
+        stored = engine.shelf.get(f"nearest-{span[0]}-{span[1]}")
+        if stored is None:
+            todo.append(span)
+            continue
+        wholes.merge((stored["rows"], stored["near"], stored["cosine"]))
+        if turned is not None:
+            turned.merge((stored["t_rows"], stored["t_near"], stored["t_cosine"]))
+    for at, (mine, theirs) in engine.workers.map_with(nearest_shard, placed, todo, spread=False):
+        wholes.merge(mine)
+        if turned is not None and theirs is not None:
+            turned.merge(theirs)
+        kept: dict[str, NDArray[Any]] = dict(zip(("rows", "near", "cosine"), mine, strict=True))
+        if theirs is not None:
+            kept |= dict(zip(("t_rows", "t_near", "t_cosine"), theirs, strict=True))
+        engine.shelf.put(f"nearest-{todo[at][0]}-{todo[at][1]}", kept)
+    edges = _Edges(np.maximum(_density(wholes.scores), np.float32(density_floor)))
+    neighbours, scores = wholes.near[:, :NEIGHBOURS], wholes.scores[:, :NEIGHBOURS]
+    edges.add(np.repeat(np.arange(n), NEIGHBOURS), neighbours.ravel(), scores.ravel(), GLOBAL)
+    if placed.views is not None:
+        _view_candidates(placed, shards, edges, engine)
+    if turned is not None and found.rotated_of is not None:
         angles = found.rotated_angle if found.rotated_angle is not None else 0
-        turned = centred(found.rotated, mean)
-        probes = cells.nearest(turned, DEFAULT_PROBES)
-        near, cos = nearest_in(turned, unit, NEIGHBOURS + 1, cells, probes)
-        width = near.shape[1]
+        width = turned.near.shape[1]
         edges.add(
-            near.ravel(),
+            turned.near.ravel(),
             np.repeat(found.rotated_of, width),
-            cos.ravel(),
+            turned.scores.ravel(),
             ROTATED,
             np.repeat(angles, width),
         )
@@ -240,8 +236,58 @@ def find_candidates(
         found_pairs.found_by.astype(np.uint8),
         found_pairs.angle.astype(np.int16),
         found_pairs.region.astype(np.int8),
-        audit(unit, neighbours[:, :NEIGHBOURS]),
+        audit(placed.unit, neighbours),
     )
+
+
+def _no_candidates(ids: NDArray[np.int64]) -> Candidates:
+    empty = np.zeros(0, dtype=np.float32)
+    return Candidates(
+        ids,
+        np.zeros((0, 2), dtype=np.int64),
+        empty,
+        empty,
+        empty,
+        empty,
+        np.zeros(0, np.uint8),
+        np.zeros(0, np.int16),
+        np.zeros(0, np.int8),
+    )
+
+
+def _placed(
+    found: Descriptors, mean: NDArray[np.float32], gpu: Gpu | None, engine: Engine
+) -> tuple[Placed, list[tuple[int, int]]]:
+    """The centred vectors in their cells, and the shards of cells to join; the cells and
+    where each vector lies are kept on the shelf (k-means and placing are the costly part,
+    and a resumed run must cut the same cells)."""
+    unit = centred(found.vectors, mean)
+    turned = None if found.rotated is None else centred(found.rotated, mean)
+    # One set of cells for every join. The views' join compares each whole with `regions`
+    # times as many vectors, so it leaves the exact join at a smaller collection.
+    regions = 0 if found.views is None else found.views.shape[1]
+    remote = not engine.workers.local  # a GPU is this process's: shards elsewhere use CPUs
+
+    def make() -> dict[str, NDArray[Any]]:
+        cells = cells_of(unit, gpu, exact_up_to=int(EXACT_LIMIT / np.sqrt(1 + regions)))
+        placed = place(unit, mean, cells, found.views, turned)
+        cut = spans(cells.count, engine.workers.shards(cells.count))
+        kept = {
+            **cells.saved(),
+            "probed": placed.probed,
+            "spans": np.asarray(cut, dtype=np.int64).reshape(-1, 2),
+        }
+        for name in ("view_home", "turned_probed"):
+            if getattr(placed, name) is not None:
+                kept[name] = getattr(placed, name)
+        return kept
+
+    kept = shelved(engine.shelf, "cells", make)
+    cells = Cells.restored(kept, None if remote else gpu)
+    views = None if found.views is None else found.views.reshape(-1, found.views.shape[-1])
+    placed = Placed(unit, mean, cells, kept["probed"], views, kept.get("view_home"), turned,
+                    kept.get("turned_probed"))  # fmt: skip
+    return placed, [(int(a), int(b)) for a, b in kept["spans"]]
 
 
 def audit(unit: NDArray[np.float32], found: NDArray[np.int64], chunk: int = 100_000) -> float:
@@ -308,37 +354,44 @@ def _density(scores: NDArray[np.float32]) -> NDArray[np.float32]:
 
 
 def _view_candidates(
-    unit: Vectors,
-    views: NDArray[np.floating],
-    mean: NDArray[np.float32],
-    cells: Cells,
-    probed: NDArray[np.int64],
-    edges: _Edges,
+    placed: Placed, shards: list[tuple[int, int]], edges: _Edges, engine: Engine
 ) -> None:
-    """Whole against view, both ways, in one join: a crop's whole matches a view of its source,
-    and a canvas's view matches the photo pasted on it. Pairs below VIEW_REJECT are never
-    kept. Views stay as stored (float16) and are centred a cell at a time: a million images'
-    1,280-d views would take 26 GB as float32."""
-    n, regions, dim = views.shape
-    flat = views.reshape(n * regions, dim)
-    home = np.concatenate(
-        [
-            cells.nearest(centred(flat[start : start + _CHUNK], mean), 1)[:, 0]
-            for start in range(0, len(flat), _CHUNK)
-        ]
-    )
-    # A pair's copy score is its cosine less half of each image's density term.
-    half = (BETA * edges.density / 2).astype(np.float32)
+    """Whole against view, both ways (join.view_shard), shard by shard; pairs below
+    VIEW_REJECT are never kept."""
+    todo = []
+    for span in shards:
+        stored = engine.shelf.get(f"views-{span[0]}-{span[1]}")
+        if stored is None:
+            todo.append((span, edges.density))
+        else:
+            edges.add(stored["whole"], stored["of"], stored["cosine"], VIEWS, stored["region"],
+                      VIEW_REJECT)  # fmt: skip
+    for at, (whole, of, cosine, region) in engine.workers.map_with(
+        view_shard, placed, todo, spread=False
+    ):
+        span = todo[at][0]
+        kept: dict[str, NDArray[Any]] = {
+            "whole": whole,
+            "of": of,
+            "cosine": cosine,
+            "region": region,
+        }
+        engine.shelf.put(f"views-{span[0]}-{span[1]}", kept)
+        edges.add(whole.astype(np.int64), of.astype(np.int64), cosine, VIEWS,
+                  region.astype(np.int64), VIEW_REJECT)  # fmt: skip
 
-    def whole(rows: NDArray[np.int64]) -> Vectors:
-        return unit[rows]
 
-    def view(rows: NDArray[np.int64]) -> Vectors:
-        return centred(flat[rows], mean)
-
-    # Each whole keeps its best views (its own among them, left out below), each view its best
-    # wholes, as two nearest-neighbour searches would.
-    wholes = Side(whole, probed, VIEW_REJECT + half, (VIEW_NEIGHBOURS + 1) * regions)
-    of_views = Side(view, home[:, None], np.repeat(half, regions), VIEW_NEIGHBOURS + 1)
-    for rows, columns, cosine in floor_join(wholes, of_views, cells.count, cells.gpu):
-        edges.add(rows, columns // regions, cosine, VIEWS, columns % regions + 1, VIEW_REJECT)
+__all__ = [
+    "BETA",
+    "DENSITY_K",
+    "NEIGHBOURS",
+    "VIEW_NEIGHBOURS",
+    "VIEW_PROBES",
+    "VIEW_REJECT",
+    "Candidates",
+    "Descriptors",
+    "Engine",
+    "audit",
+    "centred",
+    "find_candidates",
+]

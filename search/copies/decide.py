@@ -24,7 +24,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from indexer.decode import VIEW_BOXES
-from indexer.options import default_workers
 from search.copies.candidates import VIEW_REJECT, Candidates
 from search.copies.verify import (
     FEATURES_VERSION,
@@ -39,6 +38,7 @@ from search.copies.verify import (
 from search.per_content import Recipe
 from search.records import Edge, Verification
 from search.steps import SILENT, Steps
+from search.workers import LOCAL, Workers
 from store import ImageRecord
 
 log = logging.getLogger("imgsearch.search")
@@ -95,8 +95,10 @@ def decide(
     thresholds: Thresholds,
     features_for: FeaturesFor,
     steps: Steps = SILENT,
+    workers: Workers = LOCAL,
 ) -> Decided:
-    """The copies among `candidates` (records: by image id, for paths and hashes)."""
+    """The copies among `candidates` (records: by image id, for paths and hashes), verified
+    on `workers`."""
     ids, pairs = candidates.ids, candidates.pairs
     best = np.maximum(candidates.score, candidates.turn_score)
     accepted = best >= thresholds.accept
@@ -106,7 +108,7 @@ def decide(
     edges = [_edge(candidates, int(m), None) for m in np.nonzero(accepted)[0]]
     if not thresholds.verify or not band.any():
         return Decided(edges, 0, [], 0.0, 0.0, candidates.recall)
-    checking = _Checking(records, features_for, steps)
+    checking = _Checking(records, features_for, steps, workers)
     unreadable = checking.make({WHOLE: {int(ids[p]) for p in pairs[band].ravel()}})
     for path in unreadable:
         log.warning("could not read %s again: its candidate pairs stay unverified", path)
@@ -236,9 +238,14 @@ class _Checking:
     verifying with them."""
 
     def __init__(
-        self, records: dict[int, ImageRecord], features_for: FeaturesFor, steps: Steps
+        self,
+        records: dict[int, ImageRecord],
+        features_for: FeaturesFor,
+        steps: Steps,
+        workers: Workers,
     ) -> None:
         self.records, self.features_for, self.steps = records, features_for, steps
+        self.workers = workers
         self.features: dict[Key, Features] = {}
         self.feature_seconds = self.verify_seconds = 0.0
 
@@ -264,61 +271,38 @@ class _Checking:
         """The jobs whose features could be made, and their checks."""
         jobs = [j for j in jobs if j.a in self.features and j.b in self.features]
         started = time.perf_counter()
-        found = _run(jobs, self.features, name, self.steps) if jobs else []
+        found = _run(jobs, self.features, name, self.steps, self.workers) if jobs else []
         self.verify_seconds += time.perf_counter() - started
         return jobs, found
 
 
-_FEATURES: dict[Key, Features] = {}  # what forked verification workers read (copy-on-write)
-
-
 def _run(
-    jobs: list[Job], features: dict[Key, Features], name: str, steps: Steps
+    jobs: list[Job], features: dict[Key, Features], name: str, steps: Steps, workers: Workers
 ) -> list[Verification]:
-    """Verify every job, in parallel (forked workers share `features` without copying). Each
-    process verifies on one BLAS thread: the workers fill the cores, as for OpenCV
-    (verify.opencv)."""
-    from threadpoolctl import threadpool_limits
-
-    global _FEATURES
-    _FEATURES = features
-    chunks = [jobs[i : i + CHUNK_PAIRS] for i in range(0, len(jobs), CHUNK_PAIRS)]
-    found: list[Verification] = []
-    try:
-        with steps.step(name, len(jobs)) as advance:
-            if len(jobs) >= PARALLEL_PAIRS and default_workers() > 1 and _can_fork():
-                import multiprocessing
-
-                context = multiprocessing.get_context("fork")
-                with context.Pool(default_workers(), threadpool_limits, (1,)) as pool:
-                    for part in pool.imap(_verify_chunk, chunks):
-                        found += part
-                        advance(len(part))
-                return found
-            with threadpool_limits(1):
-                for chunk in chunks:
-                    found += _verify_chunk(chunk)
-                    advance(len(chunk))
-            return found
-    finally:
-        _FEATURES = {}
+    """Verify every job, in parallel: in chunks of CHUNK_PAIRS, on one BLAS thread each (the
+    workers fill the cores, as for OpenCV: verify.opencv), `features` shared by all (read
+    copy-on-write by forked processes, sent once to a cluster)."""
+    if len(jobs) < PARALLEL_PAIRS:
+        chunks = [jobs]
+    else:
+        chunks = [jobs[i : i + CHUNK_PAIRS] for i in range(0, len(jobs), CHUNK_PAIRS)]
+    found: list[list[Verification]] = [[] for _ in chunks]
+    with steps.step(name, len(jobs)) as advance:
+        for at, checks in workers.map_with(_verify_chunk, features, chunks, spread=True):
+            found[at] = checks
+            advance(len(checks))
+    return [check for part in found for check in part]
 
 
-def _verify_chunk(jobs: list[Job]) -> list[Verification]:
+def _verify_chunk(features: dict[Key, Features], jobs: list[Job]) -> list[Verification]:
     found = []
     for job in jobs:
-        check = verify(_FEATURES[job.a], _FEATURES[job.b])
+        check = verify(features[job.a], features[job.b])
         if not check.verified and job.mirror:  # a mirrored copy
-            flipped = verify(_FEATURES[job.a], _FEATURES[job.b].mirrored(), mirrored=True)
+            flipped = verify(features[job.a], features[job.b].mirrored(), mirrored=True)
             check = flipped if flipped.inliers > check.inliers else check
         found.append(check)
     return found
-
-
-def _can_fork() -> bool:
-    import multiprocessing
-
-    return "fork" in multiprocessing.get_all_start_methods()
 
 
 def _edge(candidates: Candidates, m: int, check: Verification | None) -> Edge:

@@ -22,10 +22,11 @@ import numpy as np
 
 from indexer.options import ModelOptions
 from indexer.spec import resolve_model
-from search.copies.candidates import Descriptors, find_candidates
+from search.copies.candidates import Descriptors, Engine, find_candidates
 from search.copies.decide import Decided, Thresholds, decide
 from search.copies.explain import cached_in, confirming
 from search.copies.groups import build_groups
+from search.copies.join import Shelf
 from search.copies.verify import FEATURES_VERSION
 from search.keeper.look import LOOKS, Look, format_of, look_at
 from search.keeper.policy import DEFAULT_KEEP, KeepPolicy, parse_keep
@@ -33,6 +34,7 @@ from search.per_content import per_content, per_contents
 from search.records import Chooser, DuplicateGroup, Edge, Member, Verification
 from search.sets import Sets, preferring_reference
 from search.steps import SILENT, Steps
+from search.workers import LOCAL, Workers
 from store import ImageRecord, Store
 
 __all__ = ["DupeOptions", "DuplicateGroup", "Found", "Member", "find_duplicates"]
@@ -50,6 +52,7 @@ class DupeOptions:
     verify: bool = True  # copy mode: verify the uncertain band with local features
     embedding: ModelOptions = field(default_factory=ModelOptions)
     sets: Sets = field(default_factory=Sets)  # reference folders, sets compared across
+    workers: Workers = LOCAL  # where copy detection's pieces run (`--engine ray`: a cluster)
 
 
 @dataclass(frozen=True)
@@ -90,17 +93,19 @@ def find_duplicates(
     seconds = (0.0, 0.0)
     if not options.exact_only:
         ids = sorted(r.id for r in representatives.values())
-        key = _cache_key(store, options)
+        key, generation = _cache_key(store, options), store.catalog.generation()
         stored = _from_cache(store.caches.cached(key))
         if stored is not None:
             mode, threshold, calibrated, decided = stored
             cached = True
         else:
-            mode, threshold, calibrated, decided = _pairs(store, ids, options, steps)
+            shelf = Shelf(options.workers.resume_in(store.home), f"{key}@{generation}")
+            mode, threshold, calibrated, decided = _pairs(store, ids, options, steps, shelf)
         edges, checked, recall = decided.edges, decided.checked, decided.candidate_recall
         if not cached:
             seconds = (decided.feature_seconds, decided.verify_seconds)
             store.caches.cache(key, _to_cache(mode, threshold, calibrated, decided))
+            shelf.clear()  # the join's finished shards: the result is cached now
     similarity = _similarity(store, representatives) if edges else None
     looks = _looks(store, by_hash, edges, steps) if options.keep.key is None else look_at
     choose = _respecting(store.catalog.chosen_keepers(), options.keep.chooser(similarity, looks))
@@ -184,7 +189,7 @@ def _similarity(
 
 
 def _pairs(
-    store: Store, ids: list[int], options: DupeOptions, steps: Steps
+    store: Store, ids: list[int], options: DupeOptions, steps: Steps, shelf: Shelf
 ) -> tuple[str, float, bool, Decided]:
     if options.threshold is not None:
         found = store.index.similar_pairs(options.threshold, ids)
@@ -206,11 +211,12 @@ def _pairs(
     descriptors = Descriptors(stored_ids, vectors, store.catalog.views_array(stored_ids.tolist()))
     if options.rotations:
         descriptors = _with_rotations(store, descriptors, options, steps)
-    candidates = find_candidates(descriptors, store.index.gpu, card.density_floor)
+    engine = Engine(options.workers, shelf)
+    candidates = find_candidates(descriptors, store.index.gpu, card.density_floor, engine)
     records = store.catalog.records(stored_ids.tolist())
     thresholds = Thresholds(accept, reject, options.verify)
-    features_for = partial(per_contents, store, steps=steps)
-    decided = decide(candidates, records, thresholds, features_for, steps)
+    features_for = partial(per_contents, store, steps=steps, workers=options.workers)
+    decided = decide(candidates, records, thresholds, features_for, steps, options.workers)
     return "copies", accept, calibrated, decided
 
 

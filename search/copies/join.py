@@ -1,0 +1,267 @@
+"""Stage 1's joins, shard by shard: each image's nearest others (and each turned descriptor's),
+and the whole-against-view join, over k-means cells cut into shards of consecutive cells.
+
+The vectors are centred and placed in cells once (`place`); a shard then joins the queries
+that probe its cells with the members of those cells (store.pairs: a probe outside the shard
+is none), so the shards' results are disjoint and their merge is what one join over every
+cell gives. Locally the join is one shard in this process; `dupes --engine ray` runs the
+shards as Ray tasks (search/workers.py) and keeps each finished one on disk (`Shelf`), so a
+killed run joins only the cells it had not finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import os
+import shutil
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from store import (
+    DEFAULT_PROBES,
+    Cells,
+    Gpu,
+    Side,
+    Vectors,
+    atomic_path,
+    floor_join,
+    merge_nearest,
+    nearest_probing,
+)
+
+NEIGHBOURS = 20  # candidates per image by global score
+DENSITY_K = 20  # the neighbour whose cosine measures how crowded an image's surroundings are
+BETA = 0.5
+VIEW_NEIGHBOURS = 10  # candidates per image (and per view) through regional views
+VIEW_PROBES = 2  # k-means cells each whole probes in the view join (above its exact size)
+# Measured on bench/copydetect.py's development part (bench/RESULTS.md): pairs found through
+# views below this copy score were rarely verified copies, and they are many (at a million
+# images, most of the view join's rows): they are dropped as they are found.
+VIEW_REJECT = 0.2
+_CHUNK = 65_536  # views centred at a time to place them in cells
+log = logging.getLogger("imgsearch.search")
+
+Span = tuple[int, int]  # a shard: cells [first, last)
+Nearest = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]  # rows, near, cosine
+
+
+def centred(
+    vectors: NDArray[np.floating], mean: NDArray[np.float32], chunk: int = 65_536
+) -> NDArray[np.float32]:
+    """(vectors - mean), L2-normalised along the last axis, as float32: a chunk of rows at a
+    time, in place, so that a million images' views cost one float32 copy and no temporaries."""
+    unit = np.empty(vectors.shape, dtype=np.float32)
+    for start in range(0, len(vectors), chunk):
+        part = unit[start : start + chunk]
+        part[...] = vectors[start : start + chunk]
+        part -= mean
+        norms = np.sqrt(np.einsum("...d,...d->...", part, part))
+        part /= np.maximum(norms, 1e-12)[..., None]
+    return unit
+
+
+@dataclass(frozen=True)
+class Placed:
+    """What every shard reads (sent once to every worker): the centred wholes and the cells
+    they probe; the views as stored, flat (n * regions, d), and each one's cell; the centred
+    turned descriptors and their probes."""
+
+    unit: Vectors
+    mean: NDArray[np.float32]
+    cells: Cells
+    probed: NDArray[np.int64]  # (n, max(DEFAULT_PROBES, VIEW_PROBES))
+    views: NDArray[np.floating] | None = None
+    view_home: NDArray[np.int64] | None = None
+    turned: Vectors | None = None
+    turned_probed: NDArray[np.int64] | None = None
+
+    @property
+    def regions(self) -> int:
+        return 0 if self.views is None else len(self.views) // len(self.unit)
+
+
+def place(
+    unit: Vectors,
+    mean: NDArray[np.float32],
+    cells: Cells,
+    views: NDArray[np.floating] | None,
+    turned: Vectors | None,
+) -> Placed:
+    """Where every vector lies and which cells each whole probes."""
+    probed = cells.nearest(unit, max(DEFAULT_PROBES, VIEW_PROBES))
+    if views is not None:
+        flat = views.reshape(-1, views.shape[-1])
+        views = flat
+        home = np.concatenate(
+            [
+                cells.nearest(centred(flat[start : start + _CHUNK], mean), 1)[:, 0]
+                for start in range(0, len(flat), _CHUNK)
+            ]
+            or [np.zeros(0, np.int64)]
+        )
+    turned_probed = None if turned is None else cells.nearest(turned, DEFAULT_PROBES)
+    return Placed(unit, mean, cells, probed, views, home if views is not None else None,
+                  turned, turned_probed)  # fmt: skip
+
+
+def spans(cells: int, shards: int) -> list[Span]:
+    """`shards` runs of consecutive cells covering all of them."""
+    bounds = np.linspace(0, cells, min(shards, cells) + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def _inside(probed: NDArray[np.int64], span: Span) -> NDArray[np.int64]:
+    return np.where((probed >= span[0]) & (probed < span[1]), probed, -1)
+
+
+def nearest_shard(placed: Placed, span: Span) -> tuple[Nearest, Nearest | None]:
+    """The wholes' nearest others in the span's cells (max(NEIGHBOURS, DENSITY_K) each), and
+    the turned descriptors' nearest wholes there (NEIGHBOURS + 1 each)."""
+    k = max(NEIGHBOURS, DENSITY_K)
+    probes = _inside(placed.probed[:, :DEFAULT_PROBES], span)
+    wholes = nearest_probing(placed.unit, placed.unit, k, placed.cells, probes, same=True)
+    if placed.turned is None or placed.turned_probed is None:
+        return wholes, None
+    probes = _inside(placed.turned_probed, span)
+    turned = nearest_probing(placed.turned, placed.unit, NEIGHBOURS + 1, placed.cells, probes)
+    return wholes, turned
+
+
+def view_shard(
+    placed: Placed, item: tuple[Span, NDArray[np.float32]]
+) -> tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.float32], NDArray[np.int16]]:
+    """Whole against view, both ways, in the span's cells, given each image's density: (the
+    whole's position, the position of the image whose view matched, the cosine, the view's
+    region + 1). A crop's whole matches a view of its source, and a canvas's view matches the
+    photo pasted on it. Pairs that cannot reach VIEW_REJECT are never returned. Views stay
+    as stored (float16) and are centred a block at a time."""
+    span, density = item
+    assert placed.views is not None and placed.view_home is not None
+    views, regions, mean = placed.views, placed.regions, placed.mean
+    # A pair's copy score is its cosine less half of each image's density term.
+    half = (BETA * density / 2).astype(np.float32)
+
+    def whole(rows: NDArray[np.int64]) -> Vectors:
+        return placed.unit[rows]
+
+    def view(rows: NDArray[np.int64]) -> Vectors:
+        return centred(views[rows], mean)
+
+    # Each whole keeps its best views (its own among them, left out later), each view its best
+    # wholes, as two nearest-neighbour searches would.
+    probes = _inside(placed.probed[:, :VIEW_PROBES], span)
+    wholes = Side(whole, probes, VIEW_REJECT + half, (VIEW_NEIGHBOURS + 1) * regions)
+    of_views = Side(view, placed.view_home[:, None], np.repeat(half, regions), VIEW_NEIGHBOURS + 1)
+    parts = list(floor_join(wholes, of_views, placed.cells.count, placed.cells.gpu))
+    if not parts:
+        none = np.zeros(0, np.int32)
+        return none, none, np.zeros(0, np.float32), np.zeros(0, np.int16)
+    rows, columns, cosine = (np.concatenate(c) for c in zip(*parts, strict=True))
+    return (
+        rows.astype(np.int32),
+        (columns // regions).astype(np.int32),
+        cosine.astype(np.float32),
+        (columns % regions + 1).astype(np.int16),
+    )
+
+
+class Nearests:
+    """Each query's k nearest, merged from disjoint shards as they come."""
+
+    def __init__(self, n: int, k: int) -> None:
+        self.near = np.full((n, k), -1, dtype=np.int64)
+        self.scores = np.full((n, k), -np.inf, dtype=np.float32)
+
+    def merge(self, found: Nearest) -> None:
+        rows, near, scores = found
+        if not len(rows):
+            return
+        width = min(near.shape[1], self.near.shape[1])
+        both = np.stack([self.near[rows], _padded(near[:, :width], self.near.shape[1], -1)])
+        both_scores = np.stack(
+            [self.scores[rows], _padded(scores[:, :width], self.near.shape[1], -np.inf)]
+        )
+        merged_scores, merged = merge_nearest(both_scores, both)
+        self.near[rows], self.scores[rows] = merged, merged_scores
+
+
+def _padded(a: NDArray[Any], width: int, fill: float) -> NDArray[Any]:
+    if a.shape[1] == width:
+        return a
+    out = np.full((len(a), width), fill, dtype=a.dtype)
+    out[:, : a.shape[1]] = a
+    return out
+
+
+class Shelf:
+    """Finished shards of one join, on disk (None: kept nowhere). Named by what the join is
+    of, so that a run over other vectors or options never reads them; a run that finished
+    takes its shelf away."""
+
+    def __init__(self, folder: Path | None, name: str = "") -> None:
+        self.folder = None if folder is None else folder / _safe(name)
+        if folder is not None and folder.is_dir():
+            for other in folder.iterdir():  # shelves of other catalogs or options: stale
+                if other.name != _safe(name) and not other.name.startswith("."):
+                    shutil.rmtree(other, ignore_errors=True)
+
+    def get(self, name: str) -> dict[str, NDArray[Any]] | None:
+        if self.folder is None or not (self.folder / f"{name}.npz").is_file():
+            return None
+        try:
+            with np.load(self.folder / f"{name}.npz") as stored:
+                return {key: stored[key] for key in stored.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # damaged: joined again
+            return None
+
+    def put(self, name: str, arrays: dict[str, NDArray[Any]]) -> None:
+        """Keep `arrays` as `name`; a shelf that cannot be written (a home this user may only
+        read, a full disk) says so once and keeps nothing more: the join goes on."""
+        if self.folder is None:
+            return
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.folder / f"{name}.npz") as tmp, open(tmp, "wb") as handle:
+                save: Any = np.savez  # typed as if an array could not be named allow_pickle
+                save(handle, **arrays)
+        except OSError as exc:
+            log.warning("cannot keep the join's shards in %s (%s): a killed run starts over",
+                        self.folder, exc.strerror or exc)  # fmt: skip
+            self.folder = None
+
+    def clear(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            parent = self.folder.parent
+            if parent.is_dir() and not any(parent.iterdir()):
+                os.rmdir(parent)
+
+
+def _safe(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:24]
+
+
+def shelved(
+    shelf: Shelf,
+    name: str,
+    make: Callable[[], dict[str, NDArray[Any]]],
+) -> dict[str, NDArray[Any]]:
+    """The shelf's `name`, or make it and put it there."""
+    found = shelf.get(name)
+    if found is None:
+        found = make()
+        shelf.put(name, found)
+    return found
+
+
+__all__ = ["BETA", "DENSITY_K", "NEIGHBOURS", "VIEW_NEIGHBOURS", "VIEW_PROBES", "VIEW_REJECT",
+           "Gpu", "Nearests", "Placed", "Shelf", "centred", "nearest_shard", "place", "shelved",
+           "spans", "view_shard"]  # fmt: skip

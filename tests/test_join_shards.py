@@ -1,0 +1,113 @@
+"""The candidate join cut into shards of cells (search/copies/join.py) finds exactly what one
+join finds, and a killed run picks up the shards it finished (without Ray: the same code runs
+the shards in this process; tests/test_dupes_ray.py runs them as Ray tasks)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from search.copies.candidates import Candidates, Descriptors, Engine, find_candidates
+from search.copies.join import Shelf
+from search.workers import LocalWorkers
+from tests.helpers import clustered_with_duplicates
+
+N, DIM, REGIONS = 12_000, 16, 2  # above the exact join's size with 2 views: k-means cells
+
+
+def descriptors() -> Descriptors:
+    vectors = clustered_with_duplicates(N, DIM)
+    rng = np.random.RandomState(3)
+    noise = rng.randn(N, REGIONS, DIM).astype(np.float32)
+    views = vectors[:, None, :] + 0.9 * noise / np.linalg.norm(noise, axis=-1, keepdims=True)
+    views /= np.linalg.norm(views, axis=-1, keepdims=True)
+    return Descriptors(np.arange(1, N + 1, dtype=np.int64), vectors, views.astype(np.float16))
+
+
+class Sharded(LocalWorkers):
+    """This process, cut into `count` shards; records what it was given; stops (as a kill
+    would) after `stop_after` shards when set."""
+
+    def __init__(self, count: int, stop_after: int | None = None) -> None:
+        self.count, self.stop_after = count, stop_after
+        self.given: list[Any] = []
+
+    def shards(self, cells: int) -> int:
+        return self.count
+
+    def map_with(
+        self, fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any], spread: bool
+    ) -> Iterator[tuple[int, Any]]:
+        for n, item in enumerate(items):
+            if self.stop_after is not None and len(self.given) >= self.stop_after:
+                raise KeyboardInterrupt("killed")
+            view = isinstance(item[0], tuple)  # (span, density): the view join's
+            self.given.append(("views", item[0]) if view else ("nearest", item))
+            yield n, fn(shared, item)
+
+
+def as_rows(found: Candidates) -> dict[tuple[int, int], tuple[float, ...]]:
+    ids = found.ids
+    return {
+        (int(ids[a]), int(ids[b])): (
+            round(float(found.score[m]), 5),
+            round(float(found.view_score[m]), 5),
+            int(found.found_by[m]),
+            int(found.region[m]),
+        )
+        for m, (a, b) in enumerate(found.pairs)
+    }
+
+
+@pytest.fixture(scope="module")
+def whole() -> tuple[Descriptors, dict[tuple[int, int], tuple[float, ...]]]:
+    found = descriptors()
+    return found, as_rows(find_candidates(found))
+
+
+def test_shards_of_cells_find_exactly_what_one_join_finds(
+    whole: tuple[Descriptors, dict[tuple[int, int], tuple[float, ...]]],
+) -> None:
+    found, expected = whole
+    workers = Sharded(7)
+    sharded = as_rows(find_candidates(found, engine=Engine(workers)))
+    assert len(set(workers.given)) == 14  # seven spans of cells, each joined once per join
+    assert len(expected) > N  # wholes and views: many pairs to compare
+    assert sharded == expected
+    views = sum(1 for row in expected.values() if row[2] & 2)
+    assert views > 0  # the view join took part
+
+
+def test_a_killed_join_resumes_with_the_shards_it_had_not_finished(
+    whole: tuple[Descriptors, dict[tuple[int, int], tuple[float, ...]]], tmp_path: Path
+) -> None:
+    found, expected = whole
+    killed = Sharded(6, stop_after=4)  # 4 of the 6 nearest-neighbour shards, then a kill
+    with pytest.raises(KeyboardInterrupt):
+        find_candidates(found, engine=Engine(killed, Shelf(tmp_path / "work", "run")))
+    assert len(list((tmp_path / "work").rglob("nearest-*.npz"))) == 4
+    resumed = Sharded(6)
+    again = find_candidates(found, engine=Engine(resumed, Shelf(tmp_path / "work", "run")))
+    nearest = [g for g in resumed.given if g[0] == "nearest"]
+    assert len(nearest) == 2 and not set(nearest) & set(killed.given)  # only the two left
+    assert as_rows(again) == expected
+    # Another run's shelf (other vectors or options) is never read, and takes the stale one away.
+    Shelf(tmp_path / "work", "another run")
+    assert not list((tmp_path / "work").rglob("nearest-*.npz"))
+
+
+def test_a_damaged_shard_on_the_shelf_is_joined_again(
+    whole: tuple[Descriptors, dict[tuple[int, int], tuple[float, ...]]], tmp_path: Path
+) -> None:
+    found, expected = whole
+    shelf = Shelf(tmp_path / "work", "run")
+    find_candidates(found, engine=Engine(Sharded(3), shelf))
+    for kept in (tmp_path / "work").rglob("*.npz"):
+        kept.write_bytes(kept.read_bytes()[:100])  # torn
+    again = Sharded(3)
+    assert as_rows(find_candidates(found, engine=Engine(again, shelf))) == expected
+    assert len(again.given) == 6  # every shard, nearest and views, joined again
