@@ -64,6 +64,8 @@ def pair_scores(found: Found, rows: dict[str, Row], skip_rotated: bool) -> dict[
     if skip_rotated:
         positive &= ~turned[:, None] & ~turned[None, :]
     negative = (group[:, None] != group[None, :]) & upper
+    canvas = np.array([rows[n].canvas for n in names])  # composites on one background
+    negative &= ~((canvas[:, None] == canvas[None, :]) & (canvas[:, None] != ""))
     tp, fp = int((same & positive).sum()), int((same & negative).sum())
     per_edit: dict[str, float] = {}
     original = {rows[n].source: i for i, n in enumerate(names) if rows[n].edit == "original"}
@@ -72,6 +74,8 @@ def pair_scores(found: Found, rows: dict[str, Row], skip_rotated: bool) -> dict[
                 for i in np.nonzero(edit == kind)[0]]  # fmt: skip
         per_edit[kind] = round(float(np.mean(hits)), 3)
     kept, same, beaten, with_original = 0, 0, Counter(), 0
+    by_edit: dict[str, list[bool]] = defaultdict(list)
+    by_format: dict[str, list[bool]] = defaultdict(list)
     for g in found.groups:
         files = [g.keep, *(m.record for m in g.members)]
         originals = [f for f in files if rows[Path(f.path).name].edit == "original"]
@@ -85,6 +89,10 @@ def pair_scores(found: Found, rows: dict[str, Row], skip_rotated: bool) -> dict[
             same += 1
         else:
             beaten[kept_edit] += 1
+        right = kept_edit == "original" or kept_edit in EQUIVALENT
+        by_format[Path(originals[0].path).suffix.lower()].append(right)
+        for kind in {rows[Path(f.path).name].edit for f in files} - {"original", "distractor"}:
+            by_edit[kind].append(right)
     return {
         "precision": round(tp / max(1, tp + fp), 4),
         "recall": round(tp / max(1, int(positive.sum())), 4),
@@ -92,7 +100,28 @@ def pair_scores(found: Found, rows: dict[str, Row], skip_rotated: bool) -> dict[
         "groups": len(found.groups), "original_kept": f"{kept}/{with_original}",
         "original_or_equivalent_kept": f"{kept + same}/{with_original}",
         "kept_instead_of_original": dict(beaten.most_common()),
+        # Of the groups holding the original and a copy of this kind (or an original of this
+        # format): how many keep the original or a copy a person cannot tell from it.
+        "keeper_by_edit": {k: f"{sum(v)}/{len(v)}" for k, v in sorted(by_edit.items())},
+        "keeper_by_format": {k: f"{sum(v)}/{len(v)}" for k, v in sorted(by_format.items())},
+        **_mixed(found, rows),
     }  # fmt: skip
+
+
+def _mixed(found: Found, rows: dict[str, Row]) -> dict[str, Any]:
+    """Groups holding copies of two originals: of two scenes (never right), or two photos of
+    one scene (two viewpoints, in the set's scene groups)."""
+    mixed: list[list[str]] = []
+    scenes: list[list[str]] = []
+    for g in found.groups:
+        files = [rows[Path(r.path).name] for r in [g.keep, *(m.record for m in g.members)]]
+        sources = {r.source: r.group for r in files if r.source}
+        if len(sources) < 2:
+            continue
+        names = sorted(Path(r.path).name for r in [g.keep, *(m.record for m in g.members)])
+        (mixed if len(set(sources.values())) > 1 else scenes).append(names[:6])
+    return {"groups_of_two_originals": len(mixed), "groups_of_one_scene_two_views": len(scenes),
+            "two_originals_examples": mixed[:3]}  # fmt: skip
 
 
 def query_scores(store: Store, folder: Path, rows: dict[str, Row]) -> dict[str, Any]:

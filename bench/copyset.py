@@ -4,9 +4,14 @@
     python bench/copyset.py --photos ~/devphotos --out ~/copyset      # writes dev/ and heldout/
 
 Originals are the general photos at least MIN_SIDE pixels on their shorter side plus some
-astronomy photos (copies of one star field among others are the hard case), copied byte for
-byte in their own format. Each gets EDITS_PER_ORIGINAL edits drawn so that every edit occurs
-about equally often. Distractors: the other astronomy photos (look-alikes) and the small
+astronomy photos (copies of one star field among others are the hard case). As a user holds
+them: by a hash of their name, re-encoded as lossy WebP, AVIF or JPEG in FORMAT_SHARES, the
+rest copied byte for byte in their own format. Each gets
+EDITS_PER_ORIGINAL edits of the original as the user has it, drawn so that every edit occurs
+about equally often; turned copies are saved as PNG (lossless pixels of a lossy original), the
+others as JPEG. SHARED_CANVAS_PAIRS pairs of originals are each also pasted on one photo (two
+composites sharing a background: they are copies of their own originals, and of nothing
+else). Distractors: the other astronomy photos (look-alikes) and the small
 photos. Originals and distractors are split into `dev` (tuning) and `heldout` (reported, never
 tuned on) by a hash of their name, and each split is its own folder (its own collection:
 nothing of the held-out part reaches a tuned step). `labels.csv` in each folder gives every
@@ -38,6 +43,10 @@ ASTRO_ORIGINALS = 40
 EDITS_PER_ORIGINAL = 8
 HELDOUT_SHARE = 1 / 3
 ROTATIONS = ("rotate-90", "rotate-180", "rotate-270")
+# Originals as the issue's hidden set holds them (69 of 120 lossy WebP, 39 JPEG, 12 PNG).
+FORMAT_SHARES = (("WEBP", 0.5), ("AVIF", 0.1), ("JPEG", 0.3))  # the rest: as they come
+QUALITY_OF = {"WEBP": 80, "AVIF": 60, "JPEG": 90}
+SHARED_CANVAS_PAIRS = 6  # in each split
 
 Edit = Callable[[Image.Image, np.random.RandomState, Image.Image], Image.Image]
 
@@ -48,6 +57,7 @@ class Row:
     source: str  # the original it was made from ("" for a distractor)
     edit: str  # "original", "distractor", or the edit's name
     group: str  # scene group: same-group pairs count on neither side
+    canvas: str = ""  # composites on one background: pairs of them count on neither side
 
 
 def _resize(scale: float) -> Edit:
@@ -151,7 +161,35 @@ def upright_rgb(path: Path) -> Image.Image:
         return decode.upright_rgb(image)
 
 
+def _original_format(source: str) -> str | None:
+    """The lossy format an original is re-encoded in (by a hash of its name), or None (kept as
+    it is: the development photos are PNG)."""
+    share = hashlib.sha256(f"format:{source}".encode()).digest()[0] / 256
+    for name, part in FORMAT_SHARES:
+        if share < part:
+            return name
+        share -= part
+    return None
+
+
+def _suffix(edit: str) -> str:
+    return ".png" if edit in ROTATIONS else ".jpg"
+
+
+def _composite(image: Image.Image, canvas: Image.Image, rng: np.random.RandomState) -> Image.Image:
+    """`image` at about 40 % of a 640 x 480 crop of `canvas`, somewhere on it."""
+    base = ImageOps.fit(canvas, (640, 480))
+    thumb = ImageOps.contain(image, (256, 192))
+    x = int(rng.randint(0, base.width - thumb.width + 1))
+    y = int(rng.randint(0, base.height - thumb.height + 1))
+    base.paste(thumb, (x, y))
+    return base
+
+
 def _save_edit(image: Image.Image, edit: str, path: Path) -> None:
+    if edit in ROTATIONS:
+        image.save(path, "PNG")
+        return
     if edit == "exif-orientation":  # pixels stored turned, the EXIF tag turns them back
         exif = Image.Exif()
         exif[0x0112] = 6  # shown rotated 90 degrees clockwise
@@ -202,24 +240,39 @@ def build(
                 for split in rows}  # fmt: skip
     for found in canvases.values():
         rng.shuffle(found)
+    held: dict[str, list[tuple[str, str, Path]]] = {split: [] for split in rows}
     for n, row in enumerate(originals):
         source = f"o{n:03}"
         split = "heldout" if heldout(source) else "dev"
         folder = out / split
         file = photos / row["relpath"]
-        name = f"{source}-original{file.suffix.lower()}"
-        shutil.copyfile(file, folder / name)  # byte for byte, in its own format
+        lossy = _original_format(source)
+        if lossy is None:
+            name = f"{source}-original{file.suffix.lower()}"
+            shutil.copyfile(file, folder / name)  # byte for byte, in its own format
+        else:
+            name = f"{source}-original.{lossy.lower().replace('jpeg', 'jpg')}"
+            upright_rgb(file).save(folder / name, lossy, quality=QUALITY_OF[lossy])
         group = row["group"] or source
         rows[split].append(Row(name, source, "original", group))
-        image = upright_rgb(file)
+        held[split].append((source, group, folder / name))
+        image = upright_rgb(folder / name)  # the original as the user has it
         for _ in range(EDITS_PER_ORIGINAL):
             edit = cycle[position % len(cycle)]
             position += 1
             canvas = upright_rgb(canvases[split].pop()) if edit == "pasted-thumbnail" else image
             edited = EDITS[edit](image, rng, canvas)
-            name = f"{source}-{edit}.jpg"
+            name = f"{source}-{edit}{_suffix(edit)}"
             _save_edit(edited, edit, folder / name)
             rows[split].append(Row(name, source, edit, group))
+    for split, mine in held.items():  # two originals on one background, pair by pair
+        order = rng.permutation(len(mine))[: 2 * SHARED_CANVAS_PAIRS]
+        for k in range(len(order) // 2):
+            canvas = upright_rgb(canvases[split].pop())
+            for source, group, path in (mine[order[2 * k]], mine[order[2 * k + 1]]):
+                name = f"{source}-shared-canvas.jpg"
+                _composite(upright_rgb(path), canvas, rng).save(out / split / name, quality=90)
+                rows[split].append(Row(name, source, "shared-canvas", group, f"c{k}"))
     for name, row in named:
         file = photos / row["relpath"]
         split = "heldout" if heldout(name) else "dev"
@@ -233,14 +286,15 @@ def build(
             os.utime(out / split / row.name, (when, when))
         with open(out / split / "labels.csv", "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["name", "source", "edit", "group"])
-            writer.writerows([r.name, r.source, r.edit, r.group] for r in found)
+            writer.writerow(["name", "source", "edit", "group", "canvas"])
+            writer.writerows([r.name, r.source, r.edit, r.group, r.canvas] for r in found)
     return rows
 
 
 def read_labels(folder: Path) -> list[Row]:
     with open(folder / "labels.csv", encoding="utf-8") as handle:
-        return [Row(r["name"], r["source"], r["edit"], r["group"]) for r in csv.DictReader(handle)]
+        return [Row(r["name"], r["source"], r["edit"], r["group"], r.get("canvas") or "")
+                for r in csv.DictReader(handle)]  # fmt: skip
 
 
 def jpeg_bytes(image: Image.Image, quality: int) -> bytes:

@@ -35,7 +35,8 @@ class RayWorkers:
     ) -> list[R]:
         connect(self.address)
         done: list[R | None] = [None] * len(items)
-        for start, part in self._run(_each, fn, items, chunksize):
+        size = max(chunksize, -(-len(items) // (4 * TASKS_PER_CPU * cpus())))
+        for start, part in self._run(_each, fn, items, size):
             done[start : start + len(part)] = part
             advance(len(part))
         return done  # type: ignore[return-value]  # every slot is filled

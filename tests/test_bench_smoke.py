@@ -70,8 +70,10 @@ def test_dupes_scale_runs_the_ray_engine_beside_the_local_one() -> None:
     pytest.importorskip("ray", reason="the `ray` extra is not installed")
     found = bench("dupes_scale.py", "--n", "12000", "--dim", "16", "--views", "2",
                   "--ray-cpus", "1")  # fmt: skip
-    assert found["ray"]["same_pairs_as_local"] is True
-    assert found["ray"]["candidate_seconds"] > 0
+    ray = found["ray"]
+    # One BLAS thread a task against all of them here: a near tie may fall the other way.
+    assert ray["pairs_only_local"] + ray["pairs_only_ray"] <= 1e-3 * found["candidate_pairs"]
+    assert ray["candidate_seconds"] > 0 and ray["shards"] == 4
     assert 0 <= found["candidate_recall_audit"] <= 1
 
 
@@ -144,6 +146,8 @@ def test_copydetect_runs(tmp_path: Path) -> None:
                   "--subsets", "0", "--no-outside", timeout=400)  # fmt: skip
     assert found["images"] > 8 and found["index_report"]["failed"] == 0
     assert 0 <= found["dupes"]["recall"] <= 1 and "query_path" in found
+    assert set(found["dupes"]["keeper_by_format"]) <= {".jpg", ".png", ".webp", ".avif"}
+    assert found["dupes"]["groups_of_two_originals"] == 0
 
 
 def test_review_scale_runs() -> None:

@@ -93,11 +93,11 @@ class _Edges:
 
     def add(
         self,
-        a: NDArray[np.int64],
-        b: NDArray[np.int64],
+        a: NDArray[np.integer[Any]],
+        b: NDArray[np.integer[Any]],
         cosine: NDArray[np.float32],
         how: int,
-        detail: NDArray[np.int64] | int = 0,
+        detail: NDArray[np.integer[Any]] | int = 0,
         floor: float = -np.inf,
     ) -> None:
         """Pairs (a[i], b[i]) at centred cosine[i]; `detail`, what of b matched a: its turn
@@ -377,8 +377,7 @@ def _view_candidates(
             "region": region,
         }
         engine.shelf.put(f"views-{span[0]}-{span[1]}", kept)
-        edges.add(whole.astype(np.int64), of.astype(np.int64), cosine, VIEWS,
-                  region.astype(np.int64), VIEW_REJECT)  # fmt: skip
+        edges.add(whole, of, cosine, VIEWS, region, VIEW_REJECT)  # int32 rows, as kept
 
 
 __all__ = [
