@@ -233,6 +233,8 @@ def main() -> None:
         out: dict[str, Any] = {"benchmark": "copydetect", "split": args.split,
                                "images": len(rows), "index_seconds": round(index_seconds, 1),
                                "index_report": {"added": report.added, "failed": len(report.failed),
+                                                "failed_files": [str(f)[:200] for f in
+                                                                 report.failed[:5]],
                                                 "runtime": report.runtime}}  # fmt: skip
         catalog = home / "catalog.sqlite"
         out["store_bytes_per_image"] = round(

@@ -177,9 +177,11 @@ def _suffix(edit: str) -> str:
 
 
 def _composite(image: Image.Image, canvas: Image.Image, rng: np.random.RandomState) -> Image.Image:
-    """`image` at about 40 % of a 640 x 480 crop of `canvas`, somewhere on it."""
+    """`image` within 40 % of the sides of a 640 x 480 crop of `canvas` (made smaller, never
+    larger), somewhere on it."""
     base = ImageOps.fit(canvas, (640, 480))
-    thumb = ImageOps.contain(image, (256, 192))
+    thumb = image.copy()
+    thumb.thumbnail((256, 192), Image.Resampling.LANCZOS)
     x = int(rng.randint(0, base.width - thumb.width + 1))
     y = int(rng.randint(0, base.height - thumb.height + 1))
     base.paste(thumb, (x, y))

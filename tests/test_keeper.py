@@ -128,6 +128,70 @@ def test_a_lossless_save_of_a_turned_lossy_webp_does_not_beat_it(tmp_path: Path)
     assert turned_same(webp, png) == 1 and turned_same(webp, jpeg) is None
 
 
+@pytest.mark.parametrize("factor", [2, 4])
+def test_a_soft_original_is_not_an_enlargement_of_its_reduced_copy(
+    factor: int, tmp_path: Path
+) -> None:
+    """Issue 26: a small, soft original measures as flat in its top octave as an enlargement,
+    so "the other is an enlargement" was said of the original against its half-size copy. Its
+    reduced copy, enlarged again, does not give its pixels back; a real enlargement's does."""
+    image = Image.open(EXAMPLES / "coffee.jpg").convert("RGB")
+    soft = image.resize((240, 160), Image.Resampling.LANCZOS).filter(ImageFilter.GaussianBlur(1.5))
+    original, reduced = tmp_path / "original.webp", tmp_path / "reduced.jpg"
+    soft.save(original, quality=80)
+    with Image.open(original) as decoded:
+        decoded.convert("RGB").resize(
+            (240 // factor, 160 // factor), Image.Resampling.LANCZOS
+        ).save(reduced, quality=90)
+    os.utime(original, (2_000_000_000, 2_000_000_000))  # the copy is older
+    os.utime(reduced, (1_000_000_000, 1_000_000_000))
+    from search.keeper.look import look_at_path
+
+    looks = [look_at_path(str(p)) for p in (original, reduced)]
+    assert looks[0] and looks[1]
+    if factor == 4:  # the top octave alone calls the original an enlargement of its quarter
+        assert looks[0].detail < min(0.8 * looks[1].detail, 0.45)
+    kept, reason = choose_best([record(reduced, 2), record(original, 1)], [])
+    assert kept.path == str(original) and "enlargement" not in reason, reason
+    # The reduced copy enlarged back (from its own decoded pixels) is an enlargement.
+    enlarged = tmp_path / "enlarged.jpg"
+    with Image.open(reduced) as decoded:
+        decoded.convert("RGB").resize((240, 160), Image.Resampling.BICUBIC).save(
+            enlarged, quality=90
+        )
+    kept, reason = choose_best([record(enlarged, 3), record(reduced, 2)], [])
+    assert kept.path == str(reduced) and "enlargement" in reason, reason
+
+
+@pytest.mark.parametrize("turn", [Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180])
+def test_a_turned_save_of_the_same_pixels_loses_to_the_copy_upright_as_the_group(
+    turn: Image.Transpose, tmp_path: Path
+) -> None:
+    """Issue 26: with the same pixels turned, the smaller file won, so a turned PNG saved
+    smaller than its PNG original was kept. The copy upright as the rest of the group is (a
+    q60 JPEG, a crop, a brightened copy: every other edit keeps the picture upright) is the
+    original, whatever the file sizes."""
+    image = Image.open(EXAMPLES / "chelsea.jpg").convert("RGB")
+    original, turned = tmp_path / "chelsea.png", tmp_path / "chelsea-turned.png"
+    image.save(original, compress_level=0)  # larger than the turned copy
+    image.transpose(turn).save(turned, compress_level=9)
+    assert turned.stat().st_size < original.stat().st_size
+    others = {
+        "small.jpg": image.resize((image.width // 2, image.height // 2)),
+        "crop.jpg": _crop(image),
+        "bright.jpg": ImageEnhance.Brightness(image).enhance(1.3),
+    }
+    for name, edited in others.items():  # fmt: skip
+        edited.save(tmp_path / name, quality=60)
+    records = [record(turned, 1), record(original, 2)]
+    records += [record(tmp_path / name, 3 + n) for n, name in enumerate(others)]
+    kept, reason = choose_best(records, [])
+    assert kept.path == str(original), reason
+    # Alone, the two say nothing of their orientation: the smaller file, as before.
+    kept, reason = choose_best(records[:2], [])
+    assert kept.path == str(turned) and "same pixels in a smaller file" in reason
+
+
 @pytest.mark.parametrize("edit", ["brightness", "blur"])
 def test_an_edited_lossless_copy_of_a_lossy_webp_does_not_win_as_lossless(
     edit: str, tmp_path: Path

@@ -1,19 +1,20 @@
 """The `best` keeper: the copy a person would keep, with the reason in words.
 
 Every two contents of a group are compared signal by signal, and the first signal that tells
-them apart decides; the keeper is the copy that beats the most others (a Copeland tournament),
-and its reason is what decided against the others. (Ranking only the copies derived from no
-other copy, signal 1, was tried: on bench/copydetect.py's held-out part it kept the original
-or an equivalent in 41 of 43 groups against 42 of 43, and was not kept.) The signals, in
-order:
+them apart decides; the keeper is the copy that beats the most others (a Copeland tournament)
+among the copies made from no other copy of the group (signal 1): an edited copy never wins
+by beating worse copies than itself. Its reason is what decided against the others. The
+signals, in order:
 
-1. An enlargement loses to its source (more pixels, less detail in their top octave). Their
-   verified pair (search/copies/verify.py): the side holding clearly more real pixels of
-   the picture they share is the source (a pasted thumbnail, a resized copy are not); with
-   about the same, the side whose frame reaches beyond the shared part contains the other (a
-   crop is the derivative).
-   Files with the same pixels, turned or not (a PNG saved from a JPEG or a lossy WebP): the
-   smaller file.
+1. A copy made from another loses to it. An enlargement: more pixels that the other's,
+   enlarged again, explain (search/keeper/enlarged.py). A verified pair
+   (search/copies/verify.py): the side holding clearly more real pixels of the picture they
+   share is the source (a pasted thumbnail, a resized copy are not); with about the same,
+   the side whose frame reaches beyond the shared part contains the other (a crop is the
+   derivative).
+   Files with the same pixels (a PNG saved from a JPEG or a lossy WebP): the smaller file;
+   turned by 90, 180 or 270 degrees, the one upright as the rest of the group is (its frame
+   correlates best with the others'), then the smaller file.
 2. Defects a copy adds: dark flat margins at the border (an added frame, the black corners of
    a tilted copy, a dark band), grayscale.
 3. Real detail: pixels, unless enlarged; then how they were stored (lossless, unless it carries
@@ -22,7 +23,8 @@ order:
    traces are not looked for as a JPEG's are.
 4. In a group of three or more contents, the copy the others resemble most (the medoid of
    their vectors) is likely the one they were made from.
-5. Clipped highlights and shadows, sharpness, camera EXIF, the earlier capture date.
+5. Clipped highlights and shadows, sharpness (by SHARPER: a blurred copy, not compression
+   noise), camera EXIF, the earlier capture date.
 
 Where nothing tells two copies apart (a mirror image, a pure EXIF re-tag) either may be kept.
 Measured in bench/copydetect.py (`original_kept`).
@@ -33,7 +35,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from search.keeper.look import Look, look_at, same_pixels
+from search.keeper.enlarged import AMBIGUOUS, ENLARGED, residual
+from search.keeper.look import Look, likeness, look_at, same_pixels, turned_same
 from search.records import Chooser, Edge
 from store import ImageRecord
 
@@ -44,6 +47,11 @@ CONTAINS = 0.8  # a frame whose shared part is at most this share of the other's
 # the top octave than the smaller copy (FLATTER) and little of it at all (FLAT: photos at their
 # own scale measure 0.45-0.6; a downscaled copy measures more, so the larger is not flagged).
 UPSCALED, FLATTER, FLAT = 3.5, 0.8, 0.45
+# Sharper by this much: a blurred copy is 8.6x and more less sharp than its source on
+# bench/copyset.py's development part, while a JPEG re-encode of a lossy WebP (brightened,
+# tilted) measured up to 2.9x sharper than it, from compression noise alone.
+SHARPER = 3.0
+UPRIGHT = 0.05  # this much more like the other copies' frames: the turn the group agrees on
 
 Verdict = tuple[int, str] | None  # +1: the first is the better copy, -1: the second; reason
 
@@ -53,6 +61,7 @@ class _Merit:
     record: ImageRecord
     look: Look | None
     central: float = 0.0  # mean cosine to the other contents
+    upright: float = 0.0  # mean likeness of its frame, as it is turned, to the others' frames
     wins: int = 0
 
 
@@ -83,11 +92,16 @@ def choose_best(
         for m in firsts:
             others = [similarity(m.record, o.record) for o in firsts if o is not m]
             m.central = sum(others) / len(others)
+    _orient(firsts)
     pair = {(e.a, e.b): e for e in edges} | {(e.b, e.a): e for e in edges}
     reasons: dict[tuple[int, int], str] = {}
+    derived: set[int] = set()  # positions of the copies made from another copy of the group
     for i, a in enumerate(firsts):
-        for b in firsts[i + 1 :]:
-            ab, ba = compare(a, b, pair.get((a.record.id, b.record.id))), None
+        for j, b in enumerate(firsts[i + 1 :], i + 1):
+            source = source_of(a, b, pair.get((a.record.id, b.record.id)))
+            if source is not None:
+                derived.add(j if source[0] > 0 else i)
+            ab = source or compare(a, b, pair.get((a.record.id, b.record.id)))
             if ab is None:
                 continue
             if ab[0] > 0:
@@ -97,7 +111,10 @@ def choose_best(
                 b.wins += 1
                 ba = compare(b, a, pair.get((b.record.id, a.record.id)))
                 reasons[(b.record.id, a.record.id)] = ba[1] if ba else ""
-    ranked = sorted(firsts, key=lambda m: -m.wins)  # stable: ties keep the file order
+    # A copy made from another copy of the group never wins by beating the others: only the
+    # copies derived from none are ranked (an edited copy collects wins over worse copies).
+    order = sorted(range(len(firsts)), key=lambda n: (n in derived, -firsts[n].wins))
+    ranked = [firsts[n] for n in order]  # stable: ties keep the file order
     keep = ranked[0]
     said = [reasons.get((keep.record.id, m.record.id), "") for m in ranked[1:]]
     unique = [r for r in dict.fromkeys(said) if r]
@@ -109,15 +126,36 @@ def source_of(a: _Merit, b: _Merit, edge: Edge | None) -> Verdict:
     x, y = a.look, b.look
     if x is None or y is None:
         return None
-    enlarged = _upscaled(x, y)
+    enlarged = _upscaled(a, b)
     if enlarged is not None:
         return enlarged
     related = _relation(a, b, edge)
     if related is not None:
         return related
     if same_pixels(x, y):  # a lossless save of a JPEG, a re-tag: the smaller file is the source
+        if turned_same(x, y) is not None:  # a turned save: the upright one first
+            upright = _differ(a.upright - b.upright, UPRIGHT, "upright, as the other copies are")
+            if upright is not None:
+                return upright
         return _ratio(b.record.size, a.record.size, 1.05, "the same pixels in a smaller file")
     return None
+
+
+def _orient(firsts: Sequence[_Merit]) -> None:
+    """Each copy's `upright`: how like the other copies' frames its frame is as it is turned
+    (the copies that are its own pixels turned left out), for a group of three or more."""
+    if len(firsts) < 3:
+        return
+    for m in firsts:
+        if m.look is None:
+            continue
+        found = [
+            likeness(m.look, o.look)
+            for o in firsts
+            if o is not m and o.look is not None and turned_same(m.look, o.look) is None
+        ]
+        known = [f for f in found if f is not None]
+        m.upright = sum(known) / len(known) if known else 0.0
 
 
 def compare(a: _Merit, b: _Merit, edge: Edge | None) -> Verdict:
@@ -137,7 +175,7 @@ def compare(a: _Merit, b: _Merit, edge: Edge | None) -> Verdict:
         _storage(x, y),
         _differ(a.central - b.central, 0.005, "the other copies resemble it most"),
         _clipping(x.clipped, y.clipped),
-        _ratio(x.sharpness, y.sharpness, 1.3, "sharper"),
+        _ratio(x.sharpness, y.sharpness, SHARPER, "sharper"),
         _differ(float(x.camera) - float(y.camera), 0.5, "camera EXIF"),
     ):
         if verdict is not None:
@@ -196,13 +234,28 @@ def _real(look: Look) -> float:
     return float(look.pixels)
 
 
-def _upscaled(x: Look, y: Look) -> Verdict:
-    """One copy has many more pixels but much less detail in their top octave: enlarged."""
-    if y.pixels >= UPSCALED * x.pixels and y.detail < min(FLATTER * x.detail, FLAT):
-        return 1, "the other is an enlargement (more pixels, no more detail)"
-    if x.pixels >= UPSCALED * y.pixels and x.detail < min(FLATTER * y.detail, FLAT):
-        return -1, ""
+def _upscaled(a: _Merit, b: _Merit) -> Verdict:
+    """One copy has many more pixels, and the other's pixels enlarged explain them (up to
+    ENLARGED; up to AMBIGUOUS when its top octave is also flat): it is an enlargement
+    (search/keeper/enlarged.py). Where the crops cannot tell, the top octave alone."""
+    for small, large, sign in ((a, b, 1), (b, a, -1)):
+        s, g = small.look, large.look
+        assert s is not None and g is not None
+        if g.pixels < UPSCALED * s.pixels:
+            continue
+        flat = g.detail < min(FLATTER * s.detail, FLAT)
+        left = residual(s, _size(small), g, _size(large))
+        explained = left is not None and (left <= ENLARGED or (flat and left <= AMBIGUOUS))
+        if explained or (left is None and flat):
+            return sign, ENLARGEMENT
     return None
+
+
+ENLARGEMENT = "the other is an enlargement (more pixels, no more detail)"
+
+
+def _size(m: _Merit) -> tuple[int, int]:
+    return m.record.width, m.record.height
 
 
 LOSSY_UNSEEN = ("WEBP", "AVIF", "HEIF", "HEIC")  # lossy formats whose traces are not looked for
@@ -220,12 +273,13 @@ def _storage(x: Look, y: Look) -> Verdict:
 
 def _stored(look: Look) -> float:
     """How well the pixels were stored: lossless (unless it carries JPEG blocks), else by JPEG
-    quality; a lossy WebP (its quality is not in the file) counts as a good JPEG."""
+    quality; a lossy WebP, AVIF or HEIC (its quality is not in the file) counts as a good
+    JPEG."""
     if look.lossless:  # saved from a JPEG, it is no better than the JPEG: it loses the tie
         return -1.0 if look.blocky else 1.0
     if look.jpeg_quality is not None:
         return (look.jpeg_quality - 85) / 15
-    return 0.3 if look.format == "WEBP" else 0.0
+    return 0.3 if look.format in LOSSY_UNSEEN else 0.0
 
 
 def _formats(x: Look, y: Look) -> str:

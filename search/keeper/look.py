@@ -84,6 +84,20 @@ _SQUARE = SAME_CROP * SAME_CROP * 3  # a full central crop: it turns onto itself
 _THUMB = 48
 
 
+def likeness(a: Look, b: Look) -> float | None:
+    """How alike two files' whole frames are, as they are turned: the correlation of their
+    48 x 48 grey frames (brightness, contrast and colour aside), -1 to 1; None without frames.
+    A copy turned by 90 degrees is less like the upright copies of a group than its source."""
+    if len(a.thumb) != _THUMB * _THUMB * 3 or len(b.thumb) != len(a.thumb):
+        return None
+    grey = []
+    for look in (a, b):
+        frame = np.frombuffer(look.thumb, np.uint8).reshape(_THUMB, _THUMB, 3).mean(axis=2)
+        frame = frame - frame.mean()
+        grey.append(frame / max(float(np.sqrt((frame * frame).sum())), 1e-6))
+    return float((grey[0] * grey[1]).sum())
+
+
 def turned_same(a: Look, b: Look) -> int | None:
     """The quarter turns (1-3) that make a's pixels b's, None when none does. The central
     crops of a turned image are each other's turn up to a pixel of rounding in where the
