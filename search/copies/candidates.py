@@ -12,6 +12,8 @@ global vector misses: an image whose whole matches another's view (a crop, a cor
 that matches another's whole (a photo pasted small on a canvas); each pair records which view
 matched, for stage 2 to look there. Rotated descriptors
 (`dupes --rotations`) add pairs where one image turned by 90/180/270 degrees matches the other.
+The joins run shard by shard over k-means cells (search/copies/join.py): one shard in this
+process locally, many in Ray tasks with `dupes --engine ray`, with the same pairs either way.
 Measured on bench/copydetect.py (bench/RESULTS.md).
 """
 
