@@ -236,8 +236,8 @@ def test_the_long_steps_are_reported_as_they_go(
     seen = steps.seen
     # Every copy here verifies on whole frames, or joins through one that does: no region
     # looks enough like an image left unverified to be read (tests/test_copy_regions.py).
-    assert set(seen) == {"reading local features", "verifying candidate pairs",
-                         "looking at the copies"}  # fmt: skip
+    assert set(seen) == {"finding candidate pairs", "reading local features",
+                         "verifying candidate pairs", "looking at the copies"}  # fmt: skip
     assert all(total == done > 0 for total, done in seen.values()), seen
     assert seen["verifying candidate pairs"][0] == found.checked
 

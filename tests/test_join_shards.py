@@ -14,7 +14,7 @@ import pytest
 from search.copies.candidates import Candidates, Descriptors, Engine, find_candidates
 from search.copies.join import Shelf
 from search.workers import LocalWorkers
-from tests.helpers import clustered_with_duplicates
+from tests.helpers import RecordedSteps, clustered_with_duplicates
 
 N, DIM, REGIONS = 12_000, 16, 2  # above the exact join's size with 2 views: k-means cells
 
@@ -73,9 +73,10 @@ def test_shards_of_cells_find_exactly_what_one_join_finds(
     whole: tuple[Descriptors, dict[tuple[int, int], tuple[float, ...]]],
 ) -> None:
     found, expected = whole
-    workers = Sharded(7)
-    sharded = as_rows(find_candidates(found, engine=Engine(workers)))
+    workers, steps = Sharded(7), RecordedSteps()
+    sharded = as_rows(find_candidates(found, engine=Engine(workers, steps=steps)))
     assert len(set(workers.given)) == 14  # seven spans of cells, each joined once per join
+    assert steps.seen["finding candidate pairs"] == [14, 14]  # reported shard by shard
     assert len(expected) > N  # wholes and views: many pairs to compare
     assert sharded == expected
     views = sum(1 for row in expected.values() if row[2] & 2)

@@ -19,7 +19,7 @@ Measured on bench/copydetect.py (bench/RESULTS.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,9 +32,9 @@ from search.copies.join import (
     VIEW_NEIGHBOURS,
     VIEW_PROBES,
     VIEW_REJECT,
+    Engine,
     Nearests,
     Placed,
-    Shelf,
     centred,
     nearest_shard,
     place,
@@ -42,7 +42,7 @@ from search.copies.join import (
     spans,
     view_shard,
 )
-from search.workers import LOCAL, Workers
+from search.copies.join import shards as join_shards
 from store import EXACT_LIMIT, Cells, Gpu, Vectors, cells_of
 
 AUDIT_SAMPLE = 200  # images whose neighbours are found again by exact search, to audit recall
@@ -165,15 +165,6 @@ class _Reduced:
     region: NDArray[np.int16]
 
 
-@dataclass(frozen=True)
-class Engine:
-    """Where stage 1 runs: its shards of cells on `workers`, the finished ones kept on
-    `shelf` (search/copies/join.py)."""
-
-    workers: Workers = LOCAL
-    shelf: Shelf = field(default_factory=lambda: Shelf(None))
-
-
 def find_candidates(
     found: Descriptors,
     gpu: Gpu | None = None,
@@ -191,28 +182,20 @@ def find_candidates(
     k = max(NEIGHBOURS, DENSITY_K)
     wholes = Nearests(n, k)
     turned = None if placed.turned is None else Nearests(len(placed.turned), NEIGHBOURS + 1)
-    todo = []
-    for span in shards:
-        stored = engine.shelf.get(f"nearest-{span[0]}-{span[1]}")
-        if stored is None:
-            todo.append(span)
-            continue
-        wholes.merge((stored["rows"], stored["near"], stored["cosine"]))
-        if turned is not None:
-            turned.merge((stored["t_rows"], stored["t_near"], stored["t_cosine"]))
-    for at, (mine, theirs) in engine.workers.map_with(nearest_shard, placed, todo, spread=False):
-        wholes.merge(mine)
-        if turned is not None and theirs is not None:
-            turned.merge(theirs)
-        kept: dict[str, NDArray[Any]] = dict(zip(("rows", "near", "cosine"), mine, strict=True))
-        if theirs is not None:
-            kept |= dict(zip(("t_rows", "t_near", "t_cosine"), theirs, strict=True))
-        engine.shelf.put(f"nearest-{todo[at][0]}-{todo[at][1]}", kept)
-    edges = _Edges(np.maximum(_density(wholes.scores), np.float32(density_floor)))
-    neighbours, scores = wholes.near[:, :NEIGHBOURS], wholes.scores[:, :NEIGHBOURS]
-    edges.add(np.repeat(np.arange(n), NEIGHBOURS), neighbours.ravel(), scores.ravel(), GLOBAL)
-    if placed.views is not None:
-        _view_candidates(placed, shards, edges, engine)
+    joins = len(shards) * (1 if placed.views is None else 2)
+    with engine.steps.step("finding candidate pairs", joins) as advance:
+        named = [(f"nearest-{a}-{b}", (a, b)) for a, b in shards]
+        for found_near in join_shards(nearest_shard, placed, named, engine, advance):
+            wholes.merge((found_near["rows"], found_near["near"], found_near["cosine"]))
+            if turned is not None:
+                turned.merge((found_near["t_rows"], found_near["t_near"], found_near["t_cosine"]))
+        edges = _Edges(np.maximum(_density(wholes.scores), np.float32(density_floor)))
+        neighbours, scores = wholes.near[:, :NEIGHBOURS], wholes.scores[:, :NEIGHBOURS]
+        edges.add(np.repeat(np.arange(n), NEIGHBOURS), neighbours.ravel(), scores.ravel(), GLOBAL)
+        if placed.views is not None:  # whole against view, both ways (join.view_shard)
+            views = [(f"views-{a}-{b}", ((a, b), edges.density)) for a, b in shards]
+            for v in join_shards(view_shard, placed, views, engine, advance):
+                edges.add(v["whole"], v["of"], v["cosine"], VIEWS, v["region"], VIEW_REJECT)
     if turned is not None and found.rotated_of is not None:
         angles = found.rotated_angle if found.rotated_angle is not None else 0
         width = turned.near.shape[1]
@@ -353,33 +336,6 @@ def _density(scores: NDArray[np.float32]) -> NDArray[np.float32]:
     fallback = np.nanmin(np.where(np.isnan(finite), np.inf, finite), axis=1)
     fallback = np.where(np.isfinite(fallback), fallback, 0.0)
     return np.where(np.isnan(kth), fallback, kth).astype(np.float32)
-
-
-def _view_candidates(
-    placed: Placed, shards: list[tuple[int, int]], edges: _Edges, engine: Engine
-) -> None:
-    """Whole against view, both ways (join.view_shard), shard by shard; pairs below
-    VIEW_REJECT are never kept."""
-    todo = []
-    for span in shards:
-        stored = engine.shelf.get(f"views-{span[0]}-{span[1]}")
-        if stored is None:
-            todo.append((span, edges.density))
-        else:
-            edges.add(stored["whole"], stored["of"], stored["cosine"], VIEWS, stored["region"],
-                      VIEW_REJECT)  # fmt: skip
-    for at, (whole, of, cosine, region) in engine.workers.map_with(
-        view_shard, placed, todo, spread=False
-    ):
-        span = todo[at][0]
-        kept: dict[str, NDArray[Any]] = {
-            "whole": whole,
-            "of": of,
-            "cosine": cosine,
-            "region": region,
-        }
-        engine.shelf.put(f"views-{span[0]}-{span[1]}", kept)
-        edges.add(whole, of, cosine, VIEWS, region, VIEW_REJECT)  # int32 rows, as kept
 
 
 __all__ = [

@@ -211,7 +211,7 @@ def _pairs(
     descriptors = Descriptors(stored_ids, vectors, store.catalog.views_array(stored_ids.tolist()))
     if options.rotations:
         descriptors = _with_rotations(store, descriptors, options, steps)
-    engine = Engine(options.workers, shelf)
+    engine = Engine(options.workers, shelf, steps)
     candidates = find_candidates(descriptors, store.index.gpu, card.density_floor, engine)
     records = store.catalog.records(stored_ids.tolist())
     thresholds = Thresholds(accept, reject, options.verify)

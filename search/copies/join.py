@@ -17,14 +17,16 @@ import logging
 import os
 import shutil
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from search.steps import SILENT, Advance, Steps
+from search.workers import LOCAL, Workers
 from store import (
     DEFAULT_PROBES,
     Cells,
@@ -50,6 +52,7 @@ _CHUNK = 65_536  # views centred at a time to place them in cells
 log = logging.getLogger("imgsearch.search")
 
 Span = tuple[int, int]  # a shard: cells [first, last)
+Arrays = dict[str, NDArray[Any]]  # what a shard finds, by name (as kept on the shelf)
 Nearest = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]  # rows, near, cosine
 
 
@@ -122,27 +125,27 @@ def _inside(probed: NDArray[np.int64], span: Span) -> NDArray[np.int64]:
     return np.where((probed >= span[0]) & (probed < span[1]), probed, -1)
 
 
-def nearest_shard(placed: Placed, span: Span) -> tuple[Nearest, Nearest | None]:
-    """The wholes' nearest others in the span's cells (max(NEIGHBOURS, DENSITY_K) each), and
-    the turned descriptors' nearest wholes there (NEIGHBOURS + 1 each)."""
+def nearest_shard(placed: Placed, span: Span) -> Arrays:
+    """The wholes' nearest others in the span's cells (max(NEIGHBOURS, DENSITY_K) each:
+    `rows`, `near`, `cosine`), and the turned descriptors' nearest wholes there (NEIGHBOURS + 1
+    each: `t_rows`, `t_near`, `t_cosine`)."""
     k = max(NEIGHBOURS, DENSITY_K)
     probes = _inside(placed.probed[:, :DEFAULT_PROBES], span)
     wholes = nearest_probing(placed.unit, placed.unit, k, placed.cells, probes, same=True)
-    if placed.turned is None or placed.turned_probed is None:
-        return wholes, None
-    probes = _inside(placed.turned_probed, span)
-    turned = nearest_probing(placed.turned, placed.unit, NEIGHBOURS + 1, placed.cells, probes)
-    return wholes, turned
+    found: Arrays = dict(zip(("rows", "near", "cosine"), wholes, strict=True))
+    if placed.turned is not None and placed.turned_probed is not None:
+        probes = _inside(placed.turned_probed, span)
+        turned = nearest_probing(placed.turned, placed.unit, NEIGHBOURS + 1, placed.cells, probes)
+        found |= dict(zip(("t_rows", "t_near", "t_cosine"), turned, strict=True))
+    return found
 
 
-def view_shard(
-    placed: Placed, item: tuple[Span, NDArray[np.float32]]
-) -> tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.float32], NDArray[np.int16]]:
-    """Whole against view, both ways, in the span's cells, given each image's density: (the
-    whole's position, the position of the image whose view matched, the cosine, the view's
-    region + 1). A crop's whole matches a view of its source, and a canvas's view matches the
-    photo pasted on it. Pairs that cannot reach VIEW_REJECT are never returned. Views stay
-    as stored (float16) and are centred a block at a time."""
+def view_shard(placed: Placed, item: tuple[Span, NDArray[np.float32]]) -> Arrays:
+    """Whole against view, both ways, in the span's cells, given each image's density: the
+    whole's position (`whole`), the position of the image whose view matched (`of`), the
+    `cosine`, the view's `region` + 1. A crop's whole matches a view of its source, and a
+    canvas's view matches the photo pasted on it. Pairs that cannot reach VIEW_REJECT are
+    never returned. Views stay as stored (float16) and are centred a block at a time."""
     span, density = item
     assert placed.views is not None and placed.view_home is not None
     views, regions, mean = placed.views, placed.regions, placed.mean
@@ -163,14 +166,48 @@ def view_shard(
     parts = list(floor_join(wholes, of_views, placed.cells.count, placed.cells.gpu))
     if not parts:
         none = np.zeros(0, np.int32)
-        return none, none, np.zeros(0, np.float32), np.zeros(0, np.int16)
+        return {"whole": none, "of": none, "cosine": np.zeros(0, np.float32),
+                "region": np.zeros(0, np.int16)}  # fmt: skip
     rows, columns, cosine = (np.concatenate(c) for c in zip(*parts, strict=True))
-    return (
-        rows.astype(np.int32),
-        (columns // regions).astype(np.int32),
-        cosine.astype(np.float32),
-        (columns % regions + 1).astype(np.int16),
-    )
+    return {
+        "whole": rows.astype(np.int32),
+        "of": (columns // regions).astype(np.int32),
+        "cosine": cosine.astype(np.float32),
+        "region": (columns % regions + 1).astype(np.int16),
+    }
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where stage 1's shards run (`workers`), where the finished ones are kept (`shelf`), and
+    where their progress is reported (`steps`)."""
+
+    workers: Workers = LOCAL
+    shelf: Shelf = field(default_factory=lambda: Shelf(None))
+    steps: Steps = SILENT
+
+
+def shards(
+    join: Callable[[Placed, Any], Arrays],
+    placed: Placed,
+    named: list[tuple[str, Any]],
+    engine: Engine,
+    advance: Advance,
+) -> Iterator[Arrays]:
+    """join(placed, item) of each named item, as named arrays: the shelf's when it holds that
+    name, else made on the engine's workers (and shelved); in no particular order."""
+    todo = []
+    for name, item in named:
+        stored = engine.shelf.get(name)
+        if stored is None:
+            todo.append((name, item))
+            continue
+        advance(1)
+        yield stored
+    for at, found in engine.workers.map_with(join, placed, [i for _, i in todo], spread=False):
+        engine.shelf.put(todo[at][0], found)
+        advance(1)
+        yield found
 
 
 class Nearests:
