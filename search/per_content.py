@@ -21,6 +21,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 Item = TypeVar("Item")
 log = logging.getLogger("imgsearch.search")
+SAVE_EVERY = 4096  # files made, then saved in the cache, at a time
 
 
 @dataclass(frozen=True)
@@ -62,25 +63,36 @@ def per_contents(
     failed: list[list[str]] = [[] for _ in orders]
     if missing:
         with steps.step(orders[0][0].doing, len(missing)) as advance:
-            work = [(orders[n][0], record.path) for n, record in missing]
-            results = workers.map(_make, work, advance)
-        for n, (recipe, _) in enumerate(orders):
-            made = {
-                r.content_hash: v
-                for (m, r), v in zip(missing, results, strict=True)
-                if m == n and v is not None
-            }
-            failed[n] = [
-                r.path for (m, r), v in zip(missing, results, strict=True) if m == n and v is None
-            ]
-            if made:
-                encoded = {h: data for h, (_, data) in made.items()}
-                store.caches.save_content_cache(recipe.kind, encoded, recipe.version)
-            found[n].update({h: value for h, (value, _) in made.items()})
+            # Saved a part at a time: a killed run keeps what it made (a million files' local
+            # features take hours).
+            for start in range(0, len(missing), SAVE_EVERY):
+                part = missing[start : start + SAVE_EVERY]
+                work = [(orders[n][0], record.path) for n, record in part]
+                results = workers.map(_make, work, advance)
+                _keep(store, orders, part, results, found, failed)
     return [
         ({i: known[r.content_hash] for i, r in mine.items() if r.content_hash in known}, lost)
         for mine, known, lost in zip(wanted, found, failed, strict=True)
     ]
+
+
+def _keep(
+    store: Store,
+    orders: Sequence[tuple[Recipe[T], Iterable[ImageRecord]]],
+    part: list[tuple[int, ImageRecord]],
+    results: list[tuple[T, bytes] | None],
+    found: list[dict[str, T]],
+    failed: list[list[str]],
+) -> None:
+    """What one part made: saved in the content cache, added to `found` (by order and
+    content), and the files that could not be read added to `failed`."""
+    for n, (recipe, _) in enumerate(orders):
+        made = {r.content_hash: v for (m, r), v in zip(part, results, strict=True) if m == n and v}
+        failed[n] += [r.path for (m, r), v in zip(part, results, strict=True) if m == n and not v]
+        if made:
+            encoded = {h: data for h, (_, data) in made.items()}
+            store.caches.save_content_cache(recipe.kind, encoded, recipe.version)
+        found[n].update({h: value for h, (value, _) in made.items()})
 
 
 def _make(work: tuple[Recipe[T], str]) -> tuple[T, bytes] | None:
