@@ -46,6 +46,8 @@ class RayWorkers:
     ) -> Iterator[tuple[int, R]]:
         import ray
 
+        if not items:  # a resumed join whose shards are all on the shelf: nothing to send
+            return
         connect(self.address)
         size = max(1, -(-len(items) // (TASKS_PER_CPU * cpus())))
         together = ray.put((fn, shared))  # once, for every task
