@@ -66,6 +66,7 @@ class Catalog:
         self.meta = index_meta
         self.write = writing(engine)
         self._counts: dict[str | None, tuple[int, int]] = {}  # by folder: (generation, count)
+        self._folders_column = False  # images.folder seen (schema 4)
 
     def record_setting(self, key: str, value: str) -> None:
         """Record a setting of the last run in `meta` (e.g. the precision it used)."""
@@ -147,7 +148,7 @@ class Catalog:
             inside = folder.rstrip(os.sep) + os.sep
             where = [images.c.folder == inside]
         with self.engine.connect() as conn:
-            if folder is not None and not has_folders(conn):  # a catalog not yet migrated
+            if folder is not None and not self._has_folders(conn):  # a catalog not migrated
                 depth = len(os.fsencode(inside))
                 where = [
                     images.c.path >= inside,  # [folder/, folder0): every path below the folder
@@ -164,6 +165,12 @@ class Catalog:
             query = select(*_RECORD_COLUMNS).where(*where).order_by(*order)
             rows = [_record(row) for row in conn.execute(query.offset(offset).limit(limit))]
         return total, rows[::-1] if backwards else rows
+
+    def _has_folders(self, conn: Any) -> bool:
+        """Whether the catalog has images.folder (asked once: a migration only adds it)."""
+        if not self._folders_column:
+            self._folders_column = has_folders(conn)
+        return self._folders_column
 
     def _count(self, conn: Any, folder: str | None, where: list[Any]) -> int:
         generation = generation_of(conn)

@@ -255,17 +255,12 @@ def _placed(
 
     def make() -> dict[str, NDArray[Any]]:
         cells = cells_of(unit, gpu, exact_up_to=int(EXACT_LIMIT / np.sqrt(1 + regions)))
-        placed = place(unit, mean, cells, found.views, turned)
         cut = spans(cells.count, engine.workers.shards(cells.count))
-        kept = {
+        return {
             **cells.saved(),
-            "probed": placed.probed,
+            **place(unit, mean, cells, found.views, turned),
             "spans": np.asarray(cut, dtype=np.int64).reshape(-1, 2),
         }
-        for name in ("view_home", "turned_probed"):
-            if getattr(placed, name) is not None:
-                kept[name] = getattr(placed, name)
-        return kept
 
     kept = shelved(engine.shelf, "cells", make)
     cells = Cells.restored(kept, None if remote else gpu)

@@ -97,22 +97,22 @@ def place(
     cells: Cells,
     views: NDArray[np.floating] | None,
     turned: Vectors | None,
-) -> Placed:
-    """Where every vector lies and which cells each whole probes."""
-    probed = cells.nearest(unit, max(DEFAULT_PROBES, VIEW_PROBES))
+) -> Arrays:
+    """Where every vector lies, as Placed's fields: the cells each whole probes (`probed`),
+    each view's cell (`view_home`), the cells each turned descriptor probes (`turned_probed`)."""
+    found: Arrays = {"probed": cells.nearest(unit, max(DEFAULT_PROBES, VIEW_PROBES))}
     if views is not None:
         flat = views.reshape(-1, views.shape[-1])
-        views = flat
-        home = np.concatenate(
+        found["view_home"] = np.concatenate(
             [
                 cells.nearest(centred(flat[start : start + _CHUNK], mean), 1)[:, 0]
                 for start in range(0, len(flat), _CHUNK)
             ]
             or [np.zeros(0, np.int64)]
         )
-    turned_probed = None if turned is None else cells.nearest(turned, DEFAULT_PROBES)
-    return Placed(unit, mean, cells, probed, views, home if views is not None else None,
-                  turned, turned_probed)  # fmt: skip
+    if turned is not None:
+        found["turned_probed"] = cells.nearest(turned, DEFAULT_PROBES)
+    return found
 
 
 def spans(cells: int, shards: int) -> list[Span]:

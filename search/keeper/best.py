@@ -146,15 +146,17 @@ def _orient(firsts: Sequence[_Merit]) -> None:
     (the copies that are its own pixels turned left out), for a group of three or more."""
     if len(firsts) < 3:
         return
-    for m in firsts:
-        if m.look is None:
-            continue
-        found = [
-            likeness(m.look, o.look)
-            for o in firsts
-            if o is not m and o.look is not None and turned_same(m.look, o.look) is None
-        ]
-        known = [f for f in found if f is not None]
+    alike: list[list[float]] = [[] for _ in firsts]
+    for i, a in enumerate(firsts):
+        for j in range(i + 1, len(firsts)):
+            x, y = a.look, firsts[j].look
+            if x is None or y is None or turned_same(x, y) is not None:
+                continue
+            found = likeness(x, y)  # symmetric: one likeness for both
+            if found is not None:
+                alike[i].append(found)
+                alike[j].append(found)
+    for m, known in zip(firsts, alike, strict=True):
         m.upright = sum(known) / len(known) if known else 0.0
 
 
@@ -265,10 +267,14 @@ def _storage(x: Look, y: Look) -> Verdict:
     """How the pixels were stored. A lossless file against a lossy WebP, AVIF or HEIC says
     nothing: it may well be a save of that very file, edited or not (the traces of a JPEG are
     looked for, theirs are not), and an edit decides later."""
-    lossy_unseen = (
-        x.lossless and not x.blocky and not y.lossless and y.format in LOSSY_UNSEEN
-    ) or (y.lossless and not y.blocky and not x.lossless and x.format in LOSSY_UNSEEN)
-    return None if lossy_unseen else _differ(_stored(x) - _stored(y), 0.3, _formats(x, y))
+    if _lossless_of_unseen(x, y) or _lossless_of_unseen(y, x):
+        return None
+    return _differ(_stored(x) - _stored(y), 0.3, _formats(x, y))
+
+
+def _lossless_of_unseen(x: Look, y: Look) -> bool:
+    """x is lossless (no JPEG blocks) and y a lossy WebP, AVIF or HEIC."""
+    return x.lossless and not x.blocky and not y.lossless and y.format in LOSSY_UNSEEN
 
 
 def _stored(look: Look) -> float:

@@ -209,7 +209,7 @@ def _look(path: str) -> Look:
         taken=str(taken) if taken else None,
         format=fmt,
         crop=central,
-        thumb=np.asarray(rgb.resize((48, 48), Image.Resampling.BOX), dtype=np.uint8).tobytes(),
+        thumb=np.asarray(rgb.resize((_THUMB, _THUMB), Image.Resampling.BOX), np.uint8).tobytes(),
     )
 
 
