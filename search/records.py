@@ -26,12 +26,20 @@ class Verification:
     coverage_b: float
     scale: float  # b's frame / a's frame along the transform (1.0: same size)
     mirrored: bool  # found between a and the mirror image of b
+    # Found against a region of one of them (a crop in its source, a photo pasted on a canvas),
+    # given in whole frames (search/copies/verify.py: in_whole_frame).
+    in_region: bool = False
 
     @property
     def verified(self) -> bool:
         return self.inliers >= MIN_INLIERS and max(self.coverage_a, self.coverage_b) >= (
             MIN_COVERAGE
         )
+
+    @property
+    def how(self) -> str:
+        """How a member linked by this check is said to be linked (Member.how)."""
+        return "verified in a region" if self.in_region else "verified"
 
 
 @dataclass(frozen=True)
@@ -51,8 +59,9 @@ class Member:
     record: ImageRecord
     score: float  # copy score to the keeper (1.0: the same bytes)
     cosine: float  # cosine of the stored vectors to the keeper's (1.0: the same bytes)
-    # "same bytes", "score", "verified", or "via #ID": found through member ID (score: of that
-    # pair), and verified against the keeper itself when `inliers` is given
+    # "same bytes", "score", "verified", "verified in a region" (Verification.how), or "via #ID":
+    # found through member ID (score: of that pair), and verified against the keeper itself
+    # when `inliers` is given
     how: str
     inliers: int | None = None  # verified pairs: matched keypoints
 
@@ -97,7 +106,7 @@ class DuplicateGroup:
                 members.append(Member(record, 1.0, 1.0, "same bytes"))
             elif edge is not None:
                 inliers = edge.check.inliers if edge.check else None
-                how = "verified" if edge.check else "score"
+                how = edge.check.how if edge.check else "score"
                 members.append(Member(record, edge.score, edge.cosine, how, inliers))
             elif record.id == self.keep.id:
                 was = old[keep.id]

@@ -225,8 +225,8 @@ def link_text(member: Member, mode: str) -> str:
         return "same bytes"
     name = {"copies": "copy score", "cosine": "cosine"}.get(mode, "score")
     link = f"{name} {member.score:.3f}"
-    if member.how == "verified":
-        return f"{link}, verified: {member.inliers} keypoints" if member.inliers else link
+    if member.how.startswith("verified"):  # "verified", "verified in a region"
+        return f"{link}, {member.how}: {member.inliers} keypoints" if member.inliers else link
     if member.how.startswith("via #"):  # verified against the kept file, found through another
         checked = f"verified: {member.inliers} keypoints; " if member.inliers else ""
         return f"{checked}reached {member.how} ({name} {member.score:.3f} to it)"

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,15 @@ from tests.seeds import Served, registered, write_seed_checkpoints
 _SESSION = tempfile.mkdtemp(prefix="imgsearch-tests-")
 os.environ["IMGSEARCH_CACHE"] = os.path.join(_SESSION, "cache")
 os.environ["XDG_DATA_HOME"] = os.path.join(_SESSION, "data")
+_OWNER = os.getpid()
+
+
+@atexit.register
+def _clean_session() -> None:
+    """Model exports and trashed test files (tens of MB) go when the session ends, not left in
+    /tmp run after run; a forked child that exits normally leaves them to the session."""
+    if os.getpid() == _OWNER:
+        shutil.rmtree(_SESSION, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -80,6 +80,7 @@ def test_a_corner_crop_too_small_in_its_source_verifies_in_the_region(tmp_path: 
     assert steps.seen == {"verifying candidate pairs": [2, 2], "verifying against regions": [1, 1]}
     check = decided.edges[0].check
     assert check is not None and check.verified
+    assert check.in_region and check.how == "verified in a region"  # what its member says
     # a is the source: b's frame shows half its width, so b shows it twice as large ...
     assert 1.6 < check.scale < 2.4
     assert check.coverage_a <= 0.25 + 1e-6 < check.coverage_b  # ... and a quarter of it
@@ -130,7 +131,9 @@ def test_a_second_look_finds_a_corner_crop_whose_best_view_named_another_region(
     candidates = _candidates([[0, 1], [1, 3]], [0.1, 0.9], [0.27, -np.inf], [-(0 + 1), 0])
     decided = _decide(paths, w, h, candidates, made)
     assert [(e.a, e.b) for e in decided.edges] == [(2, 4)]
-    assert made == [("local_features", 2)]
+    # Whole-frame features only (of the pair in the band, and of the pair accepted by its
+    # score, checked for a contradiction): no region was looked at.
+    assert made == [("local_features", 3)]
 
 
 def test_a_query_that_is_a_small_corner_of_a_photo_is_verified_in_its_region(

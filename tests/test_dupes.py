@@ -86,6 +86,29 @@ def test_a_chain_joins_only_what_verifies_against_the_keeper_itself() -> None:
     assert [(m.record.id, m.how) for m in group.members] == [(2, "score"), (3, "via #2")]
 
 
+def test_every_member_says_how_it_is_linked_to_the_keeper() -> None:
+    """The same words in every output (render.link_text): the same bytes, a copy score alone,
+    verified on whole frames, verified in a region (a crop, a pasted photo), or reached
+    through another member and verified against the keeper."""
+    from search.records import Verification
+    from search.render import link_text
+
+    records = [ImageRecord(i, f"/p/{i}.jpg", 100 - i, 0, f"h{i}", 10, 10) for i in range(1, 5)]
+    records.append(ImageRecord(5, "/p/5.jpg", 50, 0, "h1", 10, 10))  # 1's bytes
+    whole = Verification(40, 0.7, 0.8, 1.0, False)
+    region = Verification(12, 0.2, 0.9, 2.0, False, in_region=True)
+    edges = [Edge(1, 2, 0.9, 0.9, 0, None), Edge(1, 3, 0.5, 0.6, 0, whole),
+             Edge(1, 4, 0.3, 0.5, 0, region)]  # fmt: skip
+    (group,) = build_groups(records, edges, set(), LARGEST.chooser())
+    assert group.keep.id == 1
+    assert {m.record.id: link_text(m, "copies") for m in group.members} == {
+        5: "same bytes",
+        2: "copy score 0.900",
+        3: "copy score 0.500, verified: 40 keypoints",
+        4: "copy score 0.300, verified in a region: 12 keypoints",
+    }
+
+
 def test_two_pictures_on_one_background_never_share_a_group() -> None:
     """A (1) and B (4) are different photos; A' (2) and B' (3) are each pasted on the same
     background, so A' and B' verify against each other through it. The group of A holds A',

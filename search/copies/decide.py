@@ -1,14 +1,16 @@
 """Stage 2 of copy detection: which candidates are copies.
 
-A candidate whose copy score reaches the model's `accept` threshold is a copy. One in the
-uncertain band (from `reject` up), and every candidate found through a regional view or a
-rotation, is a copy only if local features verify it geometrically (search/copies/verify.py).
-A pair found through a view that fails on whole frames is checked again against the matched
-region of the image that holds the other, in a frame of its own (a corner crop is too small in
-its source's whole frame), when that region's pixels look like the other image at all. An
-image no check joined to anything gets a second look, in the region of another image whose
-pixels look most like it (a star field's best view can name the wrong quadrant). Only
-candidates are verified, so the cost follows them, not N^2.
+A candidate whose copy score reaches the model's `accept` threshold is a copy, unless local
+features contradict it: both images have many keypoints and no similarity maps one onto the
+other (two viewpoints of one wall score like copies). One in the uncertain band (from `reject`
+up), and every candidate found through a regional view or a rotation, is a copy only if local
+features verify it geometrically (search/copies/verify.py). A pair found through a view that
+fails on whole frames is checked again against the matched region of the image that holds the
+other, in a frame of its own (a corner crop is too small in its source's whole frame), when
+that region's pixels look like the other image at all. An image no check joined to anything
+gets a second look, in the region of another image whose pixels look most like it (a star
+field's best view can name the wrong quadrant). Only candidates are verified, so the cost
+follows them, not N^2.
 Features of wholes and of regions are cached in the catalog by content hash (when this process
 may write it), so a re-run verifies without decoding again.
 """
@@ -57,6 +59,11 @@ REGION_LIKENESS = 0.3
 SECOND_LOOK_FROM = 0.25
 SECOND_LOOK_PAIRS = 2
 SECOND_LOOK_LIKENESS = 0.7
+# Pairs accepted by their score are checked too: one that fails although both images have
+# this many keypoints (of verify.MAX_FEATURES) is refused (`contradicted`). Tuned on
+# bench/copydetect.py's development part: true copies that failed had at most 97; two views of
+# one graffiti wall, 549 and more.
+RICH = 200
 PARALLEL_PAIRS = 512
 CHUNK_PAIRS = 128  # pairs a worker verifies per task
 
@@ -105,20 +112,29 @@ def decide(
     band = ~accepted & (
         (best >= thresholds.reject) | (candidates.view_score >= thresholds.view_reject)
     )
-    edges = [_edge(candidates, int(m), None) for m in np.nonzero(accepted)[0]]
-    if not thresholds.verify or not band.any():
+    if not thresholds.verify:
+        edges = [_edge(candidates, int(m), None) for m in np.nonzero(accepted)[0]]
         return Decided(edges, 0, [], 0.0, 0.0, candidates.recall)
     checking = _Checking(records, features_for, steps, workers)
-    unreadable = checking.make({WHOLE: {int(ids[p]) for p in pairs[band].ravel()}})
+    unreadable = checking.make({WHOLE: {int(ids[p]) for p in pairs[band | accepted].ravel()}})
     for path in unreadable:
         log.warning("could not read %s again: its candidate pairs stay unverified", path)
     jobs = []
-    for m in np.nonzero(band)[0]:
+    for m in np.nonzero(band | accepted)[0]:
         a, b = int(ids[pairs[m, 0]]), int(ids[pairs[m, 1]])
         jobs.append(Job(int(m), (a, WHOLE), (b, WHOLE), bool(best[m] >= MIRROR_FROM)))
     jobs, found = checking.run(jobs, "verifying candidate pairs")
-    edges += [_edge(candidates, j.row, c) for j, c in zip(jobs, found, strict=True) if c.verified]
-    failed = [j.row for j, c in zip(jobs, found, strict=True) if not c.verified]
+    # A pair accepted by its score stands unless its pixels contradict it (two viewpoints of
+    # one scene, two look-alike photos: `contradicted`); its edge stays a score's.
+    refused = {
+        j.row
+        for j, c in zip(jobs, found, strict=True)
+        if accepted[j.row] and contradicted(c, checking.features[j.a], checking.features[j.b])
+    }
+    edges = [_edge(candidates, int(m), None) for m in np.nonzero(accepted)[0] if m not in refused]
+    band_jobs = [(j, c) for j, c in zip(jobs, found, strict=True) if band[j.row]]
+    edges += [_edge(candidates, j.row, c) for j, c in band_jobs if c.verified]
+    failed = [j.row for j, c in band_jobs if not c.verified]
     edges += _in_regions(candidates, failed, checking)
     edges += _second_look(candidates, failed, edges, checking)
     return Decided(
@@ -129,6 +145,15 @@ def decide(
         checking.verify_seconds,
         candidates.recall,
     )
+
+
+def contradicted(check: Verification, a: Features, b: Features) -> bool:
+    """Whether local features say that two images are not one picture: no similarity maps
+    one onto the other although both have at least RICH keypoints to match. A copy too blurred,
+    compressed or small to verify has few keypoints (bench/copydetect.py's development part:
+    at most 97 in every true pair that failed); two viewpoints of one wall, or two photos
+    taken side by side, have hundreds that match in parts or not at all."""
+    return not check.verified and min(len(a.points), len(b.points)) >= RICH
 
 
 def _in_regions(candidates: Candidates, rows: list[int], checking: _Checking) -> list[Edge]:

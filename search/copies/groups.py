@@ -131,7 +131,7 @@ def _split(component: set[str], star: _Star, choose: Chooser) -> list[DuplicateG
         keeper = keep.content_hash
         remaining.discard(keeper)
         reached: dict[str, tuple[Edge, str]] = {
-            h: (e, "verified" if e.check is not None else "score")
+            h: (e, e.check.how if e.check is not None else "score")
             for h, e in links[keeper].items()
             if h in remaining
         }

@@ -269,8 +269,12 @@ def in_whole_frame(check: Verification, box: Box, b_holds: bool) -> Verification
     area = (box[2] - box[0]) * (box[3] - box[1])
     side = _box_side(box)
     if b_holds:
-        return replace(check, coverage_b=check.coverage_b * area, scale=check.scale * side)
-    return replace(check, coverage_a=check.coverage_a * area, scale=check.scale / side)
+        return replace(
+            check, coverage_b=check.coverage_b * area, scale=check.scale * side, in_region=True
+        )
+    return replace(
+        check, coverage_a=check.coverage_a * area, scale=check.scale / side, in_region=True
+    )
 
 
 def _box_side(box: Box) -> float:
