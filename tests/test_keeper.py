@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 from indexer.scan import content_hash
 from search.copies.verify import features_of, verify
 from search.keeper.best import choose_best
+from search.keeper.look import SAME_CROP
 from search.records import Edge
 from store import ImageRecord
 from tests.helpers import EXAMPLES
@@ -164,14 +165,19 @@ def test_a_soft_original_is_not_an_enlargement_of_its_reduced_copy(
 
 
 @pytest.mark.parametrize("turn", [Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180])
+@pytest.mark.parametrize("side", [None, 150])
 def test_a_turned_save_of_the_same_pixels_loses_to_the_copy_upright_as_the_group(
-    turn: Image.Transpose, tmp_path: Path
+    turn: Image.Transpose, side: int | None, tmp_path: Path
 ) -> None:
     """Issue 26: with the same pixels turned, the smaller file won, so a turned PNG saved
     smaller than its PNG original was kept. The copy upright as the rest of the group is (a
     q60 JPEG, a crop, a brightened copy: every other edit keeps the picture upright) is the
-    original, whatever the file sizes."""
+    original, whatever the file sizes. A photo under 128 pixels on a side too (150 x 100: its
+    central crop was not square, and its turn went unrecognised)."""
     image = Image.open(EXAMPLES / "chelsea.jpg").convert("RGB")
+    if side is not None:
+        image.thumbnail((side, side))
+        assert min(image.size) < SAME_CROP
     original, turned = tmp_path / "chelsea.png", tmp_path / "chelsea-turned.png"
     image.save(original, compress_level=0)  # larger than the turned copy
     image.transpose(turn).save(turned, compress_level=9)

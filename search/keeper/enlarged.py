@@ -7,7 +7,7 @@ A real original holds detail its reduced copy lost, however soft it is, and a ph
 octave is not what tells them apart: soft originals of 200 pixels and 2x enlargements both
 measured 0.3-0.4 there (the keeper once called such originals enlargements of their quarter
 copies). Compared on the central crops every look keeps at full resolution
-(look.SAME_CROP), on bench/copyset.py's development originals against their half and quarter
+(look.central_square), on bench/copyset.py's development originals against their half and quarter
 copies the residual was 0.034 and up (mostly above 0.1); enlargements of a photo's decoded
 pixels by bicubic, bilinear, Lanczos or nearest interpolation, saved as JPEG q90,
 0.008-0.038 (0.027 and below but for nearest-neighbour enlargements of a quarter-size copy);
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from search.keeper.look import SAME_CROP, Look
+from search.keeper.look import Look, central_square
 
 ENLARGED = 0.03  # residual (of the larger crop's mean contrast) up to which it is enlarged
 # Up to this, enlarged when the larger copy's top octave is also flat (keeper.best._upscaled):
@@ -44,14 +44,15 @@ def residual(small: Look, small_size: Size, large: Look, large_size: Size) -> fl
     (sw, sh), (lw, lh) = small_size, large_size
     rx, ry = lw / sw, lh / sh
     # Where the larger crop lies in the smaller copy's pixels, then in its crop.
-    lx, ly = max(0, (lw - SAME_CROP) // 2), max(0, (lh - SAME_CROP) // 2)
-    sx, sy = max(0, (sw - SAME_CROP) // 2), max(0, (sh - SAME_CROP) // 2)
+    lx, ly, _ = central_square(lw, lh)
+    sx, sy, _ = central_square(sw, sh)
     height, width = large_crop.shape
     box = (lx / rx - sx, ly / ry - sy, (lx + width) / rx - sx, (ly + height) / ry - sy)
     inside = small_crop.shape[1], small_crop.shape[0]
-    if box[0] < 0 or box[1] < 0 or box[2] > inside[0] + 1e-6 or box[3] > inside[1] + 1e-6:
+    # Up to a pixel over the edge: the two crops' corners are rounded apart (central_square).
+    if box[0] < -1 or box[1] < -1 or box[2] > inside[0] + 1 or box[3] > inside[1] + 1:
         return None
-    box = (box[0], box[1], min(box[2], inside[0]), min(box[3], inside[1]))
+    box = (max(box[0], 0.0), max(box[1], 0.0), min(box[2], inside[0]), min(box[3], inside[1]))
     source = Image.fromarray(small_crop)
     contrast = float(np.abs(large_crop - large_crop.mean()).mean())
     if contrast < 1.0:  # a flat crop: nothing to tell
@@ -66,8 +67,8 @@ def residual(small: Look, small_size: Size, large: Look, large_size: Size) -> fl
 def _grey(look: Look, size: Size) -> np.ndarray | None:
     """The look's central crop as grey levels, or None when `size` does not fit it."""
     width, height = size
-    shape = (min(SAME_CROP, height), min(SAME_CROP, width))
-    if len(look.crop) != shape[0] * shape[1] * 3 or width * height != look.pixels:
+    side = central_square(width, height)[2]
+    if len(look.crop) != side * side * 3 or width * height != look.pixels:
         return None
-    rgb = np.frombuffer(look.crop, np.uint8).reshape(*shape, 3).astype(np.float32)
+    rgb = np.frombuffer(look.crop, np.uint8).reshape(side, side, 3).astype(np.float32)
     return (rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.float32)

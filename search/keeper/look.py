@@ -25,7 +25,7 @@ ANALYSIS_SIDE = 768  # analysed at most this long: enough to see blur, colour an
 NATIVE_CROP = 512  # a central crop at full resolution: enlargement and JPEG blocks
 SAME_CROP = 128  # the central crop kept to tell files with the same pixels
 DARK = 40  # grey levels up to this count as dark
-LOOK_VERSION = 1  # of what a Look holds and how it is measured: cached ones of another are redone
+LOOK_VERSION = 2  # of what a Look holds and how it is measured: cached ones of another are redone
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,8 @@ class Look:
     camera: bool  # EXIF make or model
     taken: str | None  # EXIF DateTimeOriginal
     format: str
-    # A central crop of up to SAME_CROP x SAME_CROP RGB pixels at full resolution, and the whole
+    # A central square crop of up to SAME_CROP x SAME_CROP RGB pixels at full resolution (as
+    # large as the shorter side allows), and the whole
     # frame at 48 x 48: files with the same pixels (a lossless save of a JPEG) show the same,
     # edits not.
     crop: bytes = b""
@@ -80,7 +81,6 @@ def same_pixels(a: Look, b: Look) -> bool:
 
 
 SAME_LEVELS = 3  # grey levels two decodings of the same pixels may differ by (rounding)
-_SQUARE = SAME_CROP * SAME_CROP * 3  # a full central crop: it turns onto itself
 _THUMB = 48
 
 
@@ -103,11 +103,12 @@ def turned_same(a: Look, b: Look) -> int | None:
     crops of a turned image are each other's turn up to a pixel of rounding in where the
     centre falls, so the turned crop is compared inside a 4-pixel margin at shifts of 1. The
     whole frames, first, must look alike on average (two pictures can share a centre)."""
-    if len(a.crop) != _SQUARE or len(b.crop) != _SQUARE or len(a.thumb) != len(b.thumb):
+    side = round(np.sqrt(len(a.crop) / 3))  # the crops are square: they turn onto themselves
+    if len(a.crop) != side * side * 3 or len(b.crop) != len(a.crop) or side <= 10:
         return None
-    if len(a.thumb) != _THUMB * _THUMB * 3:
+    if len(a.thumb) != _THUMB * _THUMB * 3 or len(b.thumb) != len(a.thumb):
         return None
-    shape = (SAME_CROP, SAME_CROP, 3)
+    shape = (side, side, 3)
     crop_a = np.frombuffer(a.crop, np.uint8).reshape(shape).astype(np.int16)
     crop_b = np.frombuffer(b.crop, np.uint8).reshape(shape).astype(np.int16)
     thumb_a = np.frombuffer(a.thumb, np.uint8).reshape(_THUMB, _THUMB, 3).astype(np.int16)
@@ -120,7 +121,7 @@ def turned_same(a: Look, b: Look) -> int | None:
         inner = np.rot90(crop_a, turns)[4:-4, 4:-4]
         for dy in (-1, 0, 1):
             for dx in (-1, 0, 1):
-                window = crop_b[4 + dy : SAME_CROP - 4 + dy, 4 + dx : SAME_CROP - 4 + dx]
+                window = crop_b[4 + dy : side - 4 + dy, 4 + dx : side - 4 + dx]
                 if np.abs(inner - window).max() <= SAME_LEVELS:
                     return turns
     return None
@@ -146,6 +147,14 @@ def format_of(record: ImageRecord) -> str:
 def look_at(record: ImageRecord) -> Look | None:
     """None when the file cannot be read."""
     return look_at_path(record.path)
+
+
+def central_square(width: int, height: int) -> tuple[int, int, int]:
+    """Where a look's central crop lies in a width x height frame: (left, top, side). Square,
+    so that the crop of a turned copy is this one turned (a photo under SAME_CROP pixels on a
+    side included: its turned PNG went unrecognised when the crop was not)."""
+    side = min(SAME_CROP, width, height)
+    return (width - side) // 2, (height - side) // 2, side
 
 
 def look_at_path(path: str) -> Look | None:
@@ -179,11 +188,8 @@ def _look(path: str) -> Look:
     native = np.asarray(
         rgb.crop((cx, cy, cx + NATIVE_CROP, cy + NATIVE_CROP)).convert("L"), dtype=np.float32
     )
-    side = SAME_CROP
-    sx, sy = max(0, (width - side) // 2), max(0, (height - side) // 2)
-    central = np.asarray(
-        rgb.crop((sx, sy, sx + min(side, width), sy + min(side, height))), dtype=np.uint8
-    ).tobytes()
+    sx, sy, side = central_square(width, height)
+    central = np.asarray(rgb.crop((sx, sy, sx + side, sy + side)), dtype=np.uint8).tobytes()
     rgb.thumbnail((ANALYSIS_SIDE, ANALYSIS_SIDE))
     small_rgb = rgb.resize(
         (256, max(1, round(256 * rgb.height / rgb.width))), Image.Resampling.BILINEAR
