@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 from indexer.scan import content_hash
 from search.copies.verify import features_of, verify
 from search.keeper.best import choose_best
-from search.keeper.look import SAME_CROP
+from search.keeper.look import SAME_CROP, look_at
 from search.records import Edge
 from store import ImageRecord
 from tests.helpers import EXAMPLES
@@ -215,4 +215,29 @@ def test_an_edited_lossless_copy_of_a_lossy_webp_does_not_win_as_lossless(
     a, b = record(original, 1), record(copy, 2)
     check = verify(features_of(a.path), features_of(b.path))
     kept, reason = choose_best([b, a], [Edge(1, 2, 0.5, 0.9, 0, check if check.verified else None)])
+    assert kept.path == a.path and word in reason, reason
+
+
+@pytest.mark.parametrize("edit", ["brightness", "blur"])
+def test_an_edited_jpeg_of_a_png_saved_from_a_jpeg_does_not_win_on_how_it_was_stored(
+    edit: str, tmp_path: Path
+) -> None:
+    """A PNG that carries JPEG blocks (saved from a JPEG of unknown quality) counted as worse
+    than any good JPEG, so a blurred q90 copy of it won on "JPEG q90 vs lossless PNG with JPEG
+    blocks" (bench/copyset.py's dev part, o106). It counts as a good JPEG now: what the edit
+    did decides."""
+    make, _, word = CASES[edit]
+    # Under 512 pixels wide: the look's crop starts at the JPEG grid, where blocks are looked for.
+    image = Image.open(EXAMPLES / "chelsea.jpg").convert("RGB")
+    first, original, copy = tmp_path / "first.jpg", tmp_path / "chelsea.png", tmp_path / "c.jpg"
+    image.save(first, quality=50)
+    with Image.open(first) as decoded:
+        pixels = decoded.convert("RGB")
+    pixels.save(original)
+    make(pixels).save(copy, quality=90)
+    first.unlink()
+    a, b = record(original, 1), record(copy, 2)
+    looks = look_at(a), look_at(b)
+    assert looks[0] is not None and looks[0].blocky and looks[1] is not None
+    kept, reason = choose_best([b, a], [])
     assert kept.path == a.path and word in reason, reason

@@ -17,10 +17,11 @@ signals, in order:
    correlates best with the others'), then the smaller file.
 2. Defects a copy adds: dark flat margins at the border (an added frame, the black corners of
    a tilted copy, a dark band), grayscale.
-3. Real detail: pixels, unless enlarged; then how they were stored (lossless, unless it carries
-   JPEG blocks; JPEG quality from the quantisation tables). A lossless file against a lossy
-   WebP, AVIF or HEIC is no signal: it may be a save of that file (edited or not), and their
-   traces are not looked for as a JPEG's are.
+3. Real detail: pixels, unless enlarged; then how they were stored (lossless; JPEG quality
+   from the quantisation tables; a lossless file with JPEG blocks, saved from a JPEG of
+   unknown quality, and a lossy WebP, AVIF or HEIC count as a good JPEG). A lossless file
+   against a lossy WebP, AVIF or HEIC is no signal: it may be a save of that file (edited or
+   not), and their traces are not looked for as a JPEG's are.
 4. In a group of three or more contents, the copy the others resemble most (the medoid of
    their vectors) is likely the one they were made from.
 5. Clipped highlights and shadows, sharpness (by SHARPER: a blurred copy, not compression
@@ -261,6 +262,9 @@ def _size(m: _Merit) -> tuple[int, int]:
 
 
 LOSSY_UNSEEN = ("WEBP", "AVIF", "HEIF", "HEIC")  # lossy formats whose traces are not looked for
+# How well a file of unknown lossy quality stored its pixels (a lossy WebP, AVIF or HEIC, a
+# lossless file saved from a JPEG), on _stored's scale: a good JPEG (q89.5).
+GOOD_JPEG = 0.3
 
 
 def _storage(x: Look, y: Look) -> Verdict:
@@ -281,11 +285,11 @@ def _stored(look: Look) -> float:
     """How well the pixels were stored: lossless (unless it carries JPEG blocks), else by JPEG
     quality; a lossy WebP, AVIF or HEIC (its quality is not in the file) counts as a good
     JPEG."""
-    if look.lossless:  # saved from a JPEG, it is no better than the JPEG: it loses the tie
-        return -1.0 if look.blocky else 1.0
+    if look.lossless:  # saved from a JPEG of unknown quality: a good JPEG, as below
+        return GOOD_JPEG if look.blocky else 1.0
     if look.jpeg_quality is not None:
         return (look.jpeg_quality - 85) / 15
-    return 0.3 if look.format in LOSSY_UNSEEN else 0.0
+    return GOOD_JPEG if look.format in LOSSY_UNSEEN else 0.0
 
 
 def _formats(x: Look, y: Look) -> str:
