@@ -8,19 +8,27 @@ whose class names are not angles falls back to index x 90 degrees.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from indexer.decode import decode_file
 from indexer.embedder import Embedder
-from indexer.errors import InvalidOption, UnreadableImage
+from indexer.errors import IndexerError, InvalidOption, UnreadableImage
+from indexer.models import find_card, is_present, weights_file
+from indexer.options import ModelOptions
 from indexer.scan import scan
 from store import FileStat
 
 ANGLES = (0, 90, 180, 270)
+ROTATION_MODEL = "rotnet"  # the card `orient` uses, and the keeper when its weights are here
+log = logging.getLogger("imgsearch.indexer")
+# An image file's probability of being upright (its content turned by 0 degrees); None when it
+# cannot be read.
+UprightOf = Callable[[str], float | None]
 
 
 @dataclass(frozen=True)
@@ -85,3 +93,37 @@ def predict(
             scores = {a: by_label[label] for a, label in zip(angles, embedder.labels, strict=True)}
             best = max(scores, key=lambda a: scores[a])
             yield Orientation(path, best, scores[best], scores)
+
+
+def upright_estimator(model: str = ROTATION_MODEL) -> UprightOf | None:
+    """How likely an image file is upright, by the rotation card, when its weights are already
+    in the cache (never downloaded: choosing a keeper is no reason to fetch a model); None
+    without them. The model loads at the first question, so a run that asks none imports no
+    torch; a model that fails to load says so once and answers None from then on."""
+    card = find_card(model)
+    if card is None or weights_file(card) is None or not is_present(card):
+        return None
+    loaded: list[Embedder | None] = []
+
+    def upright(path: str) -> float | None:
+        if not loaded:
+            from indexer.runtime import load_embedder
+            from indexer.spec import resolve_model
+
+            try:
+                loaded.append(load_embedder(resolve_model(ModelOptions(model=model), None)))
+            except (IndexerError, OSError, RuntimeError) as exc:
+                log.warning("the rotation model %s could not be loaded (%s): not used", model, exc)
+                loaded.append(None)
+        embedder = loaded[0]
+        if embedder is None:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        for found in predict([FileStat(path, st.st_size, st.st_mtime_ns)], embedder, 1):
+            return found.scores[0] if isinstance(found, Orientation) else None
+        return None
+
+    return upright

@@ -19,8 +19,6 @@ from search.cli.common import (
 )
 from store import DEFAULT_WAIT, exclusive_writer
 
-ROTATION_MODEL = "rotnet"
-
 
 @dataclass(frozen=True)
 class Report:
@@ -77,7 +75,7 @@ def orient(
     """
     from dataclasses import replace
 
-    from indexer.orientation import Orientation, image_files, predict
+    from indexer.orientation import ROTATION_MODEL, Orientation, image_files, predict
     from indexer.runtime import load_embedder
     from indexer.spec import resolve_model
     from search.actions.orient_fix import apply_fixes, plan_fixes

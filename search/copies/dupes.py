@@ -21,6 +21,7 @@ from functools import partial
 import numpy as np
 
 from indexer.options import ModelOptions
+from indexer.orientation import upright_estimator
 from indexer.spec import resolve_model
 from search.copies.candidates import Descriptors, Engine, find_candidates
 from search.copies.decide import Decided, Thresholds, decide
@@ -108,7 +109,10 @@ def find_duplicates(
             shelf.clear()  # the join's finished shards: the result is cached now
     similarity = _similarity(store, representatives) if edges else None
     looks = _looks(store, by_hash, edges, steps) if options.keep.key is None else look_at
-    choose = _respecting(store.catalog.chosen_keepers(), options.keep.chooser(similarity, looks))
+    # The rotation model, if its weights are in the cache, tells turned saves apart.
+    upright = upright_estimator() if edges and options.keep.key is None else None
+    chosen = options.keep.chooser(similarity, looks, upright)
+    choose = _respecting(store.catalog.chosen_keepers(), chosen)
     choose = preferring_reference(options.sets, choose)
     confirm = confirming(cached_in(store)) if mode == "copies" else None
     groups = build_groups(records, edges, store.catalog.ignored_pairs(), choose, confirm)

@@ -13,8 +13,9 @@ signals, in order:
    the side whose frame reaches beyond the shared part contains the other (a crop is the
    derivative).
    Files with the same pixels (a PNG saved from a JPEG or a lossy WebP): the smaller file;
-   turned by 90, 180 or 270 degrees, the one upright as the rest of the group is (its frame
-   correlates best with the others'), then the smaller file.
+   turned by 90, 180 or 270 degrees, the one the rotation model (the `rotnet` card, when its
+   weights are in the cache) finds upright by MODEL_UPRIGHT, else the one upright as the rest
+   of the group is (its frame correlates best with the others'), then the smaller file.
 2. Defects a copy adds: dark flat margins at the border (an added frame, the black corners of
    a tilted copy, a dark band), grayscale.
 3. Real detail: pixels, unless enlarged; then how they were stored (lossless; JPEG quality
@@ -34,8 +35,9 @@ Measured in bench/copydetect.py (`original_kept`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from indexer.orientation import UprightOf
 from search.keeper.enlarged import AMBIGUOUS, ENLARGED, residual
 from search.keeper.look import Look, likeness, look_at, same_pixels, turned_same
 from search.records import Chooser, Edge
@@ -53,6 +55,9 @@ UPSCALED, FLATTER, FLAT = 3.5, 0.8, 0.45
 # tilted) measured up to 2.9x sharper than it, from compression noise alone.
 SHARPER = 3.0
 UPRIGHT = 0.05  # this much more like the other copies' frames: the turn the group agrees on
+# This much likelier upright by the rotation model (indexer.orientation.upright_estimator): it
+# decides a turned save before the group does, when its weights are in the cache.
+MODEL_UPRIGHT = 0.5
 
 Verdict = tuple[int, str] | None  # +1: the first is the better copy, -1: the second; reason
 
@@ -64,14 +69,28 @@ class _Merit:
     central: float = 0.0  # mean cosine to the other contents
     upright: float = 0.0  # mean likeness of its frame, as it is turned, to the others' frames
     wins: int = 0
+    estimate: UprightOf | None = None  # the rotation model, asked once and only when needed
+    _asked: list[float | None] = field(default_factory=list)
+
+    def model_upright(self) -> float | None:
+        """How likely the rotation model finds this file upright (None: no model, unreadable)."""
+        if self.estimate is None:
+            return None
+        if not self._asked:
+            self._asked.append(self.estimate(self.record.path))
+        return self._asked[0]
 
 
 Looks = Callable[[ImageRecord], Look | None]  # what a file looks like; None: unreadable
 
 
-def chooser(similarity: Similarity | None = None, looks: Looks | None = None) -> Chooser:
+def chooser(
+    similarity: Similarity | None = None,
+    looks: Looks | None = None,
+    upright: UprightOf | None = None,
+) -> Chooser:
     def choose(records: Sequence[ImageRecord], edges: Sequence[Edge]) -> tuple[ImageRecord, str]:
-        return choose_best(records, edges, similarity, looks or look_at)
+        return choose_best(records, edges, similarity, looks or look_at, upright)
 
     return choose
 
@@ -81,14 +100,16 @@ def choose_best(
     edges: Sequence[Edge],
     similarity: Similarity | None = None,
     looks: Looks = look_at,
+    upright: UprightOf | None = None,
 ) -> tuple[ImageRecord, str]:
-    """The file to keep among `records` (one or more contents) and why, in words."""
+    """The file to keep among `records` (one or more contents) and why, in words. `upright`:
+    the rotation model, when present (asked only about copies that are each other turned)."""
     contents: dict[str, ImageRecord] = {}
     for record in sorted(records, key=lambda r: (r.mtime_ns, r.path)):
         contents.setdefault(record.content_hash, record)  # the first file of each content
     if len(contents) == 1:
         return next(iter(contents.values())), "same bytes: the first by file date, then path"
-    firsts = [_Merit(record, looks(record)) for record in contents.values()]
+    firsts = [_Merit(record, looks(record), estimate=upright) for record in contents.values()]
     if similarity is not None and len(firsts) >= 3:
         for m in firsts:
             others = [similarity(m.record, o.record) for o in firsts if o is not m]
@@ -135,11 +156,21 @@ def source_of(a: _Merit, b: _Merit, edge: Edge | None) -> Verdict:
         return related
     if same_pixels(x, y):  # a lossless save of a JPEG, a re-tag: the smaller file is the source
         if turned_same(x, y) is not None:  # a turned save: the upright one first
-            upright = _differ(a.upright - b.upright, UPRIGHT, "upright, as the other copies are")
+            upright = _by_model(a, b) or _differ(
+                a.upright - b.upright, UPRIGHT, "upright, as the other copies are"
+            )
             if upright is not None:
                 return upright
         return _ratio(b.record.size, a.record.size, 1.05, "the same pixels in a smaller file")
     return None
+
+
+def _by_model(a: _Merit, b: _Merit) -> Verdict:
+    """Which of two turned saves the rotation model finds upright, when it is sure enough."""
+    up_a, up_b = a.model_upright(), b.model_upright()
+    if up_a is None or up_b is None:
+        return None
+    return _differ(up_a - up_b, MODEL_UPRIGHT, "upright, as the rotation model sees it")
 
 
 def _orient(firsts: Sequence[_Merit]) -> None:

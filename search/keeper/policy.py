@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from indexer.orientation import UprightOf
 from search.keeper.look import Look
 from search.records import Chooser, Edge
 from store import ImageRecord, InvalidOption
@@ -34,13 +35,15 @@ class KeepPolicy:
         self,
         similarity: Callable[[ImageRecord, ImageRecord], float] | None = None,
         looks: Callable[[ImageRecord], Look | None] | None = None,
+        upright: UprightOf | None = None,
     ) -> Chooser:
-        """The group chooser; `similarity` (two files' cosine) lets `best` find the medoid, and
-        `looks` gives it what each file looks like (search/quality.py; default: look now)."""
+        """The group chooser; `similarity` (two files' cosine) lets `best` find the medoid,
+        `looks` gives it what each file looks like (search/keeper/look.py; default: look now),
+        and `upright` (the rotation model, when present) which of two turned saves is upright."""
         if self.key is None:
             from search.keeper.best import chooser
 
-            return chooser(similarity, looks)
+            return chooser(similarity, looks, upright)
 
         def simple(
             records: Sequence[ImageRecord], _edges: Sequence[Edge]
