@@ -127,3 +127,17 @@ def _add(store: Store, paths: list[Path]) -> None:
         )
     store.commit_batch(rows, [])
     store.flush()
+
+
+def test_the_file_the_camera_wrote_is_upright_among_turned_saves(tmp_path: Path) -> None:
+    """Without a rotation model: the copy that carries the camera's EXIF (make, model) is what
+    the camera wrote, shown as it meant; a turned save of its pixels lost it."""
+    image = Image.open(EXAMPLES / "chelsea.jpg").convert("RGB")
+    original, turned = tmp_path / "camera.png", tmp_path / "turned.png"
+    exif = Image.Exif()
+    exif[0x010F] = "Camera maker"
+    image.save(original, compress_level=0, exif=exif.tobytes())
+    image.transpose(Image.Transpose.ROTATE_270).save(turned, compress_level=9)
+    assert turned.stat().st_size < original.stat().st_size
+    kept, reason = choose_best([record(turned, 1), record(original, 2)], [])
+    assert kept.path == str(original) and reason == "as the camera saved it"

@@ -14,8 +14,9 @@ signals, in order:
    derivative).
    Files with the same pixels (a PNG saved from a JPEG or a lossy WebP): the smaller file;
    turned by 90, 180 or 270 degrees, the one the rotation model (the `rotnet` card, when its
-   weights are in the cache) finds upright by MODEL_UPRIGHT, else the one upright as the rest
-   of the group is (its frame correlates best with the others'), then the smaller file.
+   weights are in the cache) finds upright by MODEL_UPRIGHT, else the one with the camera's
+   EXIF (shown as the camera meant it), else the one upright as the rest of the group is (its
+   frame correlates best with the others'), then the smaller file.
 2. Defects a copy adds: dark flat margins at the border (an added frame, the black corners of
    a tilted copy, a dark band), grayscale.
 3. Real detail: pixels, unless enlarged; then how they were stored (lossless; JPEG quality
@@ -156,8 +157,10 @@ def source_of(a: _Merit, b: _Merit, edge: Edge | None) -> Verdict:
         return related
     if same_pixels(x, y):  # a lossless save of a JPEG, a re-tag: the smaller file is the source
         if turned_same(x, y) is not None:  # a turned save: the upright one first
-            upright = _by_model(a, b) or _differ(
-                a.upright - b.upright, UPRIGHT, "upright, as the other copies are"
+            upright = (
+                _by_model(a, b)
+                or _differ(float(x.camera) - float(y.camera), 0.5, "as the camera saved it")
+                or _differ(a.upright - b.upright, UPRIGHT, "upright, as the other copies are")
             )
             if upright is not None:
                 return upright
