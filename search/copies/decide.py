@@ -131,7 +131,9 @@ def decide(
         for j, c in zip(jobs, found, strict=True)
         if accepted[j.row] and contradicted(c, checking.features[j.a], checking.features[j.b])
     }
-    edges = [_edge(candidates, int(m), None) for m in np.nonzero(accepted)[0] if m not in refused]
+    edges = [
+        _edge(candidates, int(m), None) for m in np.nonzero(accepted)[0] if int(m) not in refused
+    ]
     band_jobs = [(j, c) for j, c in zip(jobs, found, strict=True) if band[j.row]]
     edges += [_edge(candidates, j.row, c) for j, c in band_jobs if c.verified]
     failed = [j.row for j, c in band_jobs if not c.verified]

@@ -316,8 +316,8 @@ def _lossless_of_unseen(x: Look, y: Look) -> bool:
 
 
 def _stored(look: Look) -> float:
-    """How well the pixels were stored: lossless (unless it carries JPEG blocks), else by JPEG
-    quality; a lossy WebP, AVIF or HEIC (its quality is not in the file) counts as a good
+    """How well the pixels were stored: lossless, else by JPEG quality; a lossless file with
+    JPEG blocks and a lossy WebP, AVIF or HEIC (the quality is not in the file) count as a good
     JPEG."""
     if look.lossless:  # saved from a JPEG of unknown quality: a good JPEG, as below
         return GOOD_JPEG if look.blocky else 1.0

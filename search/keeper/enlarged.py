@@ -7,8 +7,8 @@ A real original holds detail its reduced copy lost, however soft it is, and a ph
 octave is not what tells them apart: soft originals of 200 pixels and 2x enlargements both
 measured 0.3-0.4 there (the keeper once called such originals enlargements of their quarter
 copies). Compared on the central crops every look keeps at full resolution
-(look.central_square), on bench/copyset.py's development originals against their half and quarter
-copies the residual was 0.034 and up (mostly above 0.1); enlargements of a photo's decoded
+(look.central_square), on bench/copyset.py's development originals against their half and
+quarter copies the residual was 0.034 and up (mostly above 0.1); enlargements of a photo's decoded
 pixels by bicubic, bilinear, Lanczos or nearest interpolation, saved as JPEG q90,
 0.008-0.038 (0.027 and below but for nearest-neighbour enlargements of a quarter-size copy);
 enlargements of pixels other than the smaller file's own (each re-encoded apart) 0.03-0.08.

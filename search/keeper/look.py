@@ -47,9 +47,8 @@ class Look:
     taken: str | None  # EXIF DateTimeOriginal
     format: str
     # A central square crop of up to SAME_CROP x SAME_CROP RGB pixels at full resolution (as
-    # large as the shorter side allows), and the whole
-    # frame at 48 x 48: files with the same pixels (a lossless save of a JPEG) show the same,
-    # edits not.
+    # large as the shorter side allows: central_square), and the whole frame at 48 x 48: files
+    # with the same pixels (a lossless save of a JPEG) show the same, edits not.
     crop: bytes = b""
     thumb: bytes = b""
 
