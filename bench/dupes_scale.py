@@ -9,10 +9,12 @@ Vectors (clustered, with planted near-duplicates: tests/helpers.py) and `--views
 views per image (noisy variants of the image's vector, stored float16 as an index run stores
 them; 0: none) go in through the store's own API, like an index run's batches. The candidate
 stage reads them back as plain `dupes` does. The candidates' neighbour recall and the range
-join's pair recall are measured against exact search for a random sample of vectors. With
-`--ray-cpus`, the candidate stage runs again as `dupes --engine ray` runs it (shards of cells
-in Ray tasks, on a local cluster), timed next to the local engine, its pairs compared with
-the local ones. Prints JSON with seconds, recall and peak memory.
+join's pair recall are measured against exact search for a random sample of vectors. The
+candidate stage runs in a process of its own, which reports its own peak memory (the bench's
+generated vectors and recall checks do not count). With `--ray-cpus`, the candidate stage
+runs again as `dupes --engine ray` runs it (shards of cells in Ray tasks, on a local cluster),
+timed next to the local engine, its pairs compared with the local ones. Prints JSON with
+seconds, recall and peak memory.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +40,6 @@ from search.copies.candidates import (
     NEIGHBOURS,
     VIEW_NEIGHBOURS,
     VIEW_REJECT,
-    Candidates,
     Descriptors,
     Engine,
     centred,
@@ -87,20 +89,26 @@ def main() -> None:
     parser.add_argument("--ray-cpus", type=int, default=0,
                         help="also run the candidate stage as `dupes --engine ray` does, on a "
                         "local Ray cluster of this many CPUs (0: not)")  # fmt: skip
+    parser.add_argument("--stage", nargs=2, metavar=("HOME", "PAIRS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stage:  # the child: the candidate stage alone
+        _stage(Path(args.stage[0]), Path(args.stage[1]), args.views > 0)
+        return
     vectors = clustered_with_duplicates(args.n, args.dim)
     with tempfile.TemporaryDirectory() as home:
         with Store.writer(Path(home), new=NewIndex("synthetic", args.dim)) as store:
             started = time.perf_counter()
             fill(store, vectors, args.views)
             insert_seconds = time.perf_counter() - started
+        saved = Path(home) / "candidate-pairs.npy"
+        run = [sys.executable, __file__, "--views", str(args.views), "--stage", home, str(saved)]
+        stage = json.loads(subprocess.run(run, check=True, capture_output=True, text=True).stdout)
+        listed_pairs = np.load(saved)
         with Store.open(Path(home)) as store:
-            started = time.perf_counter()
             ids, stored = store.index.all_vectors()
             views = store.catalog.views_array(ids.tolist()) if args.views else None
-            candidates = find_candidates(Descriptors(ids, stored, views))
-            candidate_seconds = time.perf_counter() - started
-            on_ray = _on_ray(Descriptors(ids, stored, views), candidates, args.ray_cpus)
+            on_ray = _on_ray(Descriptors(ids, stored, views), listed_pairs, args.ray_cpus)
+            del ids, stored
             started = time.perf_counter()
             pairs = store.index.similar_pairs(args.threshold, probes=args.probes)
             pairs_seconds = time.perf_counter() - started
@@ -119,7 +127,7 @@ def main() -> None:
     # Candidates: of each sampled vector's 20 nearest (exact, centred), how many are candidates.
     mean = vectors.mean(axis=0)
     unit = centred(vectors, mean)
-    listed = {(int(a), int(b)) for a, b in candidates.pairs}
+    listed = {(int(a), int(b)) for a, b in listed_pairs}
     wanted = found_near = 0
     for i in sample[:500]:
         scores = unit @ unit[i]
@@ -132,9 +140,11 @@ def main() -> None:
         "benchmark": "dupes_scale", "n": args.n, "dim": args.dim, "threshold": args.threshold,
         "views": args.views, "probes": args.probes, "pairs": len(pairs), "groups": len(groups),
         "insert_seconds": round(insert_seconds, 1),
-        "candidate_seconds": round(candidate_seconds, 1), "candidate_pairs": len(candidates.pairs),
+        "candidate_seconds": stage["seconds"], "candidate_pairs": len(listed_pairs),
+        # the candidate stage's own process, reading the store as `dupes` does
+        "candidate_peak_rss_mib": stage["peak_rss_mib"],
         "candidate_neighbour_recall_vs_exact": round(found_near / max(1, wanted), 4),
-        "candidate_recall_audit": round(candidates.recall, 4),  # what `dupes` itself reports
+        "candidate_recall_audit": stage["recall"],  # what `dupes` itself reports
         "ray": on_ray,
         "view_pair_recall_vs_exact": view_recall,
         "similar_pairs_seconds": round(pairs_seconds, 1),
@@ -145,7 +155,22 @@ def main() -> None:
     }, indent=2))  # fmt: skip
 
 
-def _on_ray(found: Descriptors, local: Candidates, cpus: int) -> dict[str, Any] | None:
+def _stage(home: Path, pairs: Path, views: bool) -> None:
+    """The candidate stage as plain `dupes` runs it, in this process: its pairs saved to
+    `pairs`; its seconds, audit and this process's peak memory printed as JSON."""
+    started = time.perf_counter()
+    with Store.open(home) as store:  # as `dupes` reads them: from the catalog, not the index
+        ids, stored = store.catalog.vectors([r.id for r in store.catalog.file_states().values()])
+        regional = store.catalog.views_array(ids.tolist()) if views else None
+        found = find_candidates(Descriptors(ids, stored, regional))
+    seconds = time.perf_counter() - started
+    np.save(pairs, found.pairs)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": round(seconds, 1), "recall": round(found.recall, 4),
+                      "peak_rss_mib": round(peak)}))  # fmt: skip
+
+
+def _on_ray(found: Descriptors, local: np.ndarray, cpus: int) -> dict[str, Any] | None:
     """The candidate stage on a local Ray cluster of `cpus` (search/ray_workers.py: shards of
     cells in Ray tasks): its seconds (Ray's own start timed apart) and whether it found the
     very pairs the local engine found."""
@@ -167,7 +192,7 @@ def _on_ray(found: Descriptors, local: Candidates, cpus: int) -> dict[str, Any] 
     finally:
         ray.shutdown()
     ours = {tuple(p) for p in found.pairs.tolist()}
-    theirs = {tuple(p) for p in local.pairs.tolist()}
+    theirs = {tuple(p) for p in local.tolist()}
     # A Ray task multiplies on one BLAS thread, this process on all: the last bits of a cosine
     # can differ, and so can a near tie at an image's 20th neighbour (a few pairs a million).
     return {"cpus": cpus, "shards": shards, "start_seconds": round(start_seconds, 1),

@@ -64,6 +64,8 @@ def test_dupes_scale_runs() -> None:
     assert found["pairs"] > 0 and found["groups"] > 0
     assert 0 <= found["candidate_neighbour_recall_vs_exact"] <= 1
     assert found["ray"] is None
+    # The candidate stage's own process: less than the whole bench, which holds more.
+    assert 0 < found["candidate_peak_rss_mib"] <= found["peak_rss_mib"] + 200
 
 
 def test_dupes_scale_runs_the_ray_engine_beside_the_local_one() -> None:

@@ -124,8 +124,10 @@ class _Edges:
             none = np.zeros(0, dtype=np.float32)
             return _Reduced(empty, empty, empty, none, none, *(np.zeros(0, np.int16),) * 2)
         low, high, score, how, detail = (np.concatenate(c) for c in zip(*self.parts, strict=True))
+        self.parts = []  # the rows live on concatenated only (tens of millions at 1M images)
         n = len(self.density)
         keys, group = np.unique(low.astype(np.int64) * n + high, return_inverse=True)
+        del low, high  # the pair's positions are in `keys`
         found_by = np.zeros(len(keys), dtype=np.int64)
         best: dict[int, NDArray[np.float32]] = {}
         of_best: dict[int, NDArray[np.int16]] = {}
@@ -270,10 +272,11 @@ def _placed(
     return placed, [(int(a), int(b)) for a, b in kept["spans"]]
 
 
-def audit(unit: NDArray[np.float32], found: NDArray[np.int64], chunk: int = 100_000) -> float:
+def audit(unit: NDArray[np.float32], found: NDArray[np.int64], chunk: int = 20_000) -> float:
     """The share of the NEIGHBOURS nearest others (exact search, by blocks of `chunk` base
-    vectors: memory follows the block) of AUDIT_SAMPLE random images that `found` (n, k) holds
-    for them: the candidate join's neighbour recall, measured in every run."""
+    vectors: memory follows the block, about 200 MB; blocks of 100,000 made the audit the
+    candidate stage's peak) of AUDIT_SAMPLE random images that `found` (n, k) holds for them:
+    the candidate join's neighbour recall, measured in every run."""
     n, k = int(found.shape[0]), int(found.shape[1])
     if n <= k + 1:
         return 1.0
