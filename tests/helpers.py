@@ -13,7 +13,8 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from indexer.options import Compute
 from indexer.runtime import has_cuda_driver, resolve_runtime
-from store import DEFAULT_PROBES, Gpu, Vectors, cells_of, nearest_in
+from indexer.scan import content_hash
+from store import DEFAULT_PROBES, Gpu, ImageRecord, Vectors, cells_of, nearest_in
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SAMPLE_PHOTOS = sorted(EXAMPLES.glob("*.jpg"))
@@ -230,3 +231,12 @@ def edits(photo: Path, folder: Path) -> dict[str, Path]:
     ImageDraw.Draw(banded).rectangle((0, h - h // 7, w, h), fill=(15, 15, 15))
     save("band", banded)
     return made
+
+
+def file_record(path: Path, image_id: int) -> ImageRecord:
+    """The catalog's record of a file on disk, as an index run would make it."""
+    st = path.stat()
+    with Image.open(path) as image:
+        width, height = image.size
+    return ImageRecord(image_id, str(path), st.st_size, st.st_mtime_ns,
+                       content_hash(path.read_bytes()), width, height)  # fmt: skip

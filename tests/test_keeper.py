@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
-from indexer.scan import content_hash
 from search.copies.verify import features_of, verify
 from search.keeper.best import choose_best
 from search.keeper.look import SAME_CROP, look_at
 from search.records import Edge
-from store import ImageRecord
 from tests.helpers import EXAMPLES
+from tests.helpers import file_record as record
 
 Edit = Callable[[Image.Image], Image.Image]
 
@@ -59,14 +58,6 @@ CASES: dict[str, tuple[Edit, int, str]] = {
     "blur": (lambda im: im.filter(ImageFilter.GaussianBlur(2.5)), 95, "sharper"),
     "brightness": (lambda im: ImageEnhance.Brightness(im).enhance(1.8), 95, "clipped"),
 }
-
-
-def record(path: Path, image_id: int) -> ImageRecord:
-    st = path.stat()
-    with Image.open(path) as image:
-        width, height = image.size
-    return ImageRecord(image_id, str(path), st.st_size, st.st_mtime_ns,
-                       content_hash(path.read_bytes()), width, height)  # fmt: skip
 
 
 @pytest.mark.parametrize("edit", CASES, ids=str)

@@ -20,8 +20,8 @@ from search.copies.dupes import DupeOptions, find_duplicates
 from search.keeper.best import MODEL_UPRIGHT, choose_best
 from store import Embedded, FileStat, ImageFile, ImageRecord, NewIndex, Store
 from tests.helpers import EXAMPLES
+from tests.helpers import file_record as record
 from tests.seeds import Served
-from tests.test_keeper import record
 
 
 def _turned_pair(folder: Path) -> tuple[Path, Path]:
