@@ -119,10 +119,10 @@ def upright_estimator(model: str = ROTATION_MODEL) -> UprightOf | None:
         if embedder is None:
             return None
         try:
-            st = os.stat(path)
-        except OSError:
+            files = list(image_files([path]))
+        except UnreadableImage:  # gone since it was looked at
             return None
-        for found in predict([FileStat(path, st.st_size, st.st_mtime_ns)], embedder, 1):
+        for found in predict(files, embedder, 1):
             return found.scores[0] if isinstance(found, Orientation) else None
         return None
 

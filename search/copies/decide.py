@@ -116,11 +116,12 @@ def decide(
         edges = [_edge(candidates, int(m), None) for m in np.nonzero(accepted)[0]]
         return Decided(edges, 0, [], 0.0, 0.0, candidates.recall)
     checking = _Checking(records, features_for, steps, workers)
-    unreadable = checking.make({WHOLE: {int(ids[p]) for p in pairs[band | accepted].ravel()}})
+    checked = band | accepted  # every pair is checked: the band's to verify, the rest to contradict
+    unreadable = checking.make({WHOLE: {int(ids[p]) for p in pairs[checked].ravel()}})
     for path in unreadable:
         log.warning("could not read %s again: its candidate pairs stay unverified", path)
     jobs = []
-    for m in np.nonzero(band | accepted)[0]:
+    for m in np.nonzero(checked)[0]:
         a, b = int(ids[pairs[m, 0]]), int(ids[pairs[m, 1]])
         jobs.append(Job(int(m), (a, WHOLE), (b, WHOLE), bool(best[m] >= MIRROR_FROM)))
     jobs, found = checking.run(jobs, "verifying candidate pairs")

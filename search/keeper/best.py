@@ -124,7 +124,7 @@ def choose_best(
             source = source_of(a, b, pair.get((a.record.id, b.record.id)))
             if source is not None:
                 derived.add(j if source[0] > 0 else i)
-            ab = source or compare(a, b, pair.get((a.record.id, b.record.id)))
+            ab = source or _signals(a, b)  # source_of said nothing: not asked again
             if ab is None:
                 continue
             if ab[0] > 0:
@@ -197,14 +197,16 @@ def _orient(firsts: Sequence[_Merit]) -> None:
 
 def compare(a: _Merit, b: _Merit, edge: Edge | None) -> Verdict:
     """Which of two copies a person would keep, and why; None: nothing tells them apart."""
+    return source_of(a, b, edge) or _signals(a, b)
+
+
+def _signals(a: _Merit, b: _Merit) -> Verdict:
+    """compare's signals after the first (neither copy made from the other)."""
     x, y = a.look, b.look
     if x is None or y is None:
         if x is None and y is None:
             return None
         return (1, "the other copy cannot be read") if y is None else (-1, "")
-    source = source_of(a, b, edge)
-    if source is not None:
-        return source
     for verdict in (
         _differ(float(y.margin - x.margin), 1.5, "no added dark border, corners or band"),
         _differ(float(x.colour) - float(y.colour), 0.5, "colour vs grayscale"),
