@@ -29,6 +29,10 @@ class Verification:
     # Found against a region of one of them (a crop in its source, a photo pasted on a canvas),
     # given in whole frames (search/copies/verify.py: in_whole_frame).
     in_region: bool = False
+    # The share of b's frame's border, where it lies inside a's frame, along which a's pixels
+    # step sharply across it (b shown pasted on another picture in a); seam_b: a's in b.
+    seam_a: float = 0.0
+    seam_b: float = 0.0
 
     @property
     def verified(self) -> bool:

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from indexer.decode import VIEW_BOXES, Box, box_pixels, upright_rgb
 from search.per_content import Recipe
-from search.pixels import content_mask, opencv
+from search.pixels import content_mask, opencv, seam
 from search.records import MIN_COVERAGE, MIN_INLIERS, Verification
 
 FEATURE_SIDE = 256
@@ -186,9 +186,33 @@ def judge(found: Fit | None, a: Features, b: Features, mirrored: bool = False) -
         return NO_MATCH
     # SIFT repeats a point at several orientations: count distinct places, in both images.
     distinct = min(_places(found.src), _places(found.dst))
+    into_b = found.transform
+    into_a = _inverse(into_b)
     return Verification(
-        distinct, _coverage(found.src, a.shape), _coverage(found.dst, b.shape), scale, mirrored
+        distinct,
+        _coverage(found.src, a.shape),
+        _coverage(found.dst, b.shape),
+        scale,
+        mirrored,
+        seam_a=_seam(b.shape, into_a, a),
+        seam_b=_seam(a.shape, into_b, b),
     )
+
+
+def _inverse(transform: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The inverse of a 2 x 3 similarity transform."""
+    return np.asarray(opencv().invertAffineTransform(transform), dtype=np.float64)
+
+
+def _seam(shape: tuple[int, int], transform: NDArray[np.float64], holder: Features) -> float:
+    """How sharply a frame of `shape` (height, width), mapped by `transform` into holder's
+    frame, is cut into holder's pixels (search.pixels.seam, on holder's thumb)."""
+    if holder.thumb.size == 0:
+        return 0.0
+    height, width = shape
+    corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float64)
+    mapped = corners @ transform[:, :2].T + transform[:, 2]
+    return seam(holder.thumb, mapped / THUMB_SHRINK)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ signals, in order:
    (search/copies/verify.py): the side holding clearly more real pixels of the picture they
    share is the source (a pasted thumbnail, a resized copy are not); with about the same,
    the side whose frame reaches beyond the shared part contains the other (a crop is the
-   derivative).
+   derivative), unless it shows the shared picture pasted on another one (behind a seam, or
+   at fewer pixels than the other holds): then the photo is the composite's source.
    Files with the same pixels (a PNG saved from a JPEG or a lossy WebP): the smaller file;
    turned by 90, 180 or 270 degrees, the one the rotation model (the `rotnet` card, when its
    weights are in the cache) finds upright by MODEL_UPRIGHT, else the one with the camera's
@@ -47,6 +48,11 @@ from store import ImageRecord
 Similarity = Callable[[ImageRecord, ImageRecord], float]  # cosine of two files' vectors
 RICHER = 1.5  # this much more real detail of the shared picture makes a copy the source
 CONTAINS = 0.8  # a frame whose shared part is at most this share of the other's contains it
+# ... as a crop's source, unless it shows the shared picture pasted on another one: behind a
+# seam along this share of the border (search.pixels.seam: pastes 0.65-1.0, crops at most 0.52
+# on bench/copyset.py's development part), or at fewer pixels than the contained file holds
+# (crops 0.96-1.03 of them, two originals pasted on a shared canvas 0.81).
+SEAM, SHOWN_SMALLER = 0.75, 1.15
 # An enlargement: at least twice the sides (UPSCALED the pixels), with clearly less detail in
 # the top octave than the smaller copy (FLATTER) and little of it at all (FLAT: photos at their
 # own scale measure 0.45-0.6; a downscaled copy measures more, so the larger is not flagged).
@@ -232,16 +238,26 @@ def _relation(a: _Merit, b: _Merit, edge: Edge | None) -> Verdict:
     cov_a, cov_b = (
         (check.coverage_a, check.coverage_b) if forward else (check.coverage_b, check.coverage_a)
     )
+    seam_a, seam_b = (check.seam_a, check.seam_b) if forward else (check.seam_b, check.seam_a)
     detail_a, detail_b = cov_a * _real(a.look), cov_b * _real(b.look)
     if detail_a >= RICHER * detail_b:
         return 1, f"holds {detail_a / max(detail_b, 1.0):.1f}x the detail of the shared picture"
     if detail_b >= RICHER * detail_a:
         return -1, ""
-    if cov_a <= CONTAINS * cov_b:
-        return 1, "contains the other (a crop of it)"
-    if cov_b <= CONTAINS * cov_a:
-        return -1, ""
+    sides = ((cov_a, detail_a, seam_a), (cov_b, detail_b, seam_b))
+    for (coverage, detail, seam), (other_coverage, other_detail, _), sign in (
+        (*sides, 1),
+        (*sides[::-1], -1),
+    ):
+        if coverage <= CONTAINS * other_coverage:  # its frame reaches beyond the shared part
+            pasted = seam >= SEAM or other_detail >= SHOWN_SMALLER * detail
+            winner = -sign if pasted else sign
+            reason = PASTED if pasted else "contains the other (a crop of it)"
+            return winner, reason if winner > 0 else ""
     return None
+
+
+PASTED = "the other shows it pasted on another picture"
 
 
 def _clipping(x: float, y: float) -> Verdict:
