@@ -62,33 +62,26 @@ def seam(grey: NDArray[np.uint8], corners: NDArray[np.float64]) -> float:
     cv2 = opencv()
 
     height, width = grey.shape
-    centre = corners.mean(axis=0)
-    along = np.linspace(0.1, 0.9, SEAM_SAMPLES)[:, None]
-    across, beside = [], []
-    for k in range(4):
-        start, end = corners[k], corners[(k + 1) % 4]
-        length = float(np.linalg.norm(end - start))
-        if length < 1e-6:
-            continue
-        normal = np.array([start[1] - end[1], end[0] - start[0]]) / length
-        if normal @ ((start + end) / 2 - centre) < 0:
-            normal = -normal  # outwards
-        points = start + along * (end - start)
-        offsets = [points + f * SEAM_STEP * normal for f in (-3, -1, 1, 3)]
-        seen = np.ones(len(points), dtype=bool)
-        for p in offsets:
-            seen &= (p[:, 0] >= 0) & (p[:, 0] <= width - 1)
-            seen &= (p[:, 1] >= 0) & (p[:, 1] <= height - 1)
-        if seen.sum() < _MIN_SEEN:
-            continue
-        xy = np.concatenate([p[seen] for p in offsets]).astype(np.float32)
-        values = cv2.remap(
-            grey.astype(np.float32), xy[:, :1], xy[:, 1:], interpolation=cv2.INTER_LINEAR
-        ).reshape(4, -1)
-        inner2, inner1, outer1, outer2 = values
-        across.append(np.abs(outer1 - inner1))
-        beside.append((np.abs(inner1 - inner2) + np.abs(outer1 - outer2)) / 2)
-    if not across:
+    starts, ends = corners, np.roll(corners, -1, axis=0)
+    edge = ends - starts
+    length = np.maximum(np.linalg.norm(edge, axis=1, keepdims=True), 1e-9)
+    normal = np.stack([-edge[:, 1], edge[:, 0]], axis=1) / length
+    outwards = np.sum(normal * ((starts + ends) / 2 - corners.mean(axis=0)), axis=1) >= 0
+    normal[~outwards] *= -1
+    along = np.linspace(0.1, 0.9, SEAM_SAMPLES)[None, :, None]
+    points = starts[:, None] + along * edge[:, None]  # (4 sides, samples, xy)
+    offsets = np.stack([points + f * SEAM_STEP * normal[:, None] for f in (-3, -1, 1, 3)])
+    inside = (offsets[..., 0] >= 0) & (offsets[..., 0] <= width - 1)
+    inside &= (offsets[..., 1] >= 0) & (offsets[..., 1] <= height - 1)
+    seen = inside.all(axis=0)  # (4, samples): all four points in the frame
+    seen &= (seen.sum(axis=1, keepdims=True) >= _MIN_SEEN) & (length > 1e-6)
+    if not seen.any():
         return 0.0
-    step, other = np.concatenate(across), np.concatenate(beside)
-    return float(np.mean(step > 2 * other + 6))
+    xy = offsets[:, seen].reshape(-1, 2).astype(np.float32)
+    values = cv2.remap(
+        grey.astype(np.float32), xy[:, :1], xy[:, 1:], interpolation=cv2.INTER_LINEAR
+    ).reshape(4, -1)
+    inner2, inner1, outer1, outer2 = values
+    step = np.abs(outer1 - inner1)
+    beside = (np.abs(inner1 - inner2) + np.abs(outer1 - outer2)) / 2
+    return float(np.mean(step > 2 * beside + 6))

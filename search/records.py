@@ -15,6 +15,9 @@ from store import ImageRecord
 # MIN_COVERAGE of one of the two images (search/copies/verify.py).
 MIN_INLIERS = 6
 MIN_COVERAGE = 0.1
+# A frame whose shared part is at most this share of the other's reaches beyond it: it
+# contains the other (a crop's source, or a picture the other is pasted on).
+CONTAINS = 0.8
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from store import ImageRecord, Store
 
 __all__ = ["DupeOptions", "DuplicateGroup", "Found", "Member", "find_duplicates"]
 log = logging.getLogger("imgsearch.search")
-CACHE_VERSION = 9  # of how pairs are found: cached pairs of another version are found again
+CACHE_VERSION = 10  # of how pairs are found: cached pairs of another version are found again
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from indexer.decode import VIEW_BOXES, Box, box_pixels, upright_rgb
 from search.per_content import Recipe
 from search.pixels import content_mask, opencv, seam
-from search.records import MIN_COVERAGE, MIN_INLIERS, Verification
+from search.records import CONTAINS, MIN_COVERAGE, MIN_INLIERS, Verification
 
 FEATURE_SIDE = 256
 MAX_FEATURES = 600
@@ -186,17 +186,11 @@ def judge(found: Fit | None, a: Features, b: Features, mirrored: bool = False) -
         return NO_MATCH
     # SIFT repeats a point at several orientations: count distinct places, in both images.
     distinct = min(_places(found.src), _places(found.dst))
-    into_b = found.transform
-    into_a = _inverse(into_b)
-    return Verification(
-        distinct,
-        _coverage(found.src, a.shape),
-        _coverage(found.dst, b.shape),
-        scale,
-        mirrored,
-        seam_a=_seam(b.shape, into_a, a),
-        seam_b=_seam(a.shape, into_b, b),
-    )
+    cover_a, cover_b = _coverage(found.src, a.shape), _coverage(found.dst, b.shape)
+    # How sharply the one frame is cut into the other: asked of a frame that contains the other.
+    seam_a = _seam(b.shape, _inverse(found.transform), a) if cover_a <= CONTAINS * cover_b else 0.0
+    seam_b = _seam(a.shape, found.transform, b) if cover_b <= CONTAINS * cover_a else 0.0
+    return Verification(distinct, cover_a, cover_b, scale, mirrored, seam_a=seam_a, seam_b=seam_b)
 
 
 def _inverse(transform: NDArray[np.float64]) -> NDArray[np.float64]:

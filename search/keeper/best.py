@@ -42,16 +42,16 @@ from dataclasses import dataclass, field
 from indexer.orientation import UprightOf
 from search.keeper.enlarged import AMBIGUOUS, ENLARGED, residual
 from search.keeper.look import Look, likeness, look_at, same_pixels, turned_same
-from search.records import Chooser, Edge
+from search.records import CONTAINS, Chooser, Edge
 from store import ImageRecord
 
 Similarity = Callable[[ImageRecord, ImageRecord], float]  # cosine of two files' vectors
 RICHER = 1.5  # this much more real detail of the shared picture makes a copy the source
-CONTAINS = 0.8  # a frame whose shared part is at most this share of the other's contains it
-# ... as a crop's source, unless it shows the shared picture pasted on another one: behind a
-# seam along this share of the border (search.pixels.seam: pastes 0.65-1.0, crops at most 0.52
-# on bench/copyset.py's development part), or at fewer pixels than the contained file holds
-# (crops 0.96-1.03 of them, two originals pasted on a shared canvas 0.81).
+# A frame that contains the other (search.records.CONTAINS) is a crop's source, unless it
+# shows the shared picture pasted on another one: behind a seam along this share of the
+# border (search.pixels.seam: pastes 0.65-1.0, crops at most 0.52 on bench/copyset.py's
+# development part), or at fewer pixels than the contained file holds (crops 0.96-1.03 of
+# them, two originals pasted on a shared canvas 0.81).
 SEAM, SHOWN_SMALLER = 0.75, 1.15
 # An enlargement: at least twice the sides (UPSCALED the pixels), with clearly less detail in
 # the top octave than the smaller copy (FLATTER) and little of it at all (FLAT: photos at their
