@@ -40,7 +40,8 @@ from indexer.options import IndexOptions, ModelOptions
 from indexer.pipeline import index_folders
 from search.copies.dupes import DupeOptions, Found, find_duplicates
 from search.query import QueryOptions, by_images, by_path
-from store import Store
+from search.records import Edge
+from store import ImageRecord, Store
 
 # Copies a person cannot tell from the original (the issue: "either may be kept").
 EQUIVALENT = ("hflip", "exif-orientation")
@@ -106,6 +107,53 @@ def pair_scores(found: Found, rows: dict[str, Row], skip_rotated: bool) -> dict[
         "keeper_by_format": {k: f"{sum(v)}/{len(v)}" for k, v in sorted(by_format.items())},
         **_mixed(found, rows),
     }  # fmt: skip
+
+
+SUBGROUP_DRAWS = 12  # random sub-groups drawn from each group that holds an original
+
+
+def keeper_subgroups(
+    store: Store, found: Found, rows: dict[str, Row], seed: int = 0
+) -> dict[str, Any]:
+    """The keeper on random sub-groups of every found group that holds an original and three
+    or more of its copies: the original and 2-6 of them, with the pairs found between them. A
+    collection holds some copies of a picture and not others; a rule that keeps the original
+    in the whole group only thanks to which copies happen to be there shows here (the copy
+    that won instead, per edit kind)."""
+    from search.keeper.best import chooser
+
+    rng = np.random.RandomState(seed)
+    draws: list[tuple[list[ImageRecord], list[Edge]]] = []
+    for g in found.groups:
+        files = [g.keep, *(m.record for m in g.members)]
+        originals = [f for f in files if rows[Path(f.path).name].edit == "original"]
+        if not originals:
+            continue
+        source = rows[Path(originals[0].path).name].source
+        copies = [f for f in files if rows[Path(f.path).name].source == source
+                  and rows[Path(f.path).name].edit != "original"]  # fmt: skip
+        if len(copies) < 3:
+            continue
+        for _ in range(SUBGROUP_DRAWS):
+            count = int(rng.randint(2, min(6, len(copies)) + 1))
+            chosen = [copies[i] for i in rng.choice(len(copies), count, replace=False)]
+            ids = {f.id for f in [originals[0], *chosen]}
+            draws.append(([originals[0], *chosen], [e for e in g.edges if {e.a, e.b} <= ids]))
+    wanted = sorted({f.id for files, _ in draws for f in files})
+    ids, vectors = store.catalog.vectors(wanted)
+    row = {int(i): n for n, i in enumerate(ids)}
+
+    def similarity(a: ImageRecord, b: ImageRecord) -> float:
+        return float(vectors[row[a.id]] @ vectors[row[b.id]])
+
+    choose = chooser(similarity)
+    instead: Counter[str] = Counter()
+    for files, edges in draws:
+        kept_edit = rows[Path(choose(files, edges)[0].path).name].edit
+        if kept_edit != "original" and kept_edit not in EQUIVALENT:
+            instead[kept_edit] += 1
+    return {"trials": len(draws), "original_or_equivalent_kept": len(draws) - sum(instead.values()),
+            "kept_instead": dict(instead.most_common())}  # fmt: skip
 
 
 def _mixed(found: Found, rows: dict[str, Row]) -> dict[str, Any]:
@@ -248,6 +296,8 @@ def main() -> None:
                 found = find_duplicates(store, options)
                 seconds = time.perf_counter() - started
                 scores = pair_scores(found, rows, skip_rotated=not options.rotations)
+                if not options.rotations:
+                    scores["keeper_subgroups"] = keeper_subgroups(store, found, rows)
                 again = time.perf_counter()
                 find_duplicates(store, replace(options))  # the cached pairs
                 out[name] = {**scores, "threshold": found.threshold,

@@ -151,6 +151,8 @@ def test_copydetect_runs(tmp_path: Path) -> None:
     assert set(found["dupes"]["keeper_by_format"]) <= {".jpg", ".png", ".webp", ".avif"}
     mixed = found["dupes"]["groups_of_two_originals"]  # noise photos may well look alike
     assert len(found["dupes"]["two_originals_examples"]) == min(3, mixed)
+    sub = found["dupes"]["keeper_subgroups"]  # the keeper on random parts of each group
+    assert sub["original_or_equivalent_kept"] + sum(sub["kept_instead"].values()) == sub["trials"]
 
 
 def test_review_scale_runs() -> None:

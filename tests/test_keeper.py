@@ -14,6 +14,7 @@ from search.copies.verify import features_of, verify
 from search.keeper.best import choose_best
 from search.keeper.look import SAME_CROP, look_at
 from search.records import Edge
+from store import ImageRecord
 from tests.helpers import EXAMPLES
 from tests.helpers import file_record as record
 
@@ -232,3 +233,33 @@ def test_an_edited_jpeg_of_a_png_saved_from_a_jpeg_does_not_win_on_how_it_was_st
     assert looks[0] is not None and looks[0].blocky and looks[1] is not None
     kept, reason = choose_best([b, a], [])
     assert kept.path == a.path and word in reason, reason
+
+
+def test_a_blurred_copy_does_not_win_because_a_reduced_copy_resembles_it(tmp_path: Path) -> None:
+    """The medoid signal ("the other copies resemble it most") was taken over every copy: a
+    quarter-size copy, which lost its detail as a blurred one did, resembles the blurred copy
+    more than the original, and the blurred copy won. Copies made from another (the quarter
+    copy) are left out of that reference: with fewer than three copies left it says nothing,
+    and sharpness decides."""
+    image = Image.open(EXAMPLES / "coffee.jpg").convert("RGB")
+    original, blurred, quarter = (tmp_path / n for n in ("coffee.webp", "blur.jpg", "small.jpg"))
+    image.save(original, quality=80)
+    with Image.open(original) as decoded:
+        source = decoded.convert("RGB")
+    source.filter(ImageFilter.GaussianBlur(2.5)).save(blurred, quality=90)
+    source.resize((source.width // 4, source.height // 4)).save(quarter, quality=90)
+    files = [record(path, n) for n, path in enumerate((original, blurred, quarter), 1)]
+    features = [features_of(f.path) for f in files]
+    edges = [
+        Edge(a.id, b.id, 0.5, 0.9, 0, check)
+        for i, a in enumerate(files)
+        for j, b in enumerate(files[i + 1 :], i + 1)
+        if (check := verify(features[i], features[j])).verified
+    ]
+    cosine = {frozenset((1, 2)): 0.96, frozenset((1, 3)): 0.95, frozenset((2, 3)): 0.99}
+
+    def similarity(a: ImageRecord, b: ImageRecord) -> float:
+        return cosine[frozenset((a.id, b.id))]
+
+    kept, reason = choose_best(files[::-1], edges, similarity)
+    assert Path(kept.path).name == "coffee.webp" and "sharper" in reason, reason

@@ -25,8 +25,9 @@ signals, in order:
    unknown quality, and a lossy WebP, AVIF or HEIC count as a good JPEG). A lossless file
    against a lossy WebP, AVIF or HEIC is no signal: it may be a save of that file (edited or
    not), and their traces are not looked for as a JPEG's are.
-4. In a group of three or more contents, the copy the others resemble most (the medoid of
-   their vectors) is likely the one they were made from.
+4. Among three or more copies made from no other, the copy they resemble most (the medoid of
+   their vectors) is likely the one they were made from; a reduced, cropped or pasted copy
+   is left out of it (it resembles a blurred copy more than the sharp original).
 5. Clipped highlights and shadows, sharpness (by SHARPER: a blurred copy, not compression
    noise), camera EXIF, the earlier capture date.
 
@@ -117,20 +118,20 @@ def choose_best(
     if len(contents) == 1:
         return next(iter(contents.values())), "same bytes: the first by file date, then path"
     firsts = [_Merit(record, looks(record), estimate=upright) for record in contents.values()]
-    if similarity is not None and len(firsts) >= 3:
-        for m in firsts:
-            others = [similarity(m.record, o.record) for o in firsts if o is not m]
-            m.central = sum(others) / len(others)
     _orient(firsts)
     pair = {(e.a, e.b): e for e in edges} | {(e.b, e.a): e for e in edges}
-    reasons: dict[tuple[int, int], str] = {}
+    sources: dict[tuple[int, int], Verdict] = {}
     derived: set[int] = set()  # positions of the copies made from another copy of the group
     for i, a in enumerate(firsts):
         for j, b in enumerate(firsts[i + 1 :], i + 1):
-            source = source_of(a, b, pair.get((a.record.id, b.record.id)))
+            source = sources[(i, j)] = source_of(a, b, pair.get((a.record.id, b.record.id)))
             if source is not None:
                 derived.add(j if source[0] > 0 else i)
-            ab = source or _signals(a, b)  # source_of said nothing: not asked again
+    _centre(firsts, [m for n, m in enumerate(firsts) if n not in derived], similarity)
+    reasons: dict[tuple[int, int], str] = {}
+    for i, a in enumerate(firsts):
+        for j, b in enumerate(firsts[i + 1 :], i + 1):
+            ab = sources[(i, j)] or _signals(a, b)  # source_of said nothing: not asked again
             if ab is None:
                 continue
             if ab[0] > 0:
@@ -148,6 +149,19 @@ def choose_best(
     said = [reasons.get((keep.record.id, m.record.id), "") for m in ranked[1:]]
     unique = [r for r in dict.fromkeys(said) if r]
     return keep.record, "; ".join(unique) or "no difference that matters: either could be kept"
+
+
+def _centre(
+    firsts: Sequence[_Merit], sources: Sequence[_Merit], similarity: Similarity | None
+) -> None:
+    """Each copy's `central`: its mean cosine to the copies made from no other (three or
+    more of them): a resized, cropped or pasted copy is left out of the reference, as it would
+    pull it towards the copies that lost detail as it did (a blurred one)."""
+    if similarity is None or len(sources) < 3:
+        return
+    for m in firsts:
+        others = [similarity(m.record, o.record) for o in sources if o is not m]
+        m.central = sum(others) / len(others)
 
 
 def source_of(a: _Merit, b: _Merit, edge: Edge | None) -> Verdict:
