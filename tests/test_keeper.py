@@ -263,3 +263,27 @@ def test_a_blurred_copy_does_not_win_because_a_reduced_copy_resembles_it(tmp_pat
 
     kept, reason = choose_best(files[::-1], edges, similarity)
     assert Path(kept.path).name == "coffee.webp" and "sharper" in reason, reason
+
+
+@pytest.mark.parametrize("turn", [90, 180, 270])
+@pytest.mark.parametrize("photo", ["chelsea.jpg", "astronaut.jpg", "rocket.jpg"])
+def test_a_mirrored_copy_says_which_of_two_turned_saves_is_upright(
+    photo: str, turn: int, tmp_path: Path
+) -> None:
+    """The original, its mirror image and a PNG of its pixels turned: the group's agreement
+    on which way is up compared the turned frames with the mirror image as it is, and the
+    turned PNG won as often as not (then on "lossless"). A mirror image is as upright as its
+    source: it is compared mirrored back as well."""
+    original, mirror, turned = (
+        tmp_path / "original.jpg",
+        tmp_path / "mirror.jpg",
+        tmp_path / "t.png",
+    )
+    Image.open(EXAMPLES / photo).convert("RGB").save(original, quality=90)
+    with Image.open(original) as decoded:
+        pixels = decoded.convert("RGB")
+    ImageOps.mirror(pixels).save(mirror, quality=90)
+    pixels.rotate(turn, expand=True).save(turned)
+    kept, reason = choose_best([record(turned, 3), record(mirror, 2), record(original, 1)], [])
+    assert Path(kept.path).name == "original.jpg", reason
+    assert "upright, as the other copies are" in reason

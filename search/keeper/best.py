@@ -17,7 +17,8 @@ signals, in order:
    turned by 90, 180 or 270 degrees, the one the rotation model (the `rotnet` card, when its
    weights are in the cache) finds upright by MODEL_UPRIGHT, else the one with the camera's
    EXIF (shown as the camera meant it), else the one upright as the rest of the group is (its
-   frame correlates best with the others'), then the smaller file.
+   frame correlates best with the others', a mirror image's mirrored back too), then the
+   smaller file.
 2. Defects a copy adds: dark flat margins at the border (an added frame, the black corners of
    a tilted copy, a dark band), grayscale.
 3. Real detail: pixels, unless enlarged; then how they were stored (lossless; JPEG quality

@@ -94,7 +94,8 @@ def likeness(a: Look, b: Look) -> float | None:
         frame = np.frombuffer(look.thumb, np.uint8).reshape(_THUMB, _THUMB, 3).mean(axis=2)
         frame = frame - frame.mean()
         grey.append(frame / max(float(np.sqrt((frame * frame).sum())), 1e-6))
-    return float((grey[0] * grey[1]).sum())
+    # A mirror image is as upright as its source: the other frame mirrored counts as well.
+    return float(max((grey[0] * grey[1]).sum(), (grey[0] * grey[1][:, ::-1]).sum()))
 
 
 def turned_same(a: Look, b: Look) -> int | None:
