@@ -51,9 +51,9 @@ Similarity = Callable[[ImageRecord, ImageRecord], float]  # cosine of two files'
 RICHER = 1.5  # this much more real detail of the shared picture makes a copy the source
 # A frame that contains the other (search.records.CONTAINS) is a crop's source, unless it
 # shows the shared picture pasted on another one: behind a seam along this share of the
-# border (search.pixels.seam: pastes 0.65-1.0, crops at most 0.52 on bench/copyset.py's
-# development part), or at fewer pixels than the contained file holds (crops 0.96-1.03 of
-# them, two originals pasted on a shared canvas 0.81).
+# border (search.pixels.seam on bench/copyset.py's development part: crops at most 0.52,
+# pastes 0.08-1.0, most over 0.65), or at fewer pixels than the contained file holds (crops
+# 0.96-1.03 of them, two originals pasted on a shared canvas 0.81).
 SEAM, SHOWN_SMALLER = 0.75, 1.15
 # An enlargement: at least twice the sides (UPSCALED the pixels), with clearly less detail in
 # the top octave than the smaller copy (FLATTER) and little of it at all (FLAT: photos at their
