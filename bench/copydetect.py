@@ -78,7 +78,7 @@ def pair_scores(found: Found, rows: dict[str, Row], skip_rotated: bool) -> dict[
     by_edit: dict[str, list[bool]] = defaultdict(list)
     by_format: dict[str, list[bool]] = defaultdict(list)
     for g in found.groups:
-        files = [g.keep, *(m.record for m in g.members)]
+        files = g.files
         originals = [f for f in files if rows[Path(f.path).name].edit == "original"]
         if not originals:
             continue
@@ -125,7 +125,7 @@ def keeper_subgroups(
     rng = np.random.RandomState(seed)
     draws: list[tuple[list[ImageRecord], list[Edge]]] = []
     for g in found.groups:
-        files = [g.keep, *(m.record for m in g.members)]
+        files = g.files
         originals = [f for f in files if rows[Path(f.path).name].edit == "original"]
         if not originals:
             continue
@@ -162,11 +162,11 @@ def _mixed(found: Found, rows: dict[str, Row]) -> dict[str, Any]:
     mixed: list[list[str]] = []
     scenes: list[list[str]] = []
     for g in found.groups:
-        files = [rows[Path(r.path).name] for r in [g.keep, *(m.record for m in g.members)]]
+        files = [rows[Path(r.path).name] for r in g.files]
         sources = {r.source: r.group for r in files if r.source}
         if len(sources) < 2:
             continue
-        names = sorted(Path(r.path).name for r in [g.keep, *(m.record for m in g.members)])
+        names = sorted(Path(r.path).name for r in g.files)
         (mixed if len(set(sources.values())) > 1 else scenes).append(names[:6])
     return {"groups_of_two_originals": len(mixed), "groups_of_one_scene_two_views": len(scenes),
             "two_originals_examples": mixed[:3]}  # fmt: skip

@@ -140,7 +140,11 @@ def choose_best(
                 reasons[(a.record.id, b.record.id)] = ab[1]
             else:
                 b.wins += 1
-                ba = compare(b, a, pair.get((b.record.id, a.record.id)))
+                # b's reason, from the signal that already decided (source_of is symmetric:
+                # it is not asked again when it said nothing, nor its enlargement test redone
+                # for the other signals).
+                edge = pair.get((b.record.id, a.record.id))
+                ba = source_of(b, a, edge) if sources[(i, j)] else _signals(b, a)
                 reasons[(b.record.id, a.record.id)] = ba[1] if ba else ""
     # A copy made from another copy of the group never wins by beating the others: only the
     # copies derived from none are ranked (an edited copy collects wins over worse copies).
@@ -216,13 +220,9 @@ def _orient(firsts: Sequence[_Merit]) -> None:
         m.upright = sum(known) / len(known) if known else 0.0
 
 
-def compare(a: _Merit, b: _Merit, edge: Edge | None) -> Verdict:
-    """Which of two copies a person would keep, and why; None: nothing tells them apart."""
-    return source_of(a, b, edge) or _signals(a, b)
-
-
 def _signals(a: _Merit, b: _Merit) -> Verdict:
-    """compare's signals after the first (neither copy made from the other)."""
+    """Which of two copies, neither made from the other (source_of said nothing), a person
+    would keep, and why: the signals after the first; None: nothing tells them apart."""
     x, y = a.look, b.look
     if x is None or y is None:
         if x is None and y is None:
