@@ -200,10 +200,20 @@ def _save_edit(image: Image.Image, edit: str, path: Path) -> None:
     image.save(path, "JPEG", quality=QUALITY.get(edit, 90))
 
 
-def build(
-    photos: Path, out: Path, seed: int = 2026, astro_count: int = ASTRO_ORIGINALS
-) -> dict[str, list[Row]]:
+@dataclass(frozen=True)
+class Draw:
+    """What to build: `seed` picks the astronomy originals, and the edits, canvases and
+    dates too unless `edit_seed` is given (another draw of copies of the same originals, in
+    the same splits: more development cases without touching the held-out photos' split)."""
+
+    seed: int = 2026
+    astro_count: int = ASTRO_ORIGINALS
+    edit_seed: int | None = None
+
+
+def build(photos: Path, out: Path, draw: Draw = Draw()) -> dict[str, list[Row]]:
     """Write `out/dev` and `out/heldout`; returns their rows (also in each labels.csv)."""
+    seed, astro_count = draw.seed, draw.astro_count
     with open(photos / "manifest.csv", encoding="utf-8") as handle:
         manifest = list(csv.DictReader(handle))
     rng = np.random.RandomState(seed)
@@ -217,6 +227,8 @@ def build(
     astro_originals = [big_astro[i] for i in sorted(rng.choice(len(big_astro), astro_count,
                                                                replace=False))]  # fmt: skip
     originals = general + astro_originals
+    if draw.edit_seed is not None:  # the same originals, other edits
+        rng, seed = np.random.RandomState(draw.edit_seed), draw.edit_seed
     chosen = {r["relpath"] for r in originals}
     # The GIMP examples are left out: they hold unlabelled families of one image's filter
     # variants (the corpus README), which would count as false pairs.
@@ -310,8 +322,10 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, required=True, help="where fetch.sh put them")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--astro-originals", type=int, default=ASTRO_ORIGINALS)
+    parser.add_argument("--edit-seed", type=int, help="another draw of copies of the originals")
     args = parser.parse_args()
-    rows = build(args.photos, args.out, astro_count=args.astro_originals)
+    rows = build(args.photos, args.out, Draw(astro_count=args.astro_originals,
+                                             edit_seed=args.edit_seed))  # fmt: skip
     for split, found in rows.items():
         print(split, len(found), "files,", sum(r.edit == "original" for r in found), "originals")
 

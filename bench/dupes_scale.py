@@ -45,6 +45,7 @@ from search.copies.candidates import (
     centred,
     find_candidates,
 )
+from search.copies.cellviews import stored_views
 from search.copies.dupes import DupeOptions, find_duplicates
 from store import Embedded, ImageFile, NewIndex, Store
 from tests.helpers import clustered_with_duplicates
@@ -161,7 +162,7 @@ def _stage(home: Path, pairs: Path, views: bool) -> None:
     started = time.perf_counter()
     with Store.open(home) as store:  # as `dupes` reads them: from the catalog, not the index
         ids, stored = store.catalog.vectors([r.id for r in store.catalog.file_states().values()])
-        regional = store.catalog.views_array(ids.tolist()) if views else None
+        regional = stored_views(store.catalog, ids) if views else None  # read a chunk at a time
         found = find_candidates(Descriptors(ids, stored, regional))
     seconds = time.perf_counter() - started
     np.save(pairs, found.pairs)

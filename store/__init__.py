@@ -49,7 +49,7 @@ from store.records import (
     Vector,
     Vectors,
 )
-from store.rows import StoredVector
+from store.rows import Catalog, StoredVector
 from store.store import NewIndex, Store, Writer
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "EXACT_LIMIT",
     "HOME_ENV",
     "INDEX_KINDS",
+    "Catalog",
     "CatalogDamaged",
     "Cells",
     "CheckReport",

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from sqlalchemy import Engine, func, literal, select
 
 from store import decisions, ignored, tags
-from store.errors import ItemNotFound
+from store.errors import CatalogDamaged, ItemNotFound
 from store.rebuild import fetch_present
 from store.records import Failure, ImageRecord, IndexMeta, Vector, Vectors
 from store.schema import (
@@ -251,32 +251,62 @@ class Catalog:
                         found[int(image_id)] = views
         return found
 
-    def views_array(self, ids: Sequence[int]) -> NDArray[np.float16] | None:
-        """The stored views of `ids` as one (len(ids), R, d) float16 array in their order (as
-        stored: a million images' views take half the memory of float32); None unless every
-        one of them has views of one shape."""
-        position = {int(i): p for p, i in enumerate(ids)}
-        found: NDArray[np.float16] | None = None
-        filled = 0
+    def views_shape(self, ids: Sequence[int]) -> tuple[int, int] | None:
+        """(R, d) of the stored views when every one of `ids` has views, else None."""
+        wanted = list(dict.fromkeys(int(i) for i in ids))
         with self.engine.connect() as conn:
-            if not position or not has_views(conn):
+            if not wanted or not has_views(conn):
                 return None
-            wanted = list(position)
+            having = 0
             for start in range(0, len(wanted), 10_000):
-                query = select(images.c.id, images.c.views).where(
-                    images.c.id.in_(wanted[start : start + 10_000]), images.c.views.is_not(None)
-                )
-                for image_id, data in conn.execute(query):
-                    views = views_half(data, self.meta.dim)
-                    if views is None:
-                        continue
-                    if found is None:
-                        found = np.empty((len(position), *views.shape), dtype=np.float16)
-                    if views.shape != found.shape[1:]:
-                        return None
-                    found[position[int(image_id)]] = views
-                    filled += 1
-        return found if filled == len(position) else None
+                chunk = wanted[start : start + 10_000]
+                having += conn.execute(
+                    select(func.count())
+                    .select_from(images)
+                    .where(images.c.id.in_(chunk), images.c.views.is_not(None))
+                ).scalar_one()
+            if having != len(wanted):
+                return None
+            data = conn.execute(select(images.c.views).where(images.c.id == wanted[0])).scalar()
+        first = views_half(data, self.meta.dim)
+        return None if first is None else (int(first.shape[0]), int(first.shape[1]))
+
+    def views_chunks(
+        self, ids: Sequence[int], shape: tuple[int, int], size: int = 50_000
+    ) -> Iterator[NDArray[np.float16]]:
+        """The stored views of `ids` (`shape`, as views_shape gave it), `size` images at a time:
+        (m, R, d) float16 in their order, as stored. An image without views of that shape is a
+        damaged catalog (CatalogDamaged)."""
+        ids = [int(i) for i in ids]
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), size):
+                chunk = ids[start : start + size]
+                position = {i: p for p, i in enumerate(chunk)}
+                found = np.empty((len(chunk), *shape), dtype=np.float16)
+                filled = np.zeros(len(chunk), dtype=bool)
+                for part in range(0, len(chunk), 10_000):
+                    query = select(images.c.id, images.c.views).where(
+                        images.c.id.in_(chunk[part : part + 10_000])
+                    )
+                    for image_id, data in conn.execute(query):
+                        views = views_half(data, self.meta.dim)
+                        if views is None or views.shape != shape:
+                            raise CatalogDamaged(f"image {image_id} has no views of {shape}")
+                        at = position[int(image_id)]
+                        found[at], filled[at] = views, True
+                if not filled.all():
+                    missing = chunk[int(np.argmin(filled))]
+                    raise CatalogDamaged(f"image {missing} is not in the catalog")
+                yield found
+
+    def views_array(self, ids: Sequence[int]) -> NDArray[np.float16] | None:
+        """The stored views of `ids` as one (len(ids), R, d) float16 array in their order; None
+        unless every one of them has views of one shape. The candidate stage reads them a chunk
+        at a time instead (views_chunks): a million images' views are gigabytes."""
+        shape = self.views_shape(ids)
+        if shape is None:
+            return None
+        return np.concatenate(list(self.views_chunks(ids, shape)))
 
     def ignored_pairs(self) -> set[tuple[str, str]]:
         """Content-hash pairs (a < b) the user marked as not duplicates."""

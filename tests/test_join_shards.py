@@ -4,6 +4,7 @@ the shards in this process; tests/test_dupes_ray.py runs them as Ray tasks)."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from search.copies import cellviews
 from search.copies.candidates import Candidates, Descriptors, Engine, find_candidates
 from search.copies.join import Shelf
 from search.workers import LocalWorkers
@@ -81,6 +83,39 @@ def test_shards_of_cells_find_exactly_what_one_join_finds(
     assert sharded == expected
     views = sum(1 for row in expected.values() if int(row[2]) & 2)
     assert views > 0  # the view join took part
+
+
+def test_views_placed_in_files_and_joined_a_piece_at_a_time_find_the_same(
+    whole: tuple[Descriptors, dict[tuple[int, int], tuple[float, ...]]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Views too many for memory are placed in their cells a chunk of images at a time,
+    written as runs sorted by cell, and read back a few cells at a time: the very pairs."""
+    found, expected = whole
+    monkeypatch.setattr(cellviews, "IN_MEMORY_UP_TO", 0)  # every collection's views: files
+    monkeypatch.setattr(cellviews, "VIEW_CHUNK", 1_000)  # 12 runs
+    budget = 2_000 * REGIONS * DIM * 2  # about 2,000 images' views a piece
+    monkeypatch.setattr(cellviews, "PIECE_BYTES", budget)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    read: list[tuple[int, int, int]] = []
+    files: list[int] = []
+    take = cellviews.CellViews.take
+
+    def recorded(self: cellviews.CellViews, span: tuple[int, int]) -> Any:
+        taken = take(self, span)
+        read.append((*span, taken[2].nbytes))
+        files.append(len(list(tmp_path.rglob("run-*"))))
+        return taken
+
+    monkeypatch.setattr(cellviews.CellViews, "take", recorded)
+    workers = Sharded(2)
+    assert as_rows(find_candidates(found, engine=Engine(workers))) == expected
+    assert len(read) > 2  # the two shards' cells cut into more pieces
+    assert all(size <= budget or last - first == 1 for first, last, size in read)
+    assert sum(size for *_, size in read) == N * REGIONS * DIM * 2  # every view read once
+    assert set(files) == {24}  # 12 runs of positions and views, on disk while joined
+    assert not list(tmp_path.iterdir())  # and taken away after
 
 
 def test_a_killed_join_resumes_with_the_shards_it_had_not_finished(

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from store import (
+    CatalogDamaged,
     Embedded,
     Failure,
     ImageFile,
@@ -197,6 +198,15 @@ def test_views_come_back_as_stored_in_the_order_asked(home: Path) -> None:
     without = store.catalog.record_by_path("/photos/9.jpg").id
     assert store.catalog.views_array([*ids, without]) is None
     assert store.catalog.views_array([]) is None
+    assert store.catalog.views_shape([*ids, without]) is None
+    # Read a chunk at a time (the candidate stage never holds them all): the same rows.
+    shape = store.catalog.views_shape(ids)
+    assert shape == (3, DIM)
+    chunks = list(store.catalog.views_chunks(ids, shape, size=2))
+    assert [len(c) for c in chunks] == [2, 1]
+    assert np.array_equal(np.concatenate(chunks), array)
+    with pytest.raises(CatalogDamaged, match=str(without)):  # it has no views to give
+        list(store.catalog.views_chunks([*ids, without], shape, size=2))
     store.close()
 
 

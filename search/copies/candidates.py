@@ -19,12 +19,13 @@ Measured on bench/copydetect.py (bench/RESULTS.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from search.copies.cellviews import ViewSource, as_source, place_views, scratch
 from search.copies.join import (
     BETA,
     DENSITY_K,
@@ -80,7 +81,8 @@ class Descriptors:
 
     ids: NDArray[np.int64]
     vectors: Vectors
-    views: NDArray[np.floating] | None = None  # float16 as stored, or float32
+    # (n, R, d): float16 as stored or float32, in memory or read a chunk at a time
+    views: NDArray[np.floating] | ViewSource | None = None
     rotated: Vectors | None = None
     rotated_of: NDArray[np.int64] | None = None
     rotated_angle: NDArray[np.int64] | None = None
@@ -179,23 +181,29 @@ def find_candidates(
     if n < 2:
         return _no_candidates(found.ids)
     engine = engine or Engine()
-    mean = found.vectors.mean(axis=0)
-    placed, shards = _placed(found, mean, gpu, engine)
-    k = max(NEIGHBOURS, DENSITY_K)
-    wholes = Nearests(n, k)
-    turned = None if placed.turned is None else Nearests(len(placed.turned), NEIGHBOURS + 1)
-    joins = len(shards) * (1 if placed.views is None else 2)
-    with engine.steps.step("finding candidate pairs", joins) as advance:
-        named = [(f"nearest-{a}-{b}", (a, b)) for a, b in shards]
-        for found_near in join_shards(nearest_shard, placed, named, engine, advance):
-            wholes.merge((found_near["rows"], found_near["near"], found_near["cosine"]))
-            if turned is not None:
-                turned.merge((found_near["t_rows"], found_near["t_near"], found_near["t_cosine"]))
-        edges = _Edges(np.maximum(_density(wholes.scores), np.float32(density_floor)))
-        neighbours, scores = wholes.near[:, :NEIGHBOURS], wholes.scores[:, :NEIGHBOURS]
-        edges.add(np.repeat(np.arange(n), NEIGHBOURS), neighbours.ravel(), scores.ravel(), GLOBAL)
-        if placed.views is not None:  # whole against view, both ways (join.view_shard)
-            views = [(f"views-{a}-{b}", ((a, b), edges.density)) for a, b in shards]
+    source = None if found.views is None else as_source(found.views)
+    with scratch(source, engine.workers.local) as folder:  # the views' runs, when on disk
+        mean = found.vectors.mean(axis=0)
+        placed, shards = _placed(found, mean, gpu, engine)
+        if source is not None:
+            placed = replace(placed, views=place_views(source, mean, placed.cells, folder))
+        pieces = [] if placed.views is None else placed.views.pieces(shards)
+        k = max(NEIGHBOURS, DENSITY_K)
+        wholes = Nearests(n, k)
+        turned = None if placed.turned is None else Nearests(len(placed.turned), NEIGHBOURS + 1)
+        with engine.steps.step("finding candidate pairs", len(shards) + len(pieces)) as advance:
+            named = [(f"nearest-{a}-{b}", (a, b)) for a, b in shards]
+            for near in join_shards(nearest_shard, placed, named, engine, advance):
+                wholes.merge((near["rows"], near["near"], near["cosine"]))
+                if turned is not None:
+                    turned.merge((near["t_rows"], near["t_near"], near["t_cosine"]))
+            edges = _Edges(np.maximum(_density(wholes.scores), np.float32(density_floor)))
+            neighbours, scores = wholes.near[:, :NEIGHBOURS], wholes.scores[:, :NEIGHBOURS]
+            edges.add(
+                np.repeat(np.arange(n), NEIGHBOURS), neighbours.ravel(), scores.ravel(), GLOBAL
+            )
+            # whole against view, both ways (join.view_shard), a piece of the cells at a time
+            views = [(f"views-{a}-{b}", ((a, b), edges.density)) for a, b in pieces]
             for v in join_shards(view_shard, placed, views, engine, advance):
                 edges.add(v["whole"], v["of"], v["cosine"], VIEWS, v["region"], VIEW_REJECT)
     if turned is not None and found.rotated_of is not None:
@@ -260,15 +268,13 @@ def _placed(
         cut = spans(cells.count, engine.workers.shards(cells.count))
         return {
             **cells.saved(),
-            **place(unit, mean, cells, found.views, turned),
+            **place(unit, cells, turned),
             "spans": np.asarray(cut, dtype=np.int64).reshape(-1, 2),
         }
 
     kept = shelved(engine.shelf, "cells", make)
     cells = Cells.restored(kept, None if remote else gpu)
-    views = None if found.views is None else found.views.reshape(-1, found.views.shape[-1])
-    placed = Placed(unit, mean, cells, kept["probed"], views, kept.get("view_home"), turned,
-                    kept.get("turned_probed"))  # fmt: skip
+    placed = Placed(unit, mean, cells, kept["probed"], None, turned, kept.get("turned_probed"))
     return placed, [(int(a), int(b)) for a, b in kept["spans"]]
 
 

@@ -24,6 +24,7 @@ from indexer.options import ModelOptions
 from indexer.orientation import upright_estimator
 from indexer.spec import resolve_model
 from search.copies.candidates import Descriptors, Engine, find_candidates
+from search.copies.cellviews import stored_views
 from search.copies.decide import Decided, Thresholds, decide
 from search.copies.explain import cached_in, confirming
 from search.copies.groups import build_groups
@@ -212,7 +213,7 @@ def _pairs(
             spec.name,
             accept,
         )
-    descriptors = Descriptors(stored_ids, vectors, store.catalog.views_array(stored_ids.tolist()))
+    descriptors = Descriptors(stored_ids, vectors, stored_views(store.catalog, stored_ids))
     if options.rotations:
         descriptors = _with_rotations(store, descriptors, options, steps)
     engine = Engine(options.workers, shelf, steps)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from search.copies.cellviews import CellViews, centred
 from search.steps import SILENT, Advance, Steps
 from search.workers import LOCAL, Workers
 from store import (
@@ -48,7 +49,6 @@ VIEW_PROBES = 2  # k-means cells each whole probes in the view join (above its e
 # views below this copy score were rarely verified copies, and they are many (at a million
 # images, most of the view join's rows): they are dropped as they are found.
 VIEW_REJECT = 0.2
-_CHUNK = 65_536  # views centred at a time to place them in cells
 log = logging.getLogger("imgsearch.search")
 
 Span = tuple[int, int]  # a shard: cells [first, last)
@@ -56,60 +56,26 @@ Arrays = dict[str, NDArray[Any]]  # what a shard finds, by name (as kept on the 
 Nearest = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]  # rows, near, cosine
 
 
-def centred(
-    vectors: NDArray[np.floating], mean: NDArray[np.float32], chunk: int = 65_536
-) -> NDArray[np.float32]:
-    """(vectors - mean), L2-normalised along the last axis, as float32: a chunk of rows at a
-    time, in place, so that a million images' views cost one float32 copy and no temporaries."""
-    unit = np.empty(vectors.shape, dtype=np.float32)
-    for start in range(0, len(vectors), chunk):
-        part = unit[start : start + chunk]
-        part[...] = vectors[start : start + chunk]
-        part -= mean
-        norms = np.sqrt(np.einsum("...d,...d->...", part, part))
-        part /= np.maximum(norms, 1e-12)[..., None]
-    return unit
-
-
 @dataclass(frozen=True)
 class Placed:
     """What every shard reads (sent once to every worker): the centred wholes and the cells
-    they probe; the views as stored, flat (n * regions, d), and each one's cell; the centred
-    turned descriptors and their probes."""
+    they probe; the views in their cells (in memory, or files a piece reads its cells of); the
+    centred turned descriptors and their probes."""
 
     unit: Vectors
     mean: NDArray[np.float32]
     cells: Cells
     probed: NDArray[np.int64]  # (n, max(DEFAULT_PROBES, VIEW_PROBES))
-    views: NDArray[np.floating] | None = None
-    view_home: NDArray[np.int64] | None = None
+    views: CellViews | None = None
     turned: Vectors | None = None
     turned_probed: NDArray[np.int64] | None = None
 
-    @property
-    def regions(self) -> int:
-        return 0 if self.views is None else len(self.views) // len(self.unit)
 
-
-def place(
-    unit: Vectors,
-    mean: NDArray[np.float32],
-    cells: Cells,
-    views: NDArray[np.floating] | None,
-    turned: Vectors | None,
-) -> Arrays:
-    """Where every vector lies, as Placed's fields: the cells each whole probes (`probed`),
-    each view's cell (`view_home`), the cells each turned descriptor probes (`turned_probed`)."""
+def place(unit: Vectors, cells: Cells, turned: Vectors | None) -> Arrays:
+    """Where the wholes lie, as Placed's fields: the cells each whole probes (`probed`), the
+    cells each turned descriptor probes (`turned_probed`). The views are placed apart, a
+    chunk at a time (cellviews.place_views)."""
     found: Arrays = {"probed": cells.nearest(unit, max(DEFAULT_PROBES, VIEW_PROBES))}
-    if views is not None:
-        flat = views.reshape(-1, views.shape[-1])
-        found["view_home"] = np.concatenate(
-            [
-                cells.nearest(centred(flat[start : start + _CHUNK], mean), 1)[:, 0]
-                for start in range(0, len(flat), _CHUNK)
-            ]
-            or [np.zeros(0, np.int64)]
-        )
     if turned is not None:
         found["turned_probed"] = cells.nearest(turned, DEFAULT_PROBES)
     return found
@@ -145,10 +111,12 @@ def view_shard(placed: Placed, item: tuple[Span, NDArray[np.float32]]) -> Arrays
     whole's position (`whole`), the position of the image whose view matched (`of`), the
     `cosine`, the view's `region` + 1. A crop's whole matches a view of its source, and a
     canvas's view matches the photo pasted on it. Pairs that cannot reach VIEW_REJECT are
-    never returned. Views stay as stored (float16) and are centred a block at a time."""
+    never returned. Only the span's views are read (placed.views.take), as stored (float16),
+    and centred a block at a time."""
     span, density = item
-    assert placed.views is not None and placed.view_home is not None
-    views, regions, mean = placed.views, placed.regions, placed.mean
+    assert placed.views is not None
+    positions, homes, views = placed.views.take(span)
+    regions, mean = placed.views.regions, placed.mean
     # A pair's copy score is its cosine less half of each image's density term.
     half = (BETA * density / 2).astype(np.float32)
 
@@ -162,18 +130,19 @@ def view_shard(placed: Placed, item: tuple[Span, NDArray[np.float32]]) -> Arrays
     # wholes, as two nearest-neighbour searches would.
     probes = _inside(placed.probed[:, :VIEW_PROBES], span)
     wholes = Side(whole, probes, VIEW_REJECT + half, (VIEW_NEIGHBOURS + 1) * regions)
-    of_views = Side(view, placed.view_home[:, None], np.repeat(half, regions), VIEW_NEIGHBOURS + 1)
+    of_views = Side(view, homes[:, None], half[positions // regions], VIEW_NEIGHBOURS + 1)
     parts = list(floor_join(wholes, of_views, placed.cells.count, placed.cells.gpu))
     if not parts:
         none = np.zeros(0, np.int32)
         return {"whole": none, "of": none, "cosine": np.zeros(0, np.float32),
                 "region": np.zeros(0, np.int16)}  # fmt: skip
     rows, columns, cosine = (np.concatenate(c) for c in zip(*parts, strict=True))
+    flat = positions[columns]
     return {
         "whole": rows.astype(np.int32),
-        "of": (columns // regions).astype(np.int32),
+        "of": (flat // regions).astype(np.int32),
         "cosine": cosine.astype(np.float32),
-        "region": (columns % regions + 1).astype(np.int16),
+        "region": (flat % regions + 1).astype(np.int16),
     }
 
 
