@@ -17,6 +17,7 @@ import zlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from search.per_content import Recipe
 from store import ImageRecord
@@ -81,6 +82,17 @@ def same_pixels(a: Look, b: Look) -> bool:
 
 SAME_LEVELS = 3  # grey levels two decodings of the same pixels may differ by (rounding)
 _THUMB = 48
+
+
+def tones(look: Look) -> NDArray[np.float32] | None:
+    """The 10th, 50th and 90th percentiles of the whole frame's grey levels (48 x 48): what a
+    brightness or contrast edit moves, and a re-encode, resize, turn, mirror or blur mostly
+    does not. None without a frame."""
+    if len(look.thumb) != _THUMB * _THUMB * 3:
+        return None
+    rgb = np.frombuffer(look.thumb, np.uint8).reshape(-1, 3).astype(np.float32)
+    grey = rgb @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.percentile(grey, [10, 50, 90]).astype(np.float32)
 
 
 def likeness(a: Look, b: Look) -> float | None:
