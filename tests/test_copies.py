@@ -312,3 +312,57 @@ def test_ratio_matches_are_those_of_opencvs_matcher(tmp_path: Path) -> None:
         found = set(zip(query.tolist(), train.tolist(), strict=True))
         # Float rounding may tip a match sitting exactly on the ratio: allow one in a hundred.
         assert len(found ^ expected) <= max(1, len(expected) // 100), (name_a, name_b)
+
+
+def test_views_placed_in_files_a_chunk_at_a_time_give_the_same_groups(
+    copies_home: tuple[Path, dict[str, dict[str, Path]]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """`dupes` reads the views from the catalog a chunk of images at a time and, past
+    IN_MEMORY_UP_TO, keeps them in files sorted by cell (search/copies/cellviews.py): the same
+    groups as with every view in memory, and the files gone after; a folder that cannot be
+    written keeps them in memory."""
+    import shutil
+    import sqlite3
+    import tempfile
+
+    from search.copies import cellviews
+    from search.copies.dupes import DupeOptions, find_duplicates
+    from store import Store
+
+    home, _ = copies_home
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+
+    def groups() -> list[tuple[int, str, list[int]]]:
+        with sqlite3.connect(copy / "catalog.sqlite") as db:
+            db.execute("DELETE FROM results_cache")
+        with Store.writer(copy) as store:
+            found = find_duplicates(store, DupeOptions()).groups
+        return [(g.keep.id, g.reason, [m.record.id for m in g.members]) for g in found]
+
+    in_memory = groups()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setattr(cellviews, "IN_MEMORY_UP_TO", 0)
+    monkeypatch.setattr(cellviews, "VIEW_CHUNK", 4)  # runs of 4 images
+    read: list[bool] = []
+    take = cellviews.Run.take
+
+    def recorded(self: cellviews.Run, first: int, last: int) -> object:
+        read.append(self.file is not None and self.file.with_suffix(".views").is_file())
+        return take(self, first, last)
+
+    monkeypatch.setattr(cellviews.Run, "take", recorded)
+    assert groups() == in_memory and in_memory
+    assert len(read) > 3 and all(read)  # every run read back from its file
+    assert not list(scratch.iterdir())
+    read.clear()
+    monkeypatch.setattr(cellviews, "_write", _full_disk)
+    assert groups() == in_memory
+    assert read and not any(read)  # kept in memory instead
+
+
+def _full_disk(self: object, *args: object, **kwargs: object) -> None:
+    raise OSError(28, "No space left on device")

@@ -13,6 +13,7 @@ resident memory stays the cells in flight), and removed when the stage ends.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ VIEW_CHUNK = 50_000  # images whose views are centred and placed at a time
 IN_MEMORY_UP_TO = 1 << 30  # bytes of views kept in memory; above, the runs are files
 PIECE_BYTES = 256 << 20  # views one piece of the view join reads, at most (a cell at least)
 _CENTRE_ROWS = 65_536  # views centred at a time
+log = logging.getLogger("imgsearch.search")
 
 
 class ViewSource(Protocol):
@@ -201,10 +203,21 @@ def place_views(
             runs.append(Run(bounds, positions, views, None, views.dtype.str, dim))
             continue
         file = folder / f"run-{k:06}"
-        positions.tofile(file.with_suffix(".pos"))
-        views.tofile(file.with_suffix(".views"))
+        try:
+            _write(file, positions, views)
+        except OSError as exc:  # a full disk: the rest stay in memory, the stage goes on
+            log.warning("cannot keep the views in %s (%s): the rest stay in memory",
+                        folder, exc.strerror or exc)  # fmt: skip
+            folder = None
+            runs.append(Run(bounds, positions, views, None, views.dtype.str, dim))
+            continue
         runs.append(Run(bounds, None, None, file, views.dtype.str, dim))
     return CellViews(regions, dim, tuple(runs))
+
+
+def _write(file: Path, positions: NDArray[np.int64], views: NDArray[np.floating]) -> None:
+    positions.tofile(file.with_suffix(".pos"))
+    views.tofile(file.with_suffix(".views"))
 
 
 @contextmanager
