@@ -2,13 +2,15 @@
 back a run of cells at a time, so that the whole-against-view join's memory follows the cells
 it joins, not the collection (FAISS's big_batch_search / offline_ivf pattern; docs/scale.md).
 
-Each chunk of images (VIEW_CHUNK) has its views centred, placed in their nearest cell and
-written sorted by cell: a *run*, with where each cell's views start in it. A piece of the view
-join (a span of cells) then reads each run's slice of those cells, one contiguous read a run.
+Each chunk of images (VIEW_CHUNK) has its views centred to find their nearest cells and kept,
+as stored (float16), sorted by cell: a *run*, with where each cell's views start in it. A
+piece of the view join (a span of cells) then reads each run's slice of those cells, one
+contiguous read a run.
 Runs stay in memory while the views are small (IN_MEMORY_UP_TO) or when the shards run
 elsewhere (Ray tasks get them through the object store); else they are files in a folder of
 the system's temporary folder ($TMPDIR), read with plain reads (no memory map: the process's
-resident memory stays the cells in flight), and removed when the stage ends.
+resident memory stays the cells in flight), and removed when the stage ends. A resumed
+`--engine ray` run places the views again (its finished pieces are not joined again).
 """
 
 from __future__ import annotations
@@ -224,7 +226,8 @@ def _write(file: Path, positions: NDArray[np.int64], views: NDArray[np.floating]
 def scratch(source: ViewSource | None, local: bool) -> Iterator[Path | None]:
     """A folder for the runs while the stage runs, when the views take more bytes than
     IN_MEMORY_UP_TO and the shards run on this machine; else None (the runs stay in memory).
-    It is removed when the stage ends, killed or not."""
+    It is removed when the stage ends, by an error or Ctrl-C too (a process killed outright
+    leaves it in $TMPDIR)."""
     if source is None or not local or int(np.prod(source.shape)) * 2 <= IN_MEMORY_UP_TO:
         yield None
         return
