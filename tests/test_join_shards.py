@@ -187,3 +187,21 @@ def test_what_a_killed_run_made_per_content_is_kept_a_part_at_a_time(
         found, lost = per_content.per_content(store, recipe, records)
     assert not lost and sorted(found.values()) == [1, 2, 3, 4, 5, 6, 7]
     assert len(_made) == 3  # only the files whose part was not saved
+
+
+def test_the_rows_reduced_in_parts_give_the_pairs_of_one_reduction(
+    whole: tuple[Descriptors, dict[tuple[int, int], tuple[float, ...]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The candidate rows are reduced to one per pair a part at a time (memory): the very
+    arrays, in the very order, that one reduction of every row gives."""
+    from search.copies import candidates
+
+    found, _ = whole
+    assert candidates.REDUCE_PARTS > 1
+    in_parts = find_candidates(found)
+    monkeypatch.setattr(candidates, "REDUCE_PARTS", 1)
+    at_once = find_candidates(found)
+    assert len(at_once.pairs) > N
+    for name in ("pairs", "cosine", "score", "view_score", "found_by", "region"):
+        assert np.array_equal(getattr(in_parts, name), getattr(at_once, name)), name

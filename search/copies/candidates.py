@@ -19,7 +19,7 @@ Measured on bench/copydetect.py (bench/RESULTS.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,7 @@ from store import EXACT_LIMIT, Cells, Gpu, Vectors, cells_of
 AUDIT_SAMPLE = 200  # images whose neighbours are found again by exact search, to audit recall
 
 GLOBAL, VIEWS, ROTATED = 1, 2, 4  # how a candidate was found (bits)
+REDUCE_PARTS = 8  # the candidate rows are reduced to one per pair this many parts at a time
 
 
 @dataclass(frozen=True)
@@ -120,42 +121,57 @@ class _Edges:
         self.parts.append((low, high, score.astype(np.float32), how_column, signed))
 
     def reduce(self) -> _Reduced:
-        """One row per pair: how it was found, and its best score by views and by turns."""
-        empty = np.zeros(0, dtype=np.int64)
+        """One row per pair: how it was found, and its best score by views and by turns. The
+        rows are reduced REDUCE_PARTS parts at a time (by the pair's first position: each
+        pair lies in one part), so the sort's temporaries are a part's, not every row's."""
         if not self.parts:
-            none = np.zeros(0, dtype=np.float32)
+            empty, none = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
             return _Reduced(empty, empty, empty, none, none, *(np.zeros(0, np.int16),) * 2)
-        low, high, score, how, detail = (np.concatenate(c) for c in zip(*self.parts, strict=True))
+        rows = tuple(np.concatenate(c) for c in zip(*self.parts, strict=True))
         self.parts = []  # the rows live on concatenated only (tens of millions at 1M images)
         n = len(self.density)
-        keys, group = np.unique(low.astype(np.int64) * n + high, return_inverse=True)
-        del low, high  # the pair's positions are in `keys`
-        found_by = np.zeros(len(keys), dtype=np.int64)
-        best: dict[int, NDArray[np.float32]] = {}
-        of_best: dict[int, NDArray[np.int16]] = {}
-        for kind in (GLOBAL, VIEWS, ROTATED):
-            mine = np.nonzero(how == kind)[0]
-            found_by[group[mine]] |= kind
-            if kind == GLOBAL:
-                continue  # its score is the pair's global score, computed for every pair
-            # The best-scoring row of each pair, and its detail.
-            order = mine[np.lexsort((-score[mine], group[mine]))]
-            first = np.ones(len(order), dtype=bool)
-            first[1:] = group[order][1:] != group[order][:-1]
-            winners = order[first]
-            best[kind] = np.full(len(keys), -np.inf, dtype=np.float32)
-            best[kind][group[winners]] = score[winners]
-            of_best[kind] = np.zeros(len(keys), dtype=np.int16)
-            of_best[kind][group[winners]] = detail[winners]
-        return _Reduced(
-            keys // n,
-            keys % n,
-            found_by,
-            best[VIEWS],
-            best[ROTATED],
-            of_best[ROTATED],
-            of_best[VIEWS],
-        )
+        parts = []
+        for part in range(REDUCE_PARTS):
+            mine = np.nonzero(rows[0] % REDUCE_PARTS == part)[0]
+            parts.append(_reduced(*(column[mine] for column in rows), n=n))
+        del rows
+        names = [f.name for f in fields(_Reduced)]  # not astuple: it deep-copies the arrays
+        merged = [np.concatenate([getattr(p, name) for p in parts]) for name in names]
+        order = np.argsort(merged[0] * n + merged[1], kind="stable")  # by pair, as one would
+        return _Reduced(*(column[order] for column in merged))
+
+
+def _reduced(*rows: NDArray[Any], n: int) -> _Reduced:
+    """Rows (low, high, score, how, detail) reduced to one per pair, in the order of pairs."""
+    low, high, score, how, detail = rows
+    keys, group = np.unique(low.astype(np.int64) * n + high, return_inverse=True)
+    del low, high  # the pair's positions are in `keys`
+    found_by = np.zeros(len(keys), dtype=np.int64)
+    best: dict[int, NDArray[np.float32]] = {}
+    of_best: dict[int, NDArray[np.int16]] = {}
+    for kind in (GLOBAL, VIEWS, ROTATED):
+        mine = np.nonzero(how == kind)[0]
+        found_by[group[mine]] |= kind
+        if kind == GLOBAL:
+            continue  # its score is the pair's global score, computed for every pair
+        # The best-scoring row of each pair, and its detail.
+        order = mine[np.lexsort((-score[mine], group[mine]))]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = group[order][1:] != group[order][:-1]
+        winners = order[first]
+        best[kind] = np.full(len(keys), -np.inf, dtype=np.float32)
+        best[kind][group[winners]] = score[winners]
+        of_best[kind] = np.zeros(len(keys), dtype=np.int16)
+        of_best[kind][group[winners]] = detail[winners]
+    return _Reduced(
+        keys // n,
+        keys % n,
+        found_by,
+        best[VIEWS],
+        best[ROTATED],
+        of_best[ROTATED],
+        of_best[VIEWS],
+    )
 
 
 @dataclass(frozen=True)
