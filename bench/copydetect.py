@@ -47,6 +47,10 @@ from store import ImageRecord, Store
 EQUIVALENT = ("hflip", "exif-orientation")
 
 
+def _originals(files: list[ImageRecord], rows: dict[str, Row]) -> list[ImageRecord]:
+    return [f for f in files if rows[Path(f.path).name].edit == "original"]
+
+
 def pair_scores(found: Found, rows: dict[str, Row], skip_rotated: bool) -> dict[str, Any]:
     """Pair precision and recall over the groups, recall per edit, keeper of the original."""
     label = {}
@@ -79,7 +83,7 @@ def pair_scores(found: Found, rows: dict[str, Row], skip_rotated: bool) -> dict[
     by_format: dict[str, list[bool]] = defaultdict(list)
     for g in found.groups:
         files = g.files
-        originals = [f for f in files if rows[Path(f.path).name].edit == "original"]
+        originals = _originals(files, rows)
         if not originals:
             continue
         with_original += 1
@@ -126,7 +130,7 @@ def keeper_subgroups(
     draws: list[tuple[list[ImageRecord], list[Edge]]] = []
     for g in found.groups:
         files = g.files
-        originals = [f for f in files if rows[Path(f.path).name].edit == "original"]
+        originals = _originals(files, rows)
         if not originals:
             continue
         source = rows[Path(originals[0].path).name].source

@@ -130,11 +130,12 @@ class _Edges:
         rows = tuple(np.concatenate(c) for c in zip(*self.parts, strict=True))
         self.parts = []  # the rows live on concatenated only (tens of millions at 1M images)
         n = len(self.density)
+        part_of = (rows[0] % REDUCE_PARTS).astype(np.uint8)  # once, a byte a row
         parts = []
         for part in range(REDUCE_PARTS):
-            mine = np.nonzero(rows[0] % REDUCE_PARTS == part)[0]
+            mine = np.nonzero(part_of == part)[0]
             parts.append(_reduced(*(column[mine] for column in rows), n=n))
-        del rows
+        del rows, part_of
         names = [f.name for f in fields(_Reduced)]  # not astuple: it deep-copies the arrays
         merged = [np.concatenate([getattr(p, name) for p in parts]) for name in names]
         order = np.argsort(merged[0] * n + merged[1], kind="stable")  # by pair, as one would

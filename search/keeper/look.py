@@ -84,14 +84,21 @@ SAME_LEVELS = 3  # grey levels two decodings of the same pixels may differ by (r
 _THUMB = 48
 
 
+def _frame(look: Look) -> NDArray[np.uint8] | None:
+    """The whole frame at 48 x 48 (RGB), None when the look holds none."""
+    if len(look.thumb) != _THUMB * _THUMB * 3:
+        return None
+    return np.frombuffer(look.thumb, np.uint8).reshape(_THUMB, _THUMB, 3)
+
+
 def tones(look: Look) -> NDArray[np.float32] | None:
     """The 10th, 50th and 90th percentiles of the whole frame's grey levels (48 x 48): what a
     brightness or contrast edit moves, and a re-encode, resize, turn, mirror or blur mostly
     does not. None without a frame."""
-    if len(look.thumb) != _THUMB * _THUMB * 3:
+    frame = _frame(look)
+    if frame is None:
         return None
-    rgb = np.frombuffer(look.thumb, np.uint8).reshape(-1, 3).astype(np.float32)
-    grey = rgb @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
+    grey = frame.reshape(-1, 3).astype(np.float32) @ np.asarray([0.299, 0.587, 0.114], np.float32)
     return np.percentile(grey, [10, 50, 90]).astype(np.float32)
 
 
@@ -99,11 +106,12 @@ def likeness(a: Look, b: Look) -> float | None:
     """How alike two files' whole frames are, as they are turned: the correlation of their
     48 x 48 grey frames (brightness, contrast and colour aside), -1 to 1; None without frames.
     A copy turned by 90 degrees is less like the upright copies of a group than its source."""
-    if len(a.thumb) != _THUMB * _THUMB * 3 or len(b.thumb) != len(a.thumb):
+    frame_a, frame_b = _frame(a), _frame(b)
+    if frame_a is None or frame_b is None:
         return None
     grey = []
-    for look in (a, b):
-        frame = np.frombuffer(look.thumb, np.uint8).reshape(_THUMB, _THUMB, 3).mean(axis=2)
+    for rgb in (frame_a, frame_b):
+        frame = rgb.mean(axis=2)
         frame = frame - frame.mean()
         grey.append(frame / max(float(np.sqrt((frame * frame).sum())), 1e-6))
     # A mirror image is as upright as its source: the other frame mirrored counts as well.
@@ -118,13 +126,13 @@ def turned_same(a: Look, b: Look) -> int | None:
     side = round(np.sqrt(len(a.crop) / 3))  # the crops are square: they turn onto themselves
     if len(a.crop) != side * side * 3 or len(b.crop) != len(a.crop) or side <= 10:
         return None
-    if len(a.thumb) != _THUMB * _THUMB * 3 or len(b.thumb) != len(a.thumb):
+    frame_a, frame_b = _frame(a), _frame(b)
+    if frame_a is None or frame_b is None:
         return None
     shape = (side, side, 3)
     crop_a = np.frombuffer(a.crop, np.uint8).reshape(shape).astype(np.int16)
     crop_b = np.frombuffer(b.crop, np.uint8).reshape(shape).astype(np.int16)
-    thumb_a = np.frombuffer(a.thumb, np.uint8).reshape(_THUMB, _THUMB, 3).astype(np.int16)
-    thumb_b = np.frombuffer(b.thumb, np.uint8).reshape(_THUMB, _THUMB, 3).astype(np.int16)
+    thumb_a, thumb_b = frame_a.astype(np.int16), frame_b.astype(np.int16)
     for turns in (1, 2, 3):
         # A 48 x 48 box-filtered frame is not quite the turn of the other's (the boxes fall
         # across other pixels): alike on average; the full-resolution crops decide.
