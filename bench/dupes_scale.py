@@ -163,7 +163,7 @@ def _stage(home: Path, pairs: Path, views: bool) -> None:
     with Store.open(home) as store:  # as `dupes` reads them: from the catalog, not the index
         ids, stored = store.catalog.vectors([r.id for r in store.catalog.file_states().values()])
         regional = stored_views(store.catalog, ids) if views else None  # read a chunk at a time
-        found = find_candidates(Descriptors(ids, stored, regional))
+        found = find_candidates(Descriptors(ids, stored, regional, in_place=True))  # as dupes
     seconds = time.perf_counter() - started
     np.save(pairs, found.pairs)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

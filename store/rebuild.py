@@ -160,10 +160,12 @@ class CatalogVectors:
 
 def fetch_vectors(conn: Connection, ids: NDArray[np.int64], dim: int) -> Vectors:
     """The stored vectors of `ids` (which must all be stored), in that order."""
-    found = _fetch(conn, ids, dim)
-    if not found:
+    vectors, present = _fill(conn, ids, dim)
+    if not present.any():
         return np.zeros((0, dim), dtype=np.float32)
-    return np.stack([found[int(i)] for i in ids])
+    if not present.all():
+        raise KeyError(int(ids[np.argmin(present)]))
+    return vectors
 
 
 def fetch_present(
@@ -171,17 +173,25 @@ def fetch_present(
 ) -> tuple[NDArray[np.int64], Vectors]:
     """(ids, vectors) of those sorted `ids` that are stored, in that order: by primary key,
     so the cost follows len(ids), not the collection."""
-    found = _fetch(conn, ids, dim)
-    present = np.array([i for i in ids.tolist() if i in found], dtype=np.int64)
-    if not len(present):
-        return present, np.zeros((0, dim), dtype=np.float32)
-    return present, np.stack([found[int(i)] for i in present])
+    vectors, present = _fill(conn, ids, dim)
+    if present.all():
+        return ids, vectors
+    return ids[present], vectors[present]
 
 
-def _fetch(conn: Connection, ids: NDArray[np.int64], dim: int) -> dict[int, Vectors]:
-    found: dict[int, Vectors] = {}
+def _fill(conn: Connection, ids: NDArray[np.int64], dim: int) -> tuple[Vectors, NDArray[np.bool_]]:
+    """The stored vectors of `ids`, in that order, read _CHUNK at a time into one array (a
+    million vectors are read without a second copy of them), and which of `ids` are stored
+    (their rows of zeros otherwise)."""
+    vectors = np.zeros((len(ids), dim), dtype=np.float32)
+    present = np.zeros(len(ids), dtype=bool)
     for start in range(0, len(ids), _CHUNK):
         wanted = ids[start : start + _CHUNK].tolist()
         query = select(images.c.id, images.c.vector).where(images.c.id.in_(wanted))
-        found.update((int(i), unblob(v, dim)) for i, v in conn.execute(query))
-    return found
+        found = {int(i): blob for i, blob in conn.execute(query)}
+        for k, i in enumerate(wanted):
+            blob = found.get(i)
+            if blob is not None:
+                vectors[start + k] = unblob(blob, dim)
+                present[start + k] = True
+    return vectors, present

@@ -121,6 +121,30 @@ def test_candidates_are_exact_on_a_small_collection() -> None:
     assert wanted <= set(zip(a[by_views], b[by_views], strict=True))
 
 
+def test_centring_in_place_finds_the_same_candidates_without_a_copy() -> None:
+    """`in_place` (what dupes asks: it reads the vectors no more) spends the caller's array on
+    the centred vectors, and finds the very same pairs with the same scores; the raw cosines,
+    rebuilt from the centred vectors, still equal the stored vectors' dot products."""
+    from search.copies.candidates import centred
+
+    rng = np.random.RandomState(13)
+    n, dim = 400, 64
+    vectors = unit(rng.randn(n, dim))
+    vectors[1::4] = unit(vectors[::4] + 0.3 * unit(rng.randn(n // 4, dim)))
+    views, _ = _planted(vectors, rng)
+    ids = np.arange(n) + 1
+    kept = find_candidates(Descriptors(ids, vectors.copy(), views))
+    spent = vectors.copy()
+    found = find_candidates(Descriptors(ids, spent, views, in_place=True))
+    assert np.array_equal(found.pairs, kept.pairs)
+    assert np.array_equal(found.found_by, kept.found_by)
+    for column in ("cosine", "score", "view_score"):
+        assert np.allclose(getattr(found, column), getattr(kept, column), atol=1e-5)
+    a, b = found.pairs[:, 0], found.pairs[:, 1]
+    assert np.allclose(found.cosine, np.einsum("md,md->m", vectors[a], vectors[b]), atol=1e-5)
+    assert np.allclose(spent, centred(vectors, vectors.mean(axis=0)), atol=1e-6)
+
+
 def test_candidates_through_cells_find_the_crops() -> None:
     """Above the exact size (k-means cells), scores are never below the exact ones (an image's
     DENSITY_K-th neighbour is then the best of fewer), and planted crops are found through

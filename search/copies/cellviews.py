@@ -167,14 +167,20 @@ class CellViews:
 
 
 def centred(
-    vectors: NDArray[np.floating], mean: NDArray[np.float32], chunk: int = 65_536
+    vectors: NDArray[np.floating],
+    mean: NDArray[np.float32],
+    chunk: int = 65_536,
+    in_place: bool = False,
 ) -> NDArray[np.float32]:
     """(vectors - mean), L2-normalised along the last axis, as float32: a chunk of rows at a
-    time, in place, so that a million images' views cost one float32 copy and no temporaries."""
-    unit = np.empty(vectors.shape, dtype=np.float32)
+    time, so that a million images' views cost one float32 copy and no temporaries.
+    `in_place`: into `vectors` themselves when they are float32 and writeable (no copy)."""
+    reusable = vectors.dtype == np.float32 and vectors.flags.writeable
+    unit = vectors if in_place and reusable else np.empty(vectors.shape, dtype=np.float32)
     for start in range(0, len(vectors), chunk):
         part = unit[start : start + chunk]
-        part[...] = vectors[start : start + chunk]
+        if unit is not vectors:
+            part[...] = vectors[start : start + chunk]
         part -= mean
         norms = np.sqrt(np.einsum("...d,...d->...", part, part))
         part /= np.maximum(norms, 1e-12)[..., None]

@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 
 import numpy as np
@@ -94,7 +94,7 @@ def find_duplicates(
     recall: float | None = None
     seconds = (0.0, 0.0)
     if not options.exact_only:
-        ids = sorted(r.id for r in representatives.values())
+        one_each = {r.id: r for r in representatives.values()}  # one file per content, by id
         key, generation = _cache_key(store, options), store.catalog.generation()
         stored = _from_cache(store.caches.cached(key))
         if stored is not None:
@@ -102,7 +102,7 @@ def find_duplicates(
             cached = True
         else:
             shelf = Shelf(options.workers.resume_in(store.home), f"{key}@{generation}")
-            mode, threshold, calibrated, decided = _pairs(store, ids, options, steps, shelf)
+            mode, threshold, calibrated, decided = _pairs(store, one_each, options, steps, shelf)
         edges, checked, recall = decided.edges, decided.checked, decided.candidate_recall
         if not cached:
             seconds = (decided.feature_seconds, decided.verify_seconds)
@@ -194,8 +194,15 @@ def _similarity(
 
 
 def _pairs(
-    store: Store, ids: list[int], options: DupeOptions, steps: Steps, shelf: Shelf
+    store: Store,
+    records: dict[int, ImageRecord],
+    options: DupeOptions,
+    steps: Steps,
+    shelf: Shelf,
 ) -> tuple[str, float, bool, Decided]:
+    """The pairs among `records` (one file per content, by id: the records `dupes` read, not
+    read again: a million of them are half a gigabyte)."""
+    ids = sorted(records)
     if options.threshold is not None:
         found = store.index.similar_pairs(options.threshold, ids)
         edges = [Edge(a, b, s, s, 0, None) for a, b, s in found]
@@ -213,12 +220,13 @@ def _pairs(
             spec.name,
             accept,
         )
-    descriptors = Descriptors(stored_ids, vectors, stored_views(store.catalog, stored_ids))
+    views = stored_views(store.catalog, stored_ids)  # read from the catalog a chunk at a time
+    descriptors = Descriptors(stored_ids, vectors, views, in_place=True)  # read no more here
+    del vectors
     if options.rotations:
         descriptors = _with_rotations(store, descriptors, options, steps)
     engine = Engine(options.workers, shelf, steps)
     candidates = find_candidates(descriptors, store.index.gpu, card.density_floor, engine)
-    records = store.catalog.records(stored_ids.tolist())
     thresholds = Thresholds(accept, reject, options.verify)
     features_for = partial(per_contents, store, steps=steps, workers=options.workers)
     decided = decide(candidates, records, thresholds, features_for, steps, options.workers)
@@ -240,7 +248,7 @@ def _with_rotations(
         rows, vectors = embed_rotations(paths, embedder, spec.batch_size, advance)
     positions = np.asarray(rows, dtype=np.int64)
     angles = np.tile(np.asarray(ROTATIONS, dtype=np.int64), len(positions) // len(ROTATIONS))
-    return Descriptors(found.ids, found.vectors, found.views, vectors, positions, angles)
+    return replace(found, rotated=vectors, rotated_of=positions, rotated_angle=angles)
 
 
 def _cache_key(store: Store, options: DupeOptions) -> str:
