@@ -34,6 +34,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.machine import machine
+from indexer.models import copy_thresholds, find_card
+from indexer.options import DEFAULT_MODEL
 from search.copies.candidates import (
     BETA,
     DENSITY_K,
@@ -49,6 +51,12 @@ from search.copies.cellviews import stored_views
 from search.copies.dupes import DupeOptions, find_duplicates
 from store import Embedded, ImageFile, NewIndex, Store
 from tests.helpers import clustered_with_duplicates
+
+# The stage floors scores as plain `dupes` does with the default model's card (these are
+# 384-d vectors like its own): densities at least DENSITY_FLOOR, pairs below SCORE_FLOOR (the
+# card's reject score) left out unless a view found them.
+_CARD = copy_thresholds(find_card(DEFAULT_MODEL))
+DENSITY_FLOOR, SCORE_FLOOR = _CARD.density_floor, min(_CARD.accept, _CARD.reject)
 
 
 def fill(store: Store, vectors: np.ndarray, views: int, batch: int = 20_000) -> None:
@@ -125,7 +133,9 @@ def main() -> None:
         for j in neighbours[neighbours != i]:
             expected += 1
             hit += (min(i, j), max(i, j)) in found
-    # Candidates: of each sampled vector's 20 nearest (exact, centred), how many are candidates.
+    # Candidates: of each sampled vector's 20 nearest (exact, centred) that must be kept
+    # whatever the densities (a centred cosine of SCORE_FLOOR + BETA scores at least
+    # SCORE_FLOOR: a density is at most 1), how many are candidates.
     mean = vectors.mean(axis=0)
     unit = centred(vectors, mean)
     listed = {(int(a), int(b)) for a, b in listed_pairs}
@@ -134,8 +144,9 @@ def main() -> None:
         scores = unit @ unit[i]
         scores[i] = -np.inf
         for j in np.argsort(-scores)[:NEIGHBOURS]:
-            wanted += 1
-            found_near += (min(i, j), max(i, j)) in listed
+            if scores[j] >= SCORE_FLOOR + BETA:
+                wanted += 1
+                found_near += (min(i, j), max(i, j)) in listed
     view_recall = None if views is None else _view_recall(unit, mean, views, listed, sample[:200])
     print(json.dumps({
         "benchmark": "dupes_scale", "n": args.n, "dim": args.dim, "threshold": args.threshold,
@@ -145,6 +156,8 @@ def main() -> None:
         # the candidate stage's own process, reading the store as `dupes` does
         "candidate_peak_rss_mib": stage["peak_rss_mib"],
         "candidate_neighbour_recall_vs_exact": round(found_near / max(1, wanted), 4),
+        "candidate_neighbours_checked": wanted,
+        "score_floor": SCORE_FLOOR,
         "candidate_recall_audit": stage["recall"],  # what `dupes` itself reports
         "ray": on_ray,
         "view_pair_recall_vs_exact": view_recall,
@@ -163,7 +176,11 @@ def _stage(home: Path, pairs: Path, views: bool) -> None:
     with Store.open(home) as store:  # as `dupes` reads them: from the catalog, not the index
         ids, stored = store.catalog.vectors([r.id for r in store.catalog.file_states().values()])
         regional = stored_views(store.catalog, ids) if views else None  # read a chunk at a time
-        found = find_candidates(Descriptors(ids, stored, regional, in_place=True))  # as dupes
+        found = find_candidates(  # as dupes runs it
+            Descriptors(ids, stored, regional, in_place=True),
+            density_floor=DENSITY_FLOOR,
+            score_floor=SCORE_FLOOR,
+        )
     seconds = time.perf_counter() - started
     np.save(pairs, found.pairs)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -188,7 +205,8 @@ def _on_ray(found: Descriptors, local: np.ndarray, cpus: int) -> dict[str, Any] 
     start_seconds = time.perf_counter() - started
     try:
         started = time.perf_counter()
-        found = find_candidates(found, engine=Engine(workers))
+        engine = Engine(workers)
+        found = find_candidates(found, None, DENSITY_FLOOR, engine, SCORE_FLOOR)
         seconds = time.perf_counter() - started
     finally:
         ray.shutdown()
@@ -213,7 +231,7 @@ def _view_recall(unit: np.ndarray, mean: np.ndarray, views: np.ndarray,
     def density(i: int) -> float:
         scores = unit @ unit[i]
         scores[i] = -np.inf
-        return float(np.partition(-scores, DENSITY_K - 1)[DENSITY_K - 1] * -1)
+        return max(DENSITY_FLOOR, float(np.partition(-scores, DENSITY_K - 1)[DENSITY_K - 1] * -1))
 
     wanted = hit = 0
     for i in sample:

@@ -145,6 +145,28 @@ def test_centring_in_place_finds_the_same_candidates_without_a_copy() -> None:
     assert np.allclose(spent, centred(vectors, vectors.mean(axis=0)), atol=1e-6)
 
 
+def test_a_score_floor_leaves_out_only_the_pairs_stage_two_drops() -> None:
+    """With the card's reject score as a floor, the candidates are exactly those of a run
+    without it whose global score reaches the floor or that a view found above VIEW_REJECT,
+    with the same scores: the pairs decide would drop are never kept."""
+    from search.copies.candidates import VIEW_REJECT
+
+    rng = np.random.RandomState(14)
+    n, dim = 400, 64
+    vectors = unit(rng.randn(n, dim))
+    vectors[1::4] = unit(vectors[::4] + 0.5 * unit(rng.randn(n // 4, dim)))
+    views, _ = _planted(vectors, rng)
+    ids = np.arange(n) + 1
+    every = find_candidates(Descriptors(ids, vectors, views))
+    floored = find_candidates(Descriptors(ids, vectors, views), score_floor=0.3)
+    wanted = (every.score >= 0.3) | (every.view_score >= VIEW_REJECT)
+    assert 0 < wanted.sum() < 0.8 * len(wanted)  # the floor leaves out some, not all
+    assert np.array_equal(floored.pairs, every.pairs[wanted])
+    for column in ("cosine", "score", "view_score", "region"):
+        assert np.array_equal(getattr(floored, column), getattr(every, column)[wanted])
+    assert floored.recall == every.recall  # the audit is of the neighbour lists, not the floor
+
+
 def test_candidates_through_cells_find_the_crops() -> None:
     """Above the exact size (k-means cells), scores are never below the exact ones (an image's
     DENSITY_K-th neighbour is then the best of fewer), and planted crops are found through

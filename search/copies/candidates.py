@@ -50,6 +50,9 @@ AUDIT_SAMPLE = 200  # images whose neighbours are found again by exact search, t
 
 GLOBAL, VIEWS, ROTATED = 1, 2, 4  # how a candidate was found (bits)
 REDUCE_PARTS = 8  # the candidate rows are reduced to one per pair this many parts at a time
+# A row is dropped below a floor by the join's cosine; the pair's score is computed again at
+# the end, and may differ in its last bits: rows this close below the floor stay.
+FLOOR_SLACK = 1e-4
 
 
 @dataclass(frozen=True)
@@ -194,9 +197,13 @@ def find_candidates(
     gpu: Gpu | None = None,
     density_floor: float = -1.0,
     engine: Engine | None = None,
+    score_floor: float = -np.inf,
 ) -> Candidates:
     """Stage 1: candidate pairs with copy scores. `density_floor`: the least density an image
-    is given (the model card's, see indexer.models.CopyThresholds; -1: none)."""
+    is given (the model card's, see indexer.models.CopyThresholds; -1: none). `score_floor`:
+    pairs whose global (and turned) copy score is below it are left out as they are found,
+    unless a view found them (stage 2 drops them: the card's reject score); -inf keeps every
+    image's NEIGHBOURS nearest."""
     n = len(found.ids)
     if n < 2:
         return _no_candidates(found.ids)
@@ -221,7 +228,11 @@ def find_candidates(
             edges = _Edges(np.maximum(_density(wholes.scores), np.float32(density_floor)))
             neighbours, scores = wholes.near[:, :NEIGHBOURS], wholes.scores[:, :NEIGHBOURS]
             edges.add(
-                np.repeat(np.arange(n), NEIGHBOURS), neighbours.ravel(), scores.ravel(), GLOBAL
+                np.repeat(np.arange(n), NEIGHBOURS),
+                neighbours.ravel(),
+                scores.ravel(),
+                GLOBAL,
+                floor=score_floor - FLOOR_SLACK,
             )
             # whole against view, both ways (join.view_shard), a piece of the cells at a time
             views = [(f"views-{a}-{b}", ((a, b), edges.density)) for a, b in pieces]
@@ -236,6 +247,7 @@ def find_candidates(
             turned.scores.ravel(),
             ROTATED,
             np.repeat(angles, width),
+            score_floor - FLOOR_SLACK,
         )
     found_pairs = edges.reduce()
     low, high = found_pairs.low, found_pairs.high

@@ -226,7 +226,9 @@ def _pairs(
     if options.rotations:
         descriptors = _with_rotations(store, descriptors, options, steps)
     engine = Engine(options.workers, shelf, steps)
-    candidates = find_candidates(descriptors, store.index.gpu, card.density_floor, engine)
+    # Pairs below both the reject score and the accept score are never kept (decide's band).
+    floor = min(accept, reject)
+    candidates = find_candidates(descriptors, store.index.gpu, card.density_floor, engine, floor)
     thresholds = Thresholds(accept, reject, options.verify)
     features_for = partial(per_contents, store, steps=steps, workers=options.workers)
     decided = decide(candidates, records, thresholds, features_for, steps, options.workers)
