@@ -319,3 +319,45 @@ def test_a_brightness_edit_does_not_win_among_copies_that_keep_the_original_tone
     kept, reason = choose_best(records[::-1], [])
     assert kept.path == str(original), reason
     assert "share its tones" in reason
+
+
+def _coloured(amount: float) -> Edit:
+    return lambda im: ImageEnhance.Color(im).enhance(amount)
+
+
+def _brighter(amount: float) -> Edit:
+    return lambda im: ImageEnhance.Brightness(im).enhance(amount)
+
+
+@pytest.mark.parametrize(
+    ("photo", "prepare", "edit", "word"),
+    [
+        # A contrast edit of a near-grey photo gains the colour the photo barely has: that
+        # is no colour photo against a grayscale copy (the dev draws' brightness/contrast
+        # wins; before, "colour vs grayscale" kept the edit).
+        ("chelsea.jpg", _coloured(0.07), lambda im: ImageEnhance.Contrast(im).enhance(1.8),
+         "clipped"),
+        ("coffee.jpg", _coloured(0.04), lambda im: ImageEnhance.Contrast(im).enhance(1.8),
+         "clipped"),
+        # A blur rounds off a photo's clipped highlights: sharpness speaks before clipping
+        # (before, "fewer clipped highlights and shadows" kept the blurred copy).
+        ("coffee.jpg", _brighter(1.3), lambda im: im.filter(ImageFilter.GaussianBlur(4)),
+         "sharper"),
+        ("astronaut.jpg", _brighter(1.6), lambda im: im.filter(ImageFilter.GaussianBlur(4)),
+         "sharper"),
+    ],
+    ids=["contrast-of-near-grey-cat", "contrast-of-near-grey-coffee", "blur-of-bright-coffee",
+         "blur-of-bright-astronaut"],
+)  # fmt: skip
+def test_an_edit_does_not_win_on_what_it_did_to_the_colour_or_the_highlights(
+    photo: str, prepare: Edit, edit: Edit, word: str, tmp_path: Path
+) -> None:
+    image = prepare(Image.open(EXAMPLES / photo).convert("RGB"))
+    original, copy = tmp_path / "original.jpg", tmp_path / "edited.jpg"
+    image.save(original, quality=95)
+    edit(image).save(copy, quality=95)
+    os.utime(original, (2_000_000_000, 2_000_000_000))
+    os.utime(copy, (1_000_000_000, 1_000_000_000))  # the edit is the older file
+    a, b = record(original, 1), record(copy, 2)
+    kept, reason = choose_best([b, a], [Edge(1, 2, 0.5, 0.9, 0, None)])
+    assert kept.path == a.path and word in reason, reason

@@ -21,7 +21,8 @@ signals, in order:
    smaller file.
 2. Tones no other copy shares (a brightness or contrast edit: the copies of its source keep
    the source's), then defects a copy adds: dark flat margins at the border (an added frame,
-   the black corners of a tilted copy, a dark band), grayscale.
+   the black corners of a tilted copy, a dark band), grayscale (no colour at all against a
+   colour photo: a near-grey photo is no grayscale copy of its contrast edit).
 3. Real detail: pixels, unless enlarged; then how they were stored (lossless; JPEG quality
    from the quantisation tables; a lossless file with JPEG blocks, saved from a JPEG of
    unknown quality, and a lossy WebP, AVIF or HEIC count as a good JPEG). A lossless file
@@ -30,8 +31,8 @@ signals, in order:
 4. Among three or more copies made from no other, the copy they resemble most (the medoid of
    their vectors) is likely the one they were made from; a reduced, cropped or pasted copy
    is left out of it (it resembles a blurred copy more than the sharp original).
-5. Clipped highlights and shadows, sharpness (by SHARPER: a blurred copy, not compression
-   noise), camera EXIF, the earlier capture date.
+5. Sharpness (by SHARPER: a blurred copy, not compression noise), then clipped highlights
+   and shadows (a blur rounds them off), camera EXIF, the earlier capture date.
 
 Where nothing tells two copies apart (a mirror image, a pure EXIF re-tag) either may be kept.
 Measured in bench/copydetect.py (`original_kept`).
@@ -43,6 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from indexer.orientation import UprightOf
+from search.keeper import look as looks
 from search.keeper.enlarged import AMBIGUOUS, ENLARGED, residual
 from search.keeper.look import Look, likeness, look_at, same_pixels, tones, turned_same
 from search.records import CONTAINS, Chooser, Edge
@@ -250,12 +252,12 @@ def _signals(a: _Merit, b: _Merit) -> Verdict:
     for verdict in (
         _shared(a.tone, b.tone),
         _differ(float(y.margin - x.margin), 1.5, "no added dark border, corners or band"),
-        _differ(float(x.colour) - float(y.colour), 0.5, "colour vs grayscale"),
+        _differ(float(looks.colour_over(x, y)), 0.5, "colour vs grayscale"),
         _ratio(_real(x), _real(y), 1.2, "{:.1f}x the pixels"),
         _storage(x, y),
         _differ(a.central - b.central, 0.005, "the other copies resemble it most"),
-        _clipping(x.clipped, y.clipped),
         _ratio(x.sharpness, y.sharpness, SHARPER, "sharper"),
+        _clipping(x.clipped, y.clipped),
         _differ(float(x.camera) - float(y.camera), 0.5, "camera EXIF"),
     ):
         if verdict is not None:
