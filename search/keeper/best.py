@@ -44,9 +44,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from indexer.orientation import UprightOf
-from search.keeper import look as looks
 from search.keeper.enlarged import AMBIGUOUS, ENLARGED, residual
-from search.keeper.look import Look, likeness, look_at, same_pixels, tones, turned_same
+from search.keeper.look import Look, grey, likeness, look_at, same_pixels, tones, turned_same
 from search.records import CONTAINS, Chooser, Edge
 from store import ImageRecord
 
@@ -252,7 +251,9 @@ def _signals(a: _Merit, b: _Merit) -> Verdict:
     for verdict in (
         _shared(a.tone, b.tone),
         _differ(float(y.margin - x.margin), 1.5, "no added dark border, corners or band"),
-        _differ(float(looks.colour_over(x, y)), 0.5, "colour vs grayscale"),
+        _differ(
+            float(x.colour and grey(y)) - float(y.colour and grey(x)), 0.5, "colour vs grayscale"
+        ),
         _ratio(_real(x), _real(y), 1.2, "{:.1f}x the pixels"),
         _storage(x, y),
         _differ(a.central - b.central, 0.005, "the other copies resemble it most"),

@@ -102,18 +102,18 @@ def tones(look: Look) -> NDArray[np.float32] | None:
     return np.percentile(grey, [10, 50, 90]).astype(np.float32)
 
 
-def colour_over(a: Look, b: Look) -> int:
-    """+1 when a is in colour and b has none at all (a grayscale copy: its 48 x 48 frame's
-    channels within GREY of their mean), -1 the other way, else 0: a near-grey photo is not a
-    grayscale copy of its contrast edit (on the dev draws, 0.07-1.7 against 0 for every
-    grayscale copy)."""
-    frames = _frame(a), _frame(b)
-    grey = [f is not None and np.abs(f - f.mean(axis=2, keepdims=True)).mean() <= GREY
-            for f in (x.astype(np.float32) if x is not None else None for x in frames)]  # fmt: skip
-    return int(a.colour and grey[1]) - int(b.colour and grey[0])
+def grey(look: Look) -> bool:
+    """No colour at all, as a grayscale copy has: the 48 x 48 frame's channels within GREY of
+    their mean on average (every grayscale copy of the dev draws measures 0; near-grey photos
+    0.07-1.7, so one is no grayscale copy of its contrast edit, which gains some colour)."""
+    frame = _frame(look)
+    if frame is None:
+        return False
+    rgb = frame.astype(np.float32)
+    return float(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean()) <= GREY
 
 
-GREY = 0.3  # mean distance of a frame's channels from their mean: none but rounding's
+GREY = 0.3  # none but rounding's
 
 
 def likeness(a: Look, b: Look) -> float | None:
