@@ -8,8 +8,10 @@ range join (`dupes --threshold`).
 Vectors (clustered, with planted near-duplicates: tests/helpers.py) and `--views` regional
 views per image (noisy variants of the image's vector, stored float16 as an index run stores
 them; 0: none) go in through the store's own API, like an index run's batches. The candidate
-stage reads them back as plain `dupes` does. The candidates' neighbour recall and the range
-join's pair recall are measured against exact search for a random sample of vectors. The
+stage reads them back and runs as plain `dupes` does (vectors centred in place, the default
+model card's density floor and reject score). The candidates' recall of the near neighbours
+(those the reject score must keep), the view pairs' and the range join's pair recall are
+measured against exact search for a random sample of vectors. The
 candidate stage runs in a process of its own, which reports its own peak memory (the bench's
 generated vectors and recall checks do not count). With `--ray-cpus`, the candidate stage
 runs again as `dupes --engine ray` runs it (shards of cells in Ray tasks, on a local cluster),
