@@ -121,18 +121,24 @@ def test_candidates_are_exact_on_a_small_collection() -> None:
     assert wanted <= set(zip(a[by_views], b[by_views], strict=True))
 
 
+def _copies_with_views(seed: int, spread: float) -> tuple[np.ndarray, ...]:
+    """(ids, vectors, views) of 400 images, every 4th with a near copy `spread` away, and
+    planted crops among the views."""
+    rng = np.random.RandomState(seed)
+    n, dim = 400, 64
+    vectors = unit(rng.randn(n, dim))
+    vectors[1::4] = unit(vectors[::4] + spread * unit(rng.randn(n // 4, dim)))
+    views, _ = _planted(vectors, rng)
+    return np.arange(n) + 1, vectors, views
+
+
 def test_centring_in_place_finds_the_same_candidates_without_a_copy() -> None:
     """`in_place` (what dupes asks: it reads the vectors no more) spends the caller's array on
     the centred vectors, and finds the very same pairs with the same scores; the raw cosines,
     rebuilt from the centred vectors, still equal the stored vectors' dot products."""
     from search.copies.candidates import centred
 
-    rng = np.random.RandomState(13)
-    n, dim = 400, 64
-    vectors = unit(rng.randn(n, dim))
-    vectors[1::4] = unit(vectors[::4] + 0.3 * unit(rng.randn(n // 4, dim)))
-    views, _ = _planted(vectors, rng)
-    ids = np.arange(n) + 1
+    ids, vectors, views = _copies_with_views(seed=13, spread=0.3)
     kept = find_candidates(Descriptors(ids, vectors.copy(), views))
     spent = vectors.copy()
     found = find_candidates(Descriptors(ids, spent, views, in_place=True))
@@ -151,12 +157,7 @@ def test_a_score_floor_leaves_out_only_the_pairs_stage_two_drops() -> None:
     with the same scores: the pairs decide would drop are never kept."""
     from search.copies.candidates import VIEW_REJECT
 
-    rng = np.random.RandomState(14)
-    n, dim = 400, 64
-    vectors = unit(rng.randn(n, dim))
-    vectors[1::4] = unit(vectors[::4] + 0.5 * unit(rng.randn(n // 4, dim)))
-    views, _ = _planted(vectors, rng)
-    ids = np.arange(n) + 1
+    ids, vectors, views = _copies_with_views(seed=14, spread=0.5)
     every = find_candidates(Descriptors(ids, vectors, views))
     floored = find_candidates(Descriptors(ids, vectors, views), score_floor=0.3)
     wanted = (every.score >= 0.3) | (every.view_score >= VIEW_REJECT)
