@@ -15,13 +15,14 @@ hashes the whole file and counts the catalog.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Connection, func, select
+from sqlalchemy import ColumnElement, Connection, func, select
 
 from store import faiss_files as files
 from store import tuning
@@ -180,18 +181,25 @@ def fetch_present(
 
 
 def _fill(conn: Connection, ids: NDArray[np.int64], dim: int) -> tuple[Vectors, NDArray[np.bool_]]:
-    """The stored vectors of `ids`, in that order, read _CHUNK at a time into one array (a
-    million vectors are read without a second copy of them), and which of `ids` are stored
-    (their rows of zeros otherwise)."""
+    """The stored vectors of `ids`, in that order, read into one array (a million vectors are
+    read without a second copy of them), and which of `ids` are stored (their rows of zeros
+    otherwise)."""
     vectors = np.zeros((len(ids), dim), dtype=np.float32)
     present = np.zeros(len(ids), dtype=bool)
-    for start in range(0, len(ids), _CHUNK):
-        wanted = ids[start : start + _CHUNK].tolist()
-        query = select(images.c.id, images.c.vector).where(images.c.id.in_(wanted))
-        found = {int(i): blob for i, blob in conn.execute(query)}
-        for k, i in enumerate(wanted):
-            blob = found.get(i)
-            if blob is not None:
-                vectors[start + k] = unblob(blob, dim)
-                present[start + k] = True
+    for at, blob in rows_by_id(conn, images.c.vector, ids.tolist()):
+        vectors[at], present[at] = unblob(blob, dim), True
     return vectors, present
+
+
+def rows_by_id(
+    conn: Connection, column: ColumnElement[Any], ids: Sequence[int], chunk: int = _CHUNK
+) -> Iterator[tuple[int, Any]]:
+    """(position in `ids`, value of `column`) for each of `ids` in the catalog, read by primary
+    key `chunk` ids at a time: the cost follows len(ids), not the collection."""
+    for start in range(0, len(ids), chunk):
+        wanted = [int(i) for i in ids[start : start + chunk]]
+        query = select(images.c.id, column).where(images.c.id.in_(wanted))
+        found = {int(i): value for i, value in conn.execute(query)}
+        for k, i in enumerate(wanted):
+            if i in found:
+                yield start + k, found[i]

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, func, literal, select
 
 from store import decisions, ignored, tags
 from store.errors import CatalogDamaged, ItemNotFound
-from store.rebuild import fetch_present
+from store.rebuild import fetch_present, rows_by_id
 from store.records import Failure, ImageRecord, IndexMeta, Vector, Vectors
 from store.schema import (
     decisions_of,
@@ -240,15 +240,10 @@ class Catalog:
         with self.engine.connect() as conn:
             if not wanted or not has_views(conn):
                 return found
-            for start in range(0, len(wanted), 10_000):
-                chunk = wanted[start : start + 10_000]
-                query = select(images.c.id, images.c.views).where(
-                    images.c.id.in_(chunk), images.c.views.is_not(None)
-                )
-                for image_id, data in conn.execute(query):
-                    views = views_unblob(data, self.meta.dim)
-                    if views is not None:
-                        found[int(image_id)] = views
+            for at, data in rows_by_id(conn, images.c.views, wanted, 10_000):
+                views = None if data is None else views_unblob(data, self.meta.dim)
+                if views is not None:
+                    found[wanted[at]] = views
         return found
 
     def views_shape(self, ids: Sequence[int]) -> tuple[int, int] | None:
@@ -281,19 +276,13 @@ class Catalog:
         with self.engine.connect() as conn:
             for start in range(0, len(ids), size):
                 chunk = ids[start : start + size]
-                position = {i: p for p, i in enumerate(chunk)}
                 found = np.empty((len(chunk), *shape), dtype=np.float16)
                 filled = np.zeros(len(chunk), dtype=bool)
-                for part in range(0, len(chunk), 10_000):
-                    query = select(images.c.id, images.c.views).where(
-                        images.c.id.in_(chunk[part : part + 10_000])
-                    )
-                    for image_id, data in conn.execute(query):
-                        views = views_half(data, self.meta.dim)
-                        if views is None or views.shape != shape:
-                            raise CatalogDamaged(f"image {image_id} has no views of {shape}")
-                        at = position[int(image_id)]
-                        found[at], filled[at] = views, True
+                for at, data in rows_by_id(conn, images.c.views, chunk, 10_000):
+                    views = views_half(data, self.meta.dim)
+                    if views is None or views.shape != shape:
+                        raise CatalogDamaged(f"image {chunk[at]} has no views of {shape}")
+                    found[at], filled[at] = views, True
                 if not filled.all():
                     missing = chunk[int(np.argmin(filled))]
                     raise CatalogDamaged(f"image {missing} is not in the catalog")

@@ -222,7 +222,6 @@ def _pairs(
         )
     views = stored_views(store.catalog, stored_ids)  # read from the catalog a chunk at a time
     descriptors = Descriptors(stored_ids, vectors, views, in_place=True)  # read no more here
-    del vectors
     if options.rotations:
         descriptors = _with_rotations(store, descriptors, options, steps)
     engine = Engine(options.workers, shelf, steps)
