@@ -119,18 +119,17 @@ def nearest_probing(
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
     """`nearest_in` for the queries that probe a cell at all: (those rows, their positions,
     their cosines). A probe of -1 is none: a shard of the cells (search/copies/join.py) is
-    the queries' probes of its cells only."""
+    the queries' probes of its cells only. Each cell's finds are merged into the running best
+    as they come, so memory follows (queries, k), whatever the number of probes."""
     active = np.nonzero((probed >= 0).any(axis=1))[0]
     slot_of = np.full(len(queries), -1, dtype=np.int64)
     slot_of[active] = np.arange(len(active))
-    # One sorted list per query and probe, merged at the end (FAISS's merge of shards).
-    best = np.full((max(probed.shape[1], 1), len(active), max(k, 0)), -1, dtype=np.int64)
-    scores = np.full(best.shape, -np.inf, dtype=np.float32)
+    kept = Nearests(len(active), max(k, 0))
     if not len(active) or not len(base) or k <= 0:
-        return active, best[0], scores[0]
+        return active, kept.near, kept.scores
     knn = _knn(cells.gpu)
     members = _members(cells.home, cells.count)
-    for cell, rows, slots in _probing(probed, cells.count):
+    for cell, rows, _ in _probing(probed, cells.count):
         mine = members[cell]
         if not len(mine):
             continue
@@ -141,11 +140,10 @@ def nearest_probing(
             other = near != rows[:, None]
             other[other.all(axis=1), -1] = False
             near, found = near[other].reshape(len(rows), -1), found[other].reshape(len(rows), -1)
-        width = near.shape[1]
-        best[slots, slot_of[rows], :width], scores[slots, slot_of[rows], :width] = near, found
-    # Each base vector lies in one cell, so the P lists of a query never share a row.
-    out_scores, out = merge_nearest(scores, best)
-    return active, out, out_scores
+        # A query probes a cell once, and each base vector lies in one cell: the lists merged
+        # for a query never share a row.
+        kept.merge((slot_of[rows], near, found))
+    return active, kept.near, kept.scores
 
 
 def merge_nearest(
@@ -157,6 +155,39 @@ def merge_nearest(
     )
     out_scores[out < 0] = -np.inf  # FAISS pads with -FLT_MAX
     return out_scores, out
+
+
+Nearest = tuple[Rows, Rows, NDArray[np.float32]]  # (query rows, their neighbours, cosines)
+
+
+class Nearests:
+    """Each query's k nearest (`near`, -1 padding; `scores`, -inf), merged from disjoint
+    lists (cells, shards) as they come."""
+
+    def __init__(self, n: int, k: int) -> None:
+        self.near = np.full((n, k), -1, dtype=np.int64)
+        self.scores = np.full((n, k), -np.inf, dtype=np.float32)
+
+    def merge(self, found: Nearest) -> None:
+        """Lists (rows (m,), near (m, w), cosines (m, w)), best first, rows distinct."""
+        rows, near, scores = found
+        if not len(rows) or not self.near.shape[1]:
+            return
+        width = min(near.shape[1], self.near.shape[1])
+        both = np.stack([self.near[rows], _padded(near[:, :width], self.near.shape[1], -1)])
+        both_scores = np.stack(
+            [self.scores[rows], _padded(scores[:, :width], self.near.shape[1], -np.inf)]
+        )
+        merged_scores, merged = merge_nearest(both_scores, both)
+        self.near[rows], self.scores[rows] = merged, merged_scores
+
+
+def _padded(a: NDArray[Any], width: int, fill: float) -> NDArray[Any]:
+    if a.shape[1] == width:
+        return a
+    out = np.full((len(a), width), fill, dtype=a.dtype)
+    out[:, : a.shape[1]] = a
+    return out
 
 
 @dataclass(frozen=True)

@@ -55,3 +55,23 @@ def test_nearest_pads_rows_with_fewer_others_than_asked() -> None:
     assert (near[:, :5] == order).all()
     assert np.allclose(scores[:, :5], np.take_along_axis(expected, order, axis=1))
     assert (near[:, 5:] == -1).all() and np.isneginf(scores[:, 5:]).all()
+
+
+def test_probing_finds_exactly_the_nearest_in_the_probed_cells() -> None:
+    """Each cell's finds are merged into the running best: probing every cell is exact search,
+    and probing a few gives the exact nearest among the rows of those cells, best first."""
+    vectors = clustered_with_duplicates(3000, dim=32)
+    cells = pairs.cells_of(vectors, exact_up_to=100)
+    assert cells.count > 20
+    exact = vectors @ vectors.T
+    np.fill_diagonal(exact, -np.inf)
+    for probes in (3, cells.count):
+        probed = cells.nearest(vectors, probes)
+        near, scores = pairs.nearest_in(vectors, vectors, 10, cells, probed, same=True)
+        reachable = (probed[:, :, None] == cells.home[None, None, :]).any(axis=1)
+        expected = np.where(reachable, exact, -np.inf)
+        order = np.argsort(-expected, axis=1, kind="stable")[:, :10]
+        best = np.take_along_axis(expected, order, axis=1)
+        assert np.allclose(scores, best, atol=1e-5)
+        # the rows found are the expected ones up to ties in score
+        assert np.allclose(np.take_along_axis(exact, near, axis=1), best, atol=1e-5)

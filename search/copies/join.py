@@ -32,11 +32,11 @@ from store import (
     DEFAULT_PROBES,
     Cells,
     Gpu,
+    Nearests,
     Side,
     Vectors,
     atomic_path,
     floor_join,
-    merge_nearest,
     nearest_probing,
 )
 
@@ -53,7 +53,6 @@ log = logging.getLogger("imgsearch.search")
 
 Span = tuple[int, int]  # a shard: cells [first, last)
 Arrays = dict[str, NDArray[Any]]  # what a shard finds, by name (as kept on the shelf)
-Nearest = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]  # rows, near, cosine
 
 
 @dataclass(frozen=True)
@@ -177,34 +176,6 @@ def shards(
         engine.shelf.put(todo[at][0], found)
         advance(1)
         yield found
-
-
-class Nearests:
-    """Each query's k nearest, merged from disjoint shards as they come."""
-
-    def __init__(self, n: int, k: int) -> None:
-        self.near = np.full((n, k), -1, dtype=np.int64)
-        self.scores = np.full((n, k), -np.inf, dtype=np.float32)
-
-    def merge(self, found: Nearest) -> None:
-        rows, near, scores = found
-        if not len(rows):
-            return
-        width = min(near.shape[1], self.near.shape[1])
-        both = np.stack([self.near[rows], _padded(near[:, :width], self.near.shape[1], -1)])
-        both_scores = np.stack(
-            [self.scores[rows], _padded(scores[:, :width], self.near.shape[1], -np.inf)]
-        )
-        merged_scores, merged = merge_nearest(both_scores, both)
-        self.near[rows], self.scores[rows] = merged, merged_scores
-
-
-def _padded(a: NDArray[Any], width: int, fill: float) -> NDArray[Any]:
-    if a.shape[1] == width:
-        return a
-    out = np.full((len(a), width), fill, dtype=a.dtype)
-    out[:, : a.shape[1]] = a
-    return out
 
 
 class Shelf:
