@@ -36,6 +36,7 @@ from store.pairs import (
     floor_join,
     nearest_in,
     nearest_probing,
+    probes_for,
 )
 from store.records import (
     Embedded,
@@ -100,6 +101,7 @@ __all__ = [
     "nearest_in",
     "nearest_probing",
     "pid_alive",
+    "probes_for",
     "resolve_home",
     "temp_pid",
     "write_atomic",

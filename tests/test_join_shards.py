@@ -205,3 +205,16 @@ def test_the_rows_reduced_in_parts_give_the_pairs_of_one_reduction(
     assert len(at_once.pairs) > N
     for name in ("pairs", "cosine", "score", "view_score", "found_by", "region"):
         assert np.array_equal(getattr(in_parts, name), getattr(at_once, name)), name
+
+
+def test_probes_grow_with_the_collection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past PROBES_GROW_FROM vectors each query probes more cells (store.probes_for), and the
+    join's own recall audit shows what that buys."""
+    from store import pairs
+
+    assert [pairs.probes_for(n) for n in (1_000, 1_000_000, 3_000_000, 10_000_000)] == [4, 4, 8, 16]
+    found = descriptors()
+    few = find_candidates(found)
+    monkeypatch.setattr(pairs, "PROBES_GROW_FROM", N // 4)  # N is now four times that: 8 probes
+    more = find_candidates(found)
+    assert few.recall < more.recall <= 1.0

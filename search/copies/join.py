@@ -29,7 +29,6 @@ from search.copies.cellviews import CellViews, centred
 from search.steps import SILENT, Advance, Steps
 from search.workers import LOCAL, Workers
 from store import (
-    DEFAULT_PROBES,
     Cells,
     Gpu,
     Nearests,
@@ -38,6 +37,7 @@ from store import (
     atomic_path,
     floor_join,
     nearest_probing,
+    probes_for,
 )
 
 NEIGHBOURS = 20  # candidates per image by global score
@@ -64,7 +64,7 @@ class Placed:
     unit: Vectors
     mean: NDArray[np.float32]
     cells: Cells
-    probed: NDArray[np.int64]  # (n, max(DEFAULT_PROBES, VIEW_PROBES))
+    probed: NDArray[np.int64]  # (n, max(probes_for(n), VIEW_PROBES))
     views: CellViews | None = None
     turned: Vectors | None = None
     turned_probed: NDArray[np.int64] | None = None
@@ -74,9 +74,10 @@ def place(unit: Vectors, cells: Cells, turned: Vectors | None) -> Arrays:
     """Where the wholes lie, as Placed's fields: the cells each whole probes (`probed`), the
     cells each turned descriptor probes (`turned_probed`). The views are placed apart, a
     chunk at a time (cellviews.place_views)."""
-    found: Arrays = {"probed": cells.nearest(unit, max(DEFAULT_PROBES, VIEW_PROBES))}
+    probes = probes_for(len(unit))
+    found: Arrays = {"probed": cells.nearest(unit, max(probes, VIEW_PROBES))}
     if turned is not None:
-        found["turned_probed"] = cells.nearest(turned, DEFAULT_PROBES)
+        found["turned_probed"] = cells.nearest(turned, probes)
     return found
 
 
@@ -95,7 +96,7 @@ def nearest_shard(placed: Placed, span: Span) -> Arrays:
     `rows`, `near`, `cosine`), and the turned descriptors' nearest wholes there (NEIGHBOURS + 1
     each: `t_rows`, `t_near`, `t_cosine`)."""
     k = max(NEIGHBOURS, DENSITY_K)
-    probes = _inside(placed.probed[:, :DEFAULT_PROBES], span)
+    probes = _inside(placed.probed[:, : probes_for(len(placed.unit))], span)
     wholes = nearest_probing(placed.unit, placed.unit, k, placed.cells, probes, same=True)
     found: Arrays = dict(zip(("rows", "near", "cosine"), wholes, strict=True))
     if placed.turned is not None and placed.turned_probed is not None:
