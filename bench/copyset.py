@@ -209,6 +209,7 @@ class Draw:
     seed: int = 2026
     astro_count: int = ASTRO_ORIGINALS
     edit_seed: int | None = None
+    shared_canvas_pairs: int = SHARED_CANVAS_PAIRS  # in each split
 
 
 def build(photos: Path, out: Path, draw: Draw = Draw()) -> dict[str, list[Row]]:
@@ -280,7 +281,7 @@ def build(photos: Path, out: Path, draw: Draw = Draw()) -> dict[str, list[Row]]:
             _save_edit(edited, edit, folder / name)
             rows[split].append(Row(name, source, edit, group))
     for split, mine in held.items():  # two originals on one background, pair by pair
-        order = rng.permutation(len(mine))[: 2 * SHARED_CANVAS_PAIRS]
+        order = rng.permutation(len(mine))[: 2 * draw.shared_canvas_pairs]
         for k in range(len(order) // 2):
             canvas = upright_rgb(canvases[split].pop())
             for source, group, path in (mine[order[2 * k]], mine[order[2 * k + 1]]):
@@ -323,9 +324,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--astro-originals", type=int, default=ASTRO_ORIGINALS)
     parser.add_argument("--edit-seed", type=int, help="another draw of copies of the originals")
+    parser.add_argument(
+        "--shared-canvas-pairs",
+        type=int,
+        default=SHARED_CANVAS_PAIRS,
+        help="pairs of originals pasted on one background, in each split",
+    )
     args = parser.parse_args()
-    rows = build(args.photos, args.out, Draw(astro_count=args.astro_originals,
-                                             edit_seed=args.edit_seed))  # fmt: skip
+    draw = Draw(astro_count=args.astro_originals, edit_seed=args.edit_seed,
+                shared_canvas_pairs=args.shared_canvas_pairs)  # fmt: skip
+    rows = build(args.photos, args.out, draw)
     for split, found in rows.items():
         print(split, len(found), "files,", sum(r.edit == "original" for r in found), "originals")
 
