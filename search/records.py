@@ -36,6 +36,16 @@ class Verification:
     # step sharply across it (b shown pasted on another picture in a); seam_b: a's in b.
     seam_a: float = 0.0
     seam_b: float = 0.0
+    # The counter-clockwise turn, in degrees, that maps a's frame onto b's (-180 to 180).
+    turn: float = 0.0
+
+    @property
+    def tilt(self) -> float | None:
+        """How far the turn is off a right angle, in degrees (-45 to 45): a copy straightened
+        or tilted by hand, not turned by 90 degrees. None when the pair did not verify."""
+        if not self.verified:
+            return None
+        return (self.turn + 45.0) % 90.0 - 45.0
 
     @property
     def verified(self) -> bool:
@@ -59,6 +69,9 @@ class Edge:
     cosine: float  # raw cosine of the stored vectors
     angle: int  # as Candidates.angle
     check: Verification | None  # None: accepted by its score alone
+    # Verification.tilt of the pair's check, also for a pair accepted by its score that was
+    # checked (None: no check verified it).
+    tilt: float | None = None
 
 
 @dataclass(frozen=True)

@@ -261,3 +261,19 @@ def test_asking_again_with_other_outputs_uses_the_cached_pairs(tmp_path: Path) -
     assert [g.keep.id for g in first.groups] == [g.keep.id for g in again.groups]
     other = find_duplicates(store, DupeOptions(threshold=0.8, keep=LARGEST))
     assert not other.cached  # other options: computed again
+
+
+def test_cached_pairs_keep_their_checks_and_tilts() -> None:
+    """A re-run reads the pairs from the catalog's cache: every edge comes back as it was
+    found, its check and its tilt with it (the keeper decides on them again)."""
+    from search.copies.decide import Decided
+    from search.copies.dupes import _from_cache, _to_cache
+    from search.records import Verification
+
+    check = Verification(40, 0.7, 0.8, 1.0, False, seam_a=0.2, turn=-4.9)
+    edges = [Edge(1, 2, 0.6, 0.9, 0, check, check.tilt), Edge(2, 3, 0.8, 0.95, 90, None, 0.3)]
+    found = _from_cache(_to_cache("copies", 0.5, True, Decided(edges, 2, [], 0.0, 0.0, 0.99)))
+    assert found is not None
+    assert found[3].edges == edges and found[3].candidate_recall == 0.99
+    assert edges[0].tilt is not None and abs(edges[0].tilt + 4.9) < 1e-9
+    assert Verification(40, 0.7, 0.8, 1.0, False, turn=-93.0).tilt == pytest.approx(-3.0)

@@ -361,3 +361,36 @@ def test_an_edit_does_not_win_on_what_it_did_to_the_colour_or_the_highlights(
     a, b = record(original, 1), record(copy, 2)
     kept, reason = choose_best([b, a], [Edge(1, 2, 0.5, 0.9, 0, None)])
     assert kept.path == a.path and word in reason, reason
+
+
+@pytest.mark.parametrize("photo", ["hubble_deep_field.jpg", "coffee.jpg"])
+def test_a_tilted_copy_is_made_from_the_straight_copies_it_is_turned_against(
+    photo: str, tmp_path: Path
+) -> None:
+    """Verification measures each pair's turn: the copy that every other copy finds turned
+    by a few degrees is derived from them (a tilted copy won 2 groups of a third draw of
+    bench/copyset.py's development part on "the other copies resemble it most", its dark
+    corners lost in a dark star field). Two copies alone cannot say which is tilted."""
+    names = ("original.webp", "tilted.jpg", "q50.jpg", "half.jpg")
+    original, tilted, q50, half = (tmp_path / n for n in names)
+    Image.open(EXAMPLES / photo).convert("RGB").save(original, quality=80)
+    with Image.open(original) as decoded:
+        source = decoded.convert("RGB")
+    source.rotate(-5, resample=Image.Resampling.BICUBIC).save(tilted, quality=95)
+    source.save(q50, quality=50)
+    source.resize((source.width // 2, source.height // 2)).save(half, quality=90)
+    files = [record(path, n) for n, path in enumerate((original, tilted, q50, half), 1)]
+    features = [features_of(f.path) for f in files]
+    edges = [
+        Edge(a.id, b.id, 0.5, 0.9, 0, None, check.tilt)  # accepted by score, checked
+        for i, a in enumerate(files)
+        for j, b in enumerate(files[i + 1 :], i + 1)
+        if (check := verify(features[i], features[j])).verified
+    ]
+    turned = {frozenset((e.a, e.b)) for e in edges if e.tilt is not None and abs(e.tilt) > 4}
+    assert turned == {frozenset((2, n)) for n in (1, 3, 4)}  # the tilted copy's pairs alone
+    kept, reason = choose_best(files[::-1], edges)
+    assert Path(kept.path).name == "original.webp", reason
+    assert "straight, as the other copies are (the other is turned 5 degrees)" in reason
+    _, alone = choose_best(files[:2], [e for e in edges if {e.a, e.b} == {1, 2}])
+    assert "straight" not in alone

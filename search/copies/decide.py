@@ -30,6 +30,7 @@ from search.copies.candidates import VIEW_REJECT, Candidates
 from search.copies.verify import (
     FEATURES_VERSION,
     LOCAL_FEATURES,
+    NO_MATCH,
     REGION_FEATURES,
     Features,
     in_whole_frame,
@@ -132,8 +133,11 @@ def decide(
         for j, c in zip(jobs, found, strict=True)
         if accepted[j.row] and contradicted(c, checking.features[j.a], checking.features[j.b])
     }
+    seen = {j.row: c for j, c in zip(jobs, found, strict=True)}  # a score's edge keeps its tilt
     edges = [
-        _edge(candidates, int(m), None) for m in np.nonzero(accepted)[0] if int(m) not in refused
+        _edge(candidates, int(m), None, seen.get(int(m)))
+        for m in np.nonzero(accepted)[0]
+        if int(m) not in refused
     ]
     band_jobs = [(j, c) for j, c in zip(jobs, found, strict=True) if band[j.row]]
     edges += [_edge(candidates, j.row, c) for j, c in band_jobs if c.verified]
@@ -333,8 +337,13 @@ def _verify_chunk(features: dict[Key, Features], jobs: list[Job]) -> list[Verifi
     return found
 
 
-def _edge(candidates: Candidates, m: int, check: Verification | None) -> Edge:
+def _edge(
+    candidates: Candidates, m: int, check: Verification | None, seen: Verification | None = None
+) -> Edge:
+    """Candidate m as an accepted pair: verified by `check` (None: by its score, `seen` the
+    check it also got, for its tilt)."""
     a, b = candidates.pairs[m]
+    tilt = (check or seen or NO_MATCH).tilt
     return Edge(
         int(candidates.ids[a]),
         int(candidates.ids[b]),
@@ -342,6 +351,7 @@ def _edge(candidates: Candidates, m: int, check: Verification | None) -> Edge:
         float(candidates.cosine[m]),
         int(candidates.angle[m]),
         check,
+        tilt,
     )
 
 

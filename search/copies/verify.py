@@ -190,7 +190,10 @@ def judge(found: Fit | None, a: Features, b: Features, mirrored: bool = False) -
     # How sharply the one frame is cut into the other: asked of a frame that contains the other.
     seam_a = _seam(b.shape, _inverse(found.transform), a) if cover_a <= CONTAINS * cover_b else 0.0
     seam_b = _seam(a.shape, found.transform, b) if cover_b <= CONTAINS * cover_a else 0.0
-    return Verification(distinct, cover_a, cover_b, scale, mirrored, seam_a=seam_a, seam_b=seam_b)
+    turn = float(np.degrees(np.arctan2(found.transform[1, 0], found.transform[0, 0])))
+    return Verification(
+        distinct, cover_a, cover_b, scale, mirrored, seam_a=seam_a, seam_b=seam_b, turn=turn
+    )
 
 
 def _inverse(transform: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -7,7 +7,8 @@ by beating worse copies than itself. Its reason is what decided against the othe
 signals, in order:
 
 1. A copy made from another loses to it. An enlargement: more pixels that the other's,
-   enlarged again, explain (search/keeper/enlarged.py). A verified pair
+   enlarged again, explain (search/keeper/enlarged.py). A copy the other copies find tilted
+   by a few degrees, where they are not among themselves (search/keeper/tilt.py). A verified pair
    (search/copies/verify.py): the side holding clearly more real pixels of the picture they
    share is the source (a pasted thumbnail, a resized copy are not); with about the same,
    the side whose frame reaches beyond the shared part contains the other (a crop is the
@@ -46,6 +47,9 @@ from dataclasses import dataclass, field
 from indexer.orientation import UprightOf
 from search.keeper.enlarged import AMBIGUOUS, ENLARGED, residual
 from search.keeper.look import Look, grey, likeness, look_at, same_pixels, tones, turned_same
+from search.keeper.stored import storage
+from search.keeper.tilt import straighter, tilted_shares
+from search.keeper.verdict import Verdict, differ, ratio
 from search.records import CONTAINS, Chooser, Edge
 from store import ImageRecord
 
@@ -75,8 +79,6 @@ MODEL_UPRIGHT = 0.5
 # 11 % of brightness/contrast edits (median 32), 0-24 % of crops, captions and pastes.
 TONE = 4.0
 
-Verdict = tuple[int, str] | None  # +1: the first is the better copy, -1: the second; reason
-
 
 @dataclass
 class _Merit:
@@ -85,6 +87,7 @@ class _Merit:
     central: float = 0.0  # mean cosine to the other contents
     upright: float = 0.0  # mean likeness of its frame, as it is turned, to the others' frames
     tone: int = 0  # how many other copies have its tones (look.tones)
+    tilted: float = 0.0  # the share of its measured pairs that find it tilted (keeper/tilt.py)
     wins: int = 0
     estimate: UprightOf | None = None  # the rotation model, asked once and only when needed
     _asked: list[float | None] = field(default_factory=list)
@@ -128,6 +131,10 @@ def choose_best(
         return next(iter(contents.values())), "same bytes: the first by file date, then path"
     firsts = [_Merit(record, looks(record), estimate=upright) for record in contents.values()]
     _orient(firsts)
+    at = {h: n for n, h in enumerate(contents)}
+    content_of = {r.id: at[r.content_hash] for r in records}
+    for m, share in zip(firsts, tilted_shares(content_of, len(firsts), edges), strict=True):
+        m.tilted = share
     pair = {(e.a, e.b): e for e in edges} | {(e.b, e.a): e for e in edges}
     sources: dict[tuple[int, int], Verdict] = {}
     derived: set[int] = set()  # positions of the copies made from another copy of the group
@@ -197,6 +204,9 @@ def source_of(a: _Merit, b: _Merit, edge: Edge | None) -> Verdict:
     enlarged = _upscaled(a, b)
     if enlarged is not None:
         return enlarged
+    tilted = straighter(a.tilted, b.tilted, edge)  # a tilted copy is made from a straight one
+    if tilted is not None:
+        return tilted
     related = _relation(a, b, edge)
     if related is not None:
         return related
@@ -204,12 +214,12 @@ def source_of(a: _Merit, b: _Merit, edge: Edge | None) -> Verdict:
         if turned_same(x, y) is not None:  # a turned save: the upright one first
             upright = (
                 _by_model(a, b)
-                or _differ(float(x.camera) - float(y.camera), 0.5, "as the camera saved it")
-                or _differ(a.upright - b.upright, UPRIGHT, "upright, as the other copies are")
+                or differ(float(x.camera) - float(y.camera), 0.5, "as the camera saved it")
+                or differ(a.upright - b.upright, UPRIGHT, "upright, as the other copies are")
             )
             if upright is not None:
                 return upright
-        return _ratio(b.record.size, a.record.size, 1.05, "the same pixels in a smaller file")
+        return ratio(b.record.size, a.record.size, 1.05, "the same pixels in a smaller file")
     return None
 
 
@@ -218,7 +228,7 @@ def _by_model(a: _Merit, b: _Merit) -> Verdict:
     up_a, up_b = a.model_upright(), b.model_upright()
     if up_a is None or up_b is None:
         return None
-    return _differ(up_a - up_b, MODEL_UPRIGHT, "upright, as the rotation model sees it")
+    return differ(up_a - up_b, MODEL_UPRIGHT, "upright, as the rotation model sees it")
 
 
 def _orient(firsts: Sequence[_Merit]) -> None:
@@ -250,16 +260,16 @@ def _signals(a: _Merit, b: _Merit) -> Verdict:
         return (1, "the other copy cannot be read") if y is None else (-1, "")
     for verdict in (
         _shared(a.tone, b.tone),
-        _differ(float(y.margin - x.margin), 1.5, "no added dark border, corners or band"),
-        _differ(
+        differ(float(y.margin - x.margin), 1.5, "no added dark border, corners or band"),
+        differ(
             float(x.colour and grey(y)) - float(y.colour and grey(x)), 0.5, "colour vs grayscale"
         ),
-        _ratio(_real(x), _real(y), 1.2, "{:.1f}x the pixels"),
-        _storage(x, y),
-        _differ(a.central - b.central, 0.005, "the other copies resemble it most"),
-        _ratio(x.sharpness, y.sharpness, SHARPER, "sharper"),
+        ratio(_real(x), _real(y), 1.2, "{:.1f}x the pixels"),
+        storage(x, y),
+        differ(a.central - b.central, 0.005, "the other copies resemble it most"),
+        ratio(x.sharpness, y.sharpness, SHARPER, "sharper"),
         _clipping(x.clipped, y.clipped),
-        _differ(float(x.camera) - float(y.camera), 0.5, "camera EXIF"),
+        differ(float(x.camera) - float(y.camera), 0.5, "camera EXIF"),
     ):
         if verdict is not None:
             return verdict
@@ -316,22 +326,6 @@ def _clipping(x: float, y: float) -> Verdict:
     return None
 
 
-def _differ(delta: float, margin: float, reason: str) -> Verdict:
-    if delta > margin:
-        return 1, reason
-    if delta < -margin:
-        return -1, ""
-    return None
-
-
-def _ratio(x: float, y: float, factor: float, reason: str) -> Verdict:
-    if x > factor * max(y, 1e-9):
-        return 1, reason.format(x / max(y, 1e-9))
-    if y > factor * max(x, 1e-9):
-        return -1, ""
-    return None
-
-
 def _real(look: Look) -> float:
     return float(look.pixels)
 
@@ -358,46 +352,3 @@ ENLARGEMENT = "the other is an enlargement (more pixels, no more detail)"
 
 def _size(m: _Merit) -> tuple[int, int]:
     return m.record.width, m.record.height
-
-
-LOSSY_UNSEEN = ("WEBP", "AVIF", "HEIF", "HEIC")  # lossy formats whose traces are not looked for
-# How well a file of unknown lossy quality stored its pixels (a lossy WebP, AVIF or HEIC, a
-# lossless file saved from a JPEG), on _stored's scale: a good JPEG (q89.5).
-GOOD_JPEG = 0.3
-
-
-def _storage(x: Look, y: Look) -> Verdict:
-    """How the pixels were stored. A lossless file against a lossy WebP, AVIF or HEIC says
-    nothing: it may well be a save of that very file, edited or not (the traces of a JPEG are
-    looked for, theirs are not), and an edit decides later."""
-    if _lossless_of_unseen(x, y) or _lossless_of_unseen(y, x):
-        return None
-    return _differ(_stored(x) - _stored(y), 0.3, _formats(x, y))
-
-
-def _lossless_of_unseen(x: Look, y: Look) -> bool:
-    """x is lossless (no JPEG blocks) and y a lossy WebP, AVIF or HEIC."""
-    return x.lossless and not x.blocky and not y.lossless and y.format in LOSSY_UNSEEN
-
-
-def _stored(look: Look) -> float:
-    """How well the pixels were stored: lossless, else by JPEG quality; a lossless file with
-    JPEG blocks and a lossy WebP, AVIF or HEIC (the quality is not in the file) count as a good
-    JPEG."""
-    if look.lossless:  # saved from a JPEG of unknown quality: a good JPEG, as below
-        return GOOD_JPEG if look.blocky else 1.0
-    if look.jpeg_quality is not None:
-        return (look.jpeg_quality - 85) / 15
-    return GOOD_JPEG if look.format in LOSSY_UNSEEN else 0.0
-
-
-def _formats(x: Look, y: Look) -> str:
-    if x.jpeg_quality and y.jpeg_quality:
-        return f"JPEG q{x.jpeg_quality} vs q{y.jpeg_quality}"
-    return f"{_format(x)} vs {_format(y)}"
-
-
-def _format(look: Look) -> str:
-    if look.lossless:
-        return f"lossless {look.format}" + (" with JPEG blocks" if look.blocky else "")
-    return f"JPEG q{look.jpeg_quality}" if look.jpeg_quality else f"lossy {look.format}"
