@@ -370,7 +370,7 @@ def test_a_tilted_copy_is_made_from_the_straight_copies_it_is_turned_against(
     """Verification measures each pair's turn: the copy that every other copy finds turned
     by a few degrees is derived from them (a tilted copy won 2 groups of a third draw of
     bench/copyset.py's development part on "the other copies resemble it most", its dark
-    corners lost in a dark star field). Two copies alone cannot say which is tilted."""
+    corners lost in a dark star field). Two or three copies alone cannot say which is tilted."""
     names = ("original.webp", "tilted.jpg", "q50.jpg", "half.jpg")
     original, tilted, q50, half = (tmp_path / n for n in names)
     Image.open(EXAMPLES / photo).convert("RGB").save(original, quality=80)
@@ -394,3 +394,6 @@ def test_a_tilted_copy_is_made_from_the_straight_copies_it_is_turned_against(
     assert "straight, as the other copies are (the other is turned 5 degrees)" in reason
     _, alone = choose_best(files[:2], [e for e in edges if {e.a, e.b} == {1, 2}])
     assert "straight" not in alone
+    # Three: one tilted copy, or an original and two copies tilted alike? Not said either.
+    _, three = choose_best(files[:3], [e for e in edges if {e.a, e.b} <= {1, 2, 3}])
+    assert "straight" not in three

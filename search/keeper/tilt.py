@@ -2,7 +2,8 @@
 hand and saved, with its corners filled or cropped). Verification measures each pair's turn
 (search/records.Verification.tilt: how far it is off a right angle, so copies turned by 90
 degrees are no tilt); the copy whose pairs find it tilted where the other copies' pairs among
-themselves do not is the derivative. A group of two cannot say which of them is straight.
+themselves do not is the derivative. A group of two or three copies cannot say which is
+straight (three: one tilted copy, or an original and two copies tilted alike).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from search.records import Edge
 # draw (--edit-seed 11), 2,977 verified pairs of untilted copies measured at most 1.0 degrees
 # (99 % under 0.33), the 296 pairs with a copy tilted by 5 degrees 4.7-5.3.
 TILT = 2.0
-# A copy is the tilted one when this larger a share of its pairs finds it tilted than of the
-# other's: with three copies and one tilted, 1.0 against 0.5.
+# A copy is the tilted one when a share of its pairs larger by more than this finds it tilted
+# than of the other's: with four copies and one tilted, 1.0 against 1/3. Three copies (1.0
+# against 0.5) cannot tell one tilted copy from an original with two copies tilted alike.
 TILTED = 0.5
 
 
