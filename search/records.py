@@ -69,9 +69,15 @@ class Edge:
     cosine: float  # raw cosine of the stored vectors
     angle: int  # as Candidates.angle
     check: Verification | None  # None: accepted by its score alone
-    # Verification.tilt of the pair's check, also for a pair accepted by its score that was
-    # checked (None: no check verified it).
-    tilt: float | None = None
+    # A pair accepted by its score (check None): the tilt its check measured all the same
+    # (Verification.tilt; None: that check did not verify).
+    scored_tilt: float | None = None
+
+    @property
+    def tilt(self) -> float | None:
+        """How far the pair is turned off a right angle, as a check measured it (None: none
+        verified it)."""
+        return self.check.tilt if self.check is not None else self.scored_tilt
 
 
 @dataclass(frozen=True)

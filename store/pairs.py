@@ -140,7 +140,7 @@ def nearest_probing(
         return active, kept.near, kept.scores
     knn = _knn(cells.gpu)
     members = _members(cells.home, cells.count)
-    for cell, rows, _ in _probing(probed, cells.count):
+    for cell, rows in _probing(probed, cells.count):
         mine = members[cell]
         if not len(mine):
             continue
@@ -222,7 +222,7 @@ def floor_join(rows: Side, columns: Side, count: int, gpu: Gpu | None = None) ->
     within either side's cap is kept."""
     above = _above(gpu)
     members = _members(columns.cells[:, 0], count)
-    for cell, probing, _ in _probing(rows.cells, count):
+    for cell, probing in _probing(rows.cells, count):
         mine = members[cell]
         if not len(mine):
             continue
@@ -293,8 +293,8 @@ def _members(home: NDArray[np.int64], count: int) -> list[Rows]:
     return [order[bounds[c] : bounds[c + 1]] for c in range(count)]
 
 
-def _probing(probed: NDArray[np.int64], count: int) -> Iterator[tuple[int, Rows, Rows]]:
-    """For each cell, the rows probing it and at which of their probes (column of `probed`)."""
+def _probing(probed: NDArray[np.int64], count: int) -> Iterator[tuple[int, Rows]]:
+    """For each cell, the rows probing it (a row probes a cell at most once)."""
     flat = probed.ravel()
     order = np.argsort(flat, kind="stable")
     bounds = np.searchsorted(flat[order], np.arange(count + 1))
@@ -302,7 +302,7 @@ def _probing(probed: NDArray[np.int64], count: int) -> Iterator[tuple[int, Rows,
     for cell in range(count):
         at = order[bounds[cell] : bounds[cell + 1]]
         if len(at):
-            yield cell, at // width, at % width
+            yield cell, at // width
 
 
 def _knn(gpu: Gpu | None) -> Callable[[Vectors, Vectors, int], tuple[Any, Any]]:

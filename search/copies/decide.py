@@ -30,7 +30,6 @@ from search.copies.candidates import VIEW_REJECT, Candidates
 from search.copies.verify import (
     FEATURES_VERSION,
     LOCAL_FEATURES,
-    NO_MATCH,
     REGION_FEATURES,
     Features,
     in_whole_frame,
@@ -343,7 +342,7 @@ def _edge(
     """Candidate m as an accepted pair: verified by `check` (None: by its score, `seen` the
     check it also got, for its tilt)."""
     a, b = candidates.pairs[m]
-    tilt = (check or seen or NO_MATCH).tilt
+    scored_tilt = seen.tilt if check is None and seen is not None else None
     return Edge(
         int(candidates.ids[a]),
         int(candidates.ids[b]),
@@ -351,7 +350,7 @@ def _edge(
         float(candidates.cosine[m]),
         int(candidates.angle[m]),
         check,
-        tilt,
+        scored_tilt,
     )
 
 

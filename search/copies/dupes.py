@@ -267,7 +267,7 @@ def _cache_key(store: Store, options: DupeOptions) -> str:
 
 def _to_cache(mode: str, threshold: float, calibrated: bool, decided: Decided) -> bytes:
     edges = [
-        [e.a, e.b, e.score, e.cosine, e.angle, asdict(e.check) if e.check else None, e.tilt]
+        [e.a, e.b, e.score, e.cosine, e.angle, asdict(e.check) if e.check else None, e.scored_tilt]
         for e in decided.edges
     ]
     return json.dumps(
@@ -290,8 +290,8 @@ def _from_cache(data: bytes | None) -> tuple[str, float, bool, Decided] | None:
     try:
         stored = json.loads(data)
         edges = [
-            Edge(a, b, s, c, angle, Verification(**check) if check else None, tilt)
-            for a, b, s, c, angle, check, tilt in stored["edges"]
+            Edge(a, b, s, c, angle, Verification(**check) if check else None, scored)
+            for a, b, s, c, angle, check, scored in stored["edges"]
         ]
         recall = stored.get("candidate_recall")
         decided = Decided(edges, stored["checked"], [], 0.0, 0.0, recall)

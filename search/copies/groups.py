@@ -118,7 +118,7 @@ class _Star:
         check = self.confirm(keep, record)
         if check is None or not check.verified:
             return None
-        return Edge(keep.id, record.id, via.score, via.cosine, via.angle, check, check.tilt)
+        return Edge(keep.id, record.id, via.score, via.cosine, via.angle, check)
 
 
 def _split(component: set[str], star: _Star, choose: Chooser) -> list[DuplicateGroup]:
